@@ -1,0 +1,40 @@
+# bolt_inspection — the two commands a newcomer needs: `make demo` and `make test`.
+# Both build .venv on first use from the pinned requirements; nothing else is needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Every ROS process we start stays on this machine unless the user said otherwise.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+DEMO_DIR ?= demo_out
+
+.PHONY: venv demo test lint unit bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q \
+		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@# setup.cfg puts scripts in lib/bolt_inspection (where `ros2 run` looks); put them on PATH too.
+	cd $(BIN) && ln -sf ../lib/bolt_inspection/* .
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bolt-inspection demo --out $(DEMO_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests launch bench setup.py
+
+test: lint
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Subcommands of ``bolt-inspection``; every non-private module here is one (see cli.py)."""

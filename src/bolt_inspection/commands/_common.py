@@ -1,0 +1,37 @@
+"""Argument types shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+
+def size_wh(text: str) -> tuple[int, int]:
+    """Parse ``WxH`` (e.g. ``1280x960``) into ``(width, height)`` for argparse."""
+    match = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', text)
+    if not match:
+        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT such as 1280x960, got {text!r}')
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (8 <= width <= 8192 and 8 <= height <= 8192):
+        raise argparse.ArgumentTypeError(f'size {width}x{height} out of range 8..8192 per side')
+    return width, height
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'expected a number > 0, got {value}')
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number in [0, 1], got {text!r}') from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'expected a number in [0, 1], got {value}')
+    return value

@@ -1,0 +1,1 @@
+"""Thin rclpy adapters: convert messages, hold parameters, call :mod:`bolt_inspection.core`."""

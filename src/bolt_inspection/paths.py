@@ -1,0 +1,44 @@
+"""Where the package's shared files (config/, launch/) are, in every way it can be installed.
+
+Order: an ament index (a colcon workspace or a ROS 2 install), the source tree (an editable
+install or a checkout), then ``<prefix>/share/bolt_inspection`` of the running Python.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+
+PACKAGE = 'bolt_inspection'
+
+
+@cache
+def share_dir() -> Path:
+    """Return the directory that holds ``config/`` and ``launch/``."""
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+        try:
+            return Path(get_package_share_directory(PACKAGE))
+        except (PackageNotFoundError, LookupError, ValueError, OSError):
+            # OSError: no AMENT_PREFIX_PATH, i.e. not inside a sourced ROS 2 environment.
+            pass
+    except ImportError:
+        pass
+    source_root = Path(__file__).resolve().parents[2]
+    if (source_root / 'config').is_dir() and (source_root / 'package.xml').is_file():
+        return source_root
+    return Path(sys.prefix) / 'share' / PACKAGE
+
+
+def config_path(name: str) -> Path:
+    """Return the path of a shipped config file, e.g. ``config_path('line.yaml')``."""
+    return share_dir() / 'config' / name
+
+
+def launch_path(name: str) -> Path:
+    """Return the path of a shipped launch file."""
+    return share_dir() / 'launch' / name

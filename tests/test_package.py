@@ -1,0 +1,83 @@
+"""The package as a user installs it: metadata, entry points, layout, environment defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from bolt_inspection import paths, rosenv
+from bolt_inspection.core.config import load_yaml, node_parameters
+from bolt_inspection.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_top_level_layout():
+    for name in ('src', 'launch', 'config', 'docker', 'tests', 'README.md', 'package.xml',
+                 'setup.py', 'setup.cfg', 'resource/bolt_inspection', 'Makefile', '.ci/run'):
+        assert (ROOT / name).exists(), name
+
+
+def test_package_xml_is_format_3_and_lists_ros_dependencies():
+    root = ET.parse(ROOT / 'package.xml').getroot()
+    assert root.get('format') == '3'
+    assert root.findtext('name') == 'bolt_inspection'
+    deps = {e.text for e in root if e.tag.endswith('depend')}
+    for dep in ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'std_srvs', 'cv_bridge',
+                'launch', 'launch_ros', 'python3-opencv', 'python3-numpy'):
+        assert dep in deps, dep
+    assert root.find('export/build_type').text == 'ament_python'
+
+
+def test_console_scripts_resolve_to_callables():
+    scripts = {ep.name: ep for ep in entry_points(group='console_scripts')
+               if ep.value.startswith('bolt_inspection.')}
+    assert 'bolt-inspection' in scripts
+    for name, ep in scripts.items():
+        assert callable(ep.load()), name
+
+
+def test_cli_help_lists_subcommands():
+    out = subprocess.run([sys.executable, '-m', 'bolt_inspection.cli', '--help'],
+                         capture_output=True, text=True, check=True).stdout
+    assert 'synth' in out
+
+
+def test_share_dir_has_config():
+    assert (paths.share_dir() / 'config').is_dir()
+
+
+def test_ros_environment_defaults_do_not_override_the_user():
+    env = {'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET'}
+    changed = rosenv.apply_defaults(env)
+    assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'SUBNET'
+    assert 'ROS_AUTOMATIC_DISCOVERY_RANGE' not in changed
+    env = {}
+    rosenv.apply_defaults(env)
+    assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
+
+
+def test_bad_yaml_gives_one_line_error(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('a: [1, 2\nb: 3\n')
+    with pytest.raises(ConfigError) as info:
+        load_yaml(bad)
+    assert 'bad.yaml' in str(info.value) and '\n' not in str(info.value)
+    with pytest.raises(ConfigError, match='no such configuration file'):
+        load_yaml(tmp_path / 'missing.yaml')
+    (tmp_path / 'list.yaml').write_text('- 1\n')
+    with pytest.raises(ConfigError, match='mapping'):
+        load_yaml(tmp_path / 'list.yaml')
+
+
+def test_node_parameters_merge_wildcard_first():
+    config = {'/**': {'ros__parameters': {'a': 1, 'b': 1}},
+              'cam0': {'ros__parameters': {'b': 2}}}
+    assert node_parameters(config, 'cam0') == {'a': 1, 'b': 2}
+    with pytest.raises(ConfigError):
+        node_parameters({'cam0': 5}, 'cam0')
