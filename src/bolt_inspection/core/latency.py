@@ -1,0 +1,58 @@
+"""Rolling latency statistics (mean, p50, p99) for /diagnostics and the line summary."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """Return the ``q``-th percentile (0..100) of ``values``, NaN when empty.
+
+    Uses the 'higher' method, so p99 of a small sample is an observed value, never an
+    interpolation below the worst case.
+    """
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size == 0:
+        return float('nan')
+    return float(np.percentile(arr, q, method='higher'))
+
+
+class LatencyStats:
+    """Keep the last ``window`` latencies (milliseconds) and summarise them.
+
+    Args:
+        window: How many recent samples the percentiles are computed over.
+    """
+
+    def __init__(self, window: int = 1000) -> None:
+        self._samples: deque[float] = deque(maxlen=max(1, int(window)))
+        self.count = 0
+
+    def add(self, latency_ms: float) -> None:
+        """Record one latency in milliseconds."""
+        self._samples.append(float(latency_ms))
+        self.count += 1
+
+    @property
+    def samples(self) -> list[float]:
+        return list(self._samples)
+
+    def mean(self) -> float:
+        return float(np.mean(self._samples)) if self._samples else float('nan')
+
+    def p50(self) -> float:
+        return percentile(self._samples, 50)
+
+    def p99(self) -> float:
+        return percentile(self._samples, 99)
+
+    def max(self) -> float:
+        return max(self._samples) if self._samples else float('nan')
+
+    def summary(self) -> dict[str, float]:
+        """Return ``{'count', 'mean_ms', 'p50_ms', 'p99_ms', 'max_ms'}``."""
+        return {'count': self.count, 'mean_ms': self.mean(), 'p50_ms': self.p50(),
+                'p99_ms': self.p99(), 'max_ms': self.max()}
