@@ -1,0 +1,391 @@
+"""Evaluation of a bolt classifier: the paper's Table 2 at view and bolt level, and Grad-CAM
+localisation.
+
+Everything here works on plain numbers (per-view NG probabilities, labels, heatmaps, masks), so it
+is tested without a model. :func:`evaluate_model` is the one function that runs a model artifact
+over a dataset and feeds the rest.
+
+Conventions (the paper's Table 2, Eqs. 5-7):
+
+* NG (defective) is the positive class. A view is predicted NG when ``p_ng >= threshold``.
+* A bolt is predicted NG when ANY of its views is (the line's fusion rule); its truth is the bolt
+  label, and its score for ROC AUC is the maximum view ``p_ng``.
+* Confusion matrices are ``[[NG->NG, NG->OK], [OK->NG, OK->OK]]``: rows are the TRUE label,
+  columns the PREDICTED label, both in the order :data:`CLASS_ORDER` = ``('NG', 'OK')``.
+  So ``confusion[0][0]`` is the number of correctly rejected defective items.
+
+Localisation (the paper's "95% of the 66 NG test images had their defect located"):
+
+* *peak in mask*: for each NG view, the heatmap's argmax is compared with the true defect mask
+  cropped with the same box the model input was cut from (the ROI box, or the whole frame for a
+  full-frame model) and resampled to the heatmap grid. The mask is dilated by
+  ``tolerance_px`` pixels of the model input (default 4): Grad-CAM of ``block5_conv3`` has one
+  cell per 16 input pixels, so its upsampled peak cannot be placed more precisely than that, and a
+  thin gap in the coating would otherwise be missed by a peak one pixel beside it. A view whose
+  heatmap is all zero counts as a miss; an NG view without any mask pixel is left out and counted.
+* *energy in ROI*: the share of heatmap mass (sum of the [0, 1] heatmap) inside the camera's ROI
+  box. For a full-frame model this is what shows whether it looks at the thread or at the
+  background; for an ROI model it is 1 by construction (its input IS the ROI box).
+* *energy on thread*: the share inside the view's own coated-thread box (``thread_box`` from the
+  dataset, tighter than the ROI box), meaningful for both kinds of model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CLASS_ORDER = ('NG', 'OK')
+CONFUSION_AXES = {
+    'rows': 'true label',
+    'columns': 'predicted label',
+    'order': list(CLASS_ORDER),
+}
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ViewPrediction:
+    """One evaluated view.
+
+    Attributes:
+        bolt_id: Bolt the view belongs to.
+        cam: Camera index.
+        label: True VIEW label, 'OK' or 'NG' (NG only when the defect is visible in this view).
+        bolt_label: True BOLT label, 'OK' or 'NG'.
+        p_ng: The model's NG probability for the view.
+        defect: Defect kind of the bolt ('ok', 'insufficient', ...), '' when unknown.
+    """
+
+    bolt_id: str
+    cam: int
+    label: str
+    bolt_label: str
+    p_ng: float
+    defect: str = ''
+
+
+def _check_labels(labels: Iterable[str]) -> list[str]:
+    out = [str(x) for x in labels]
+    bad = sorted(set(out) - set(CLASS_ORDER))
+    if bad:
+        raise ValueError(f'labels must be OK or NG, got {bad}')
+    return out
+
+
+def level_metrics(y_true: Sequence[str], scores: Sequence[float], threshold: float) -> dict:
+    """Table 2 metrics for one level (views or bolts).
+
+    Args:
+        y_true: True labels, 'OK' / 'NG'.
+        scores: NG scores in [0, 1]; an item is predicted NG when ``score >= threshold``.
+        threshold: Decision threshold on the NG score.
+
+    Returns:
+        ``{'NG': {'precision', 'recall', 'f1', 'support'}, 'OK': {...}, 'accuracy', 'roc_auc',
+        'confusion'}``. ``roc_auc`` is None when only one class is present (undefined);
+        precision of a class never predicted is 0 (scikit-learn's ``zero_division=0``).
+        ``confusion`` follows :data:`CONFUSION_AXES`.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    y_true = _check_labels(y_true)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(y_true) != len(scores):
+        raise ValueError(f'{len(y_true)} labels but {len(scores)} scores')
+    if len(y_true) == 0:
+        raise ValueError('nothing to evaluate: no items')
+    y_pred = np.where(scores >= threshold, 'NG', 'OK')
+    labels = list(CLASS_ORDER)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    out: dict = {}
+    for i, name in enumerate(labels):
+        out[name] = {
+            'precision': float(precision[i]),
+            'recall': float(recall[i]),
+            'f1': float(f1[i]),
+            'support': int(support[i]),
+        }
+    out['accuracy'] = float(accuracy_score(y_true, y_pred))
+    truth_ng = np.asarray(y_true) == 'NG'
+    if truth_ng.all() or not truth_ng.any():
+        out['roc_auc'] = None
+    else:
+        out['roc_auc'] = float(roc_auc_score(truth_ng.astype(int), scores))
+    out['confusion'] = confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist()
+    return out
+
+
+def bolt_scores(predictions: Sequence[ViewPrediction]) -> tuple[list[str], list[str], list[float]]:
+    """Aggregate views to bolts: score = max view p_ng, truth = the bolt label.
+
+    Returns:
+        ``(bolt_ids, bolt_labels, bolt_scores)`` in first-seen bolt order. A bolt is predicted NG
+        at threshold t exactly when its score >= t, i.e. when any view is NG.
+
+    Raises:
+        ValueError: when views of one bolt disagree on the bolt label.
+    """
+    scores: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    for p in predictions:
+        p_ng = float(p.p_ng)
+        if math.isnan(p_ng):
+            raise ValueError(f'bolt {p.bolt_id} cam{p.cam}: p_ng is NaN')
+        if p.bolt_id in labels and labels[p.bolt_id] != p.bolt_label:
+            raise ValueError(f'bolt {p.bolt_id}: views disagree on the bolt label')
+        labels[p.bolt_id] = p.bolt_label
+        scores[p.bolt_id] = max(scores.get(p.bolt_id, -math.inf), p_ng)
+    ids = list(labels)
+    return ids, [labels[b] for b in ids], [scores[b] for b in ids]
+
+
+def compute_metrics(predictions: Sequence[ViewPrediction], threshold: float) -> dict:
+    """The ``metrics.json`` body: ``{'view': {...}, 'bolt': {...}, 'threshold': t,
+    'confusion_axes': {...}, 'counts': {...}}``; see :func:`level_metrics`."""
+    if not predictions:
+        raise ValueError('nothing to evaluate: no predictions')
+    view = level_metrics([p.label for p in predictions], [p.p_ng for p in predictions],
+                         threshold)
+    _, bolt_labels, scores = bolt_scores(predictions)
+    bolt = level_metrics(bolt_labels, scores, threshold)
+    return {
+        'view': view,
+        'bolt': bolt,
+        'threshold': float(threshold),
+        'confusion_axes': dict(CONFUSION_AXES),
+        'counts': {'views': len(predictions), 'bolts': len(bolt_labels)},
+    }
+
+
+# --------------------------------------------------------------------------- Table 2 printing
+
+def format_table2(level: dict, title: str) -> str:
+    """Plain aligned text in the paper's Table 2 layout, plus accuracy, AUC and confusion."""
+    lines = [title, f'{"":<20}{"precision":>10}{"recall":>10}{"F1-score":>10}{"support":>10}']
+    names = {'NG': 'Defective (NG)', 'OK': 'Non-defective (OK)'}
+    for cls in CLASS_ORDER:
+        m = level[cls]
+        lines.append(f'{names[cls]:<20}{m["precision"]:>10.3f}{m["recall"]:>10.3f}'
+                     f'{m["f1"]:>10.3f}{m["support"]:>10d}')
+    auc = level.get('roc_auc')
+    auc_text = 'n/a (one class only)' if auc is None else f'{auc:.3f}'
+    lines.append(f'accuracy {level["accuracy"]:.3f}   ROC AUC {auc_text}')
+    (a, b), (c, d) = level['confusion']
+    width = max(6, *(len(str(v)) for v in (a, b, c, d)))
+    lines.append('confusion (rows = true, columns = predicted):')
+    lines.append(f'{"":<12}{"pred NG":>{width + 3}}{"pred OK":>{width + 3}}')
+    lines.append(f'{"true NG":<12}{a:>{width + 3}}{b:>{width + 3}}')
+    lines.append(f'{"true OK":<12}{c:>{width + 3}}{d:>{width + 3}}')
+    return '\n'.join(lines)
+
+
+def markdown_table2(level: dict) -> str:
+    """The same table as GitHub markdown (used in report.md)."""
+    rows = ['| | precision | recall | F1-score | support |', '|---|---:|---:|---:|---:|']
+    names = {'NG': 'Defective (NG)', 'OK': 'Non-defective (OK)'}
+    for cls in CLASS_ORDER:
+        m = level[cls]
+        rows.append(f'| {names[cls]} | {m["precision"]:.3f} | {m["recall"]:.3f} | '
+                    f'{m["f1"]:.3f} | {m["support"]} |')
+    auc = level.get('roc_auc')
+    (a, b), (c, d) = level['confusion']
+    rows.append('')
+    rows.append(f'Accuracy {level["accuracy"]:.3f}, ROC AUC '
+                f'{"n/a" if auc is None else f"{auc:.3f}"}. Confusion (rows true, columns '
+                f'predicted, order NG, OK): [[{a}, {b}], [{c}, {d}]].')
+    return '\n'.join(rows)
+
+
+# --------------------------------------------------------------------------- localisation
+
+def region_box(roi_boxes: dict | None, cam: int, frame_size: tuple[int, int]) -> Box:
+    """The frame region (x, y, w, h) a model input was cut from: the camera's ROI box, or the
+    whole frame (``frame_size`` = (w, h)) for a full-frame model."""
+    if roi_boxes:
+        box = roi_boxes.get(cam, roi_boxes.get(str(cam)))
+        if box is None:
+            raise ValueError(f'no ROI box for cam{cam}')
+        return tuple(int(v) for v in box)
+    return (0, 0, int(frame_size[0]), int(frame_size[1]))
+
+
+def _crop(arr: np.ndarray, box: Box) -> np.ndarray:
+    """Crop with zero padding where the box leaves the array (the ROI box may touch the edge)."""
+    x, y, w, h = box
+    out = np.zeros((h, w) + arr.shape[2:], dtype=arr.dtype)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, arr.shape[1]), min(y + h, arr.shape[0])
+    if x1 > x0 and y1 > y0:
+        out[y0 - y:y1 - y, x0 - x:x1 - x] = arr[y0:y1, x0:x1]
+    return out
+
+
+def mask_on_grid(mask: np.ndarray, region: Box, grid_wh: tuple[int, int],
+                 tolerance_px: int = 0) -> np.ndarray:
+    """The defect mask cropped to ``region`` and resampled onto a ``grid_wh`` = (w, h) grid.
+
+    Area resampling followed by ``> 0`` keeps a defect that is thinner than one grid cell;
+    then the mask is dilated by ``tolerance_px`` grid pixels (elliptic kernel).
+    """
+    crop = _crop((np.asarray(mask) > 0).astype(np.float32), region)
+    small = cv2.resize(crop, grid_wh, interpolation=cv2.INTER_AREA) > 0
+    if tolerance_px > 0:
+        k = 2 * int(tolerance_px) + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        small = cv2.dilate(small.astype(np.uint8), kernel) > 0
+    return small
+
+
+def _on_grid(heatmap: np.ndarray, grid_wh: tuple[int, int] | None) -> np.ndarray:
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f'heatmap must be 2-D, got shape {heatmap.shape}')
+    if grid_wh is not None and heatmap.shape[::-1] != tuple(grid_wh):
+        heatmap = cv2.resize(heatmap, tuple(grid_wh), interpolation=cv2.INTER_LINEAR)
+    return heatmap
+
+
+def peak_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
+                 input_size: tuple[int, int] | None = None, tolerance_px: int = 4) -> bool | None:
+    """Whether the heatmap's peak falls inside the (dilated) defect mask.
+
+    Args:
+        heatmap: 2-D Grad-CAM heatmap of one model input (any resolution).
+        mask: Full-frame defect mask (non-zero = defect).
+        region: Frame box the model input was cut from (see :func:`region_box`).
+        input_size: Model input (w, h); the heatmap is resampled to it so ``tolerance_px`` means
+            model-input pixels. None: work on the heatmap's own grid.
+        tolerance_px: Mask dilation in model-input pixels.
+
+    Returns:
+        True / False, or None when the mask has no pixel inside the region (nothing to locate).
+        An all-zero heatmap has no peak and gives False.
+    """
+    heat = _on_grid(heatmap, input_size)
+    grid = (heat.shape[1], heat.shape[0])
+    target = mask_on_grid(mask, region, grid, tolerance_px)
+    if not mask_on_grid(mask, region, grid, 0).any():
+        return None
+    if not np.isfinite(heat).all() or heat.max() <= 0:
+        return False
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return bool(target[row, col])
+
+
+def energy_share(heatmap: np.ndarray, region: Box, inner: Box) -> float | None:
+    """Share of heatmap mass (sum of values) inside ``inner``, both boxes in frame pixels.
+
+    The heatmap covers ``region``; ``inner`` is clipped to it. None for an all-zero heatmap.
+    """
+    heat = np.clip(np.asarray(heatmap, dtype=np.float64), 0, None)
+    total = float(heat.sum())
+    if not math.isfinite(total) or total <= 0:
+        return None
+    rx, ry, rw, rh = region
+    hh, hw = heat.shape
+    ix, iy, iw, ih = inner
+    # Frame box -> heatmap cells, rounding outward so a box never shrinks to nothing.
+    x0 = math.floor((ix - rx) * hw / rw)
+    x1 = math.ceil((ix + iw - rx) * hw / rw)
+    y0 = math.floor((iy - ry) * hh / rh)
+    y1 = math.ceil((iy + ih - ry) * hh / rh)
+    x0, x1 = max(0, x0), min(hw, x1)
+    y0, y1 = max(0, y0), min(hh, y1)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    return float(heat[y0:y1, x0:x1].sum() / total)
+
+
+@dataclass
+class LocalisationTally:
+    """Accumulates localisation results view by view (so heatmaps need not all be kept)."""
+
+    tolerance_px: int = 4
+    hits: int = 0
+    misses: int = 0
+    no_mask: int = 0
+    flat: int = 0
+    by_defect: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    roi_shares: list = field(default_factory=list)
+    thread_shares: list = field(default_factory=list)
+    ng_roi_shares: list = field(default_factory=list)
+
+    def add(self, heatmap: np.ndarray, *, label: str, region: Box, roi_box: Box | None,
+            thread_box: Box | None, mask: np.ndarray | None, input_size=None,
+            defect: str = '') -> bool | None:
+        """Add one view; returns its peak-in-mask result (None if not an NG view with mask)."""
+        heat = np.asarray(heatmap, dtype=np.float32)
+        if heat.max() <= 0:
+            self.flat += 1
+        if roi_box is not None:
+            share = energy_share(heat, region, roi_box)
+            if share is not None:
+                self.roi_shares.append(share)
+                if label == 'NG':
+                    self.ng_roi_shares.append(share)
+        if thread_box is not None:
+            share = energy_share(heat, region, thread_box)
+            if share is not None:
+                self.thread_shares.append(share)
+        if label != 'NG':
+            return None
+        if mask is None:
+            self.no_mask += 1
+            return None
+        hit = peak_in_mask(heat, mask, region, input_size, self.tolerance_px)
+        if hit is None:
+            self.no_mask += 1
+            return None
+        counts = self.by_defect[defect or 'unknown']
+        counts[0 if hit else 1] += 1
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        return hit
+
+    def summary(self) -> dict:
+        """The ``localisation`` block of metrics.json."""
+        n = self.hits + self.misses
+
+        def mean(values):
+            return float(np.mean(values)) if values else None
+
+        return {
+            'peak_in_mask': (self.hits / n) if n else None,
+            'ng_views_scored': n,
+            'ng_views_located': self.hits,
+            'ng_views_without_mask': self.no_mask,
+            'flat_heatmaps': self.flat,
+            'tolerance_px': self.tolerance_px,
+            'energy_in_roi': mean(self.roi_shares),
+            'energy_in_roi_ng_views': mean(self.ng_roi_shares),
+            'energy_on_thread': mean(self.thread_shares),
+            'peak_in_mask_by_defect': {
+                k: {'located': v[0], 'scored': v[0] + v[1]}
+                for k, v in sorted(self.by_defect.items())
+            },
+        }
+
+
+def write_metrics(metrics: dict, path: str | Path) -> Path:
+    """Write metrics.json (sorted keys, indent 2) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + '\n')
+    return path

@@ -1,0 +1,160 @@
+"""Evaluation metrics and Grad-CAM localisation, on numbers built by hand (no model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from bolt_inspection.core.evaluate import (
+    LocalisationTally,
+    ViewPrediction,
+    bolt_scores,
+    compute_metrics,
+    energy_share,
+    format_table2,
+    level_metrics,
+    peak_in_mask,
+    write_metrics,
+)
+
+
+def fixed_confusion():
+    """TP(NG->NG)=64, FN(NG->OK)=2, FP(OK->NG)=3, TN(OK->OK)=63: close to the paper's Table 2."""
+    truth = ['NG'] * 66 + ['OK'] * 66
+    scores = [0.9] * 64 + [0.1] * 2 + [0.8] * 3 + [0.2] * 63
+    return truth, scores
+
+
+def test_level_metrics_match_hand_count_and_sklearn():
+    truth, scores = fixed_confusion()
+    m = level_metrics(truth, scores, threshold=0.5)
+    assert m['confusion'] == [[64, 2], [3, 63]]
+    # Hand count, NG positive.
+    assert m['NG']['precision'] == pytest.approx(64 / 67)
+    assert m['NG']['recall'] == pytest.approx(64 / 66)
+    assert m['OK']['precision'] == pytest.approx(63 / 65)
+    assert m['OK']['recall'] == pytest.approx(63 / 66)
+    assert m['NG']['support'] == 66 and m['OK']['support'] == 66
+    assert m['accuracy'] == pytest.approx(127 / 132)
+    pred = ['NG' if s >= 0.5 else 'OK' for s in scores]
+    for cls in ('NG', 'OK'):
+        assert m[cls]['precision'] == pytest.approx(precision_score(truth, pred, pos_label=cls))
+        assert m[cls]['recall'] == pytest.approx(recall_score(truth, pred, pos_label=cls))
+        assert m[cls]['f1'] == pytest.approx(f1_score(truth, pred, pos_label=cls))
+    assert m['roc_auc'] == pytest.approx(
+        roc_auc_score([t == 'NG' for t in truth], scores))
+
+
+def test_threshold_is_inclusive_and_auc_undefined_for_one_class():
+    m = level_metrics(['NG', 'NG'], [0.5, 0.49], threshold=0.5)
+    assert m['confusion'] == [[1, 1], [0, 0]]
+    assert m['roc_auc'] is None
+    assert m['OK']['precision'] == 0.0  # never predicted correctly, no division error
+
+
+def test_bolt_is_ng_if_any_view_is_ng():
+    views = [
+        # bolt 1: defective, defect visible on cam2 only, detected there
+        *(ViewPrediction('1', c, 'NG' if c == 2 else 'OK', 'NG', p)
+          for c, p in enumerate([0.1, 0.2, 0.7, 0.1])),
+        # bolt 2: good, one view falsely over threshold -> bolt false reject
+        *(ViewPrediction('2', c, 'OK', 'OK', p) for c, p in enumerate([0.1, 0.6, 0.1, 0.1])),
+        # bolt 3: good, all clear
+        *(ViewPrediction('3', c, 'OK', 'OK', 0.05) for c in range(4)),
+        # bolt 4: defective, missed on every view
+        *(ViewPrediction('4', c, 'NG', 'NG', 0.3) for c in range(4)),
+    ]
+    ids, labels, scores = bolt_scores(views)
+    assert ids == ['1', '2', '3', '4']
+    assert labels == ['NG', 'OK', 'OK', 'NG']
+    assert scores == [0.7, 0.6, 0.05, 0.3]
+    m = compute_metrics(views, threshold=0.5)
+    assert m['bolt']['confusion'] == [[1, 1], [1, 1]]
+    assert m['bolt']['NG']['support'] == 2 and m['bolt']['OK']['support'] == 2
+    # Views: NG views = bolt1 cam2 (hit) + 4 of bolt 4 (missed); one OK view of bolt 2 rejected.
+    assert m['view']['confusion'] == [[1, 4], [1, 10]]
+    assert m['counts'] == {'views': 16, 'bolts': 4}
+
+
+def test_metrics_json_structure(tmp_path):
+    truth, scores = fixed_confusion()
+    views = [ViewPrediction(str(i), 0, t, t, s)
+             for i, (t, s) in enumerate(zip(truth, scores, strict=True))]
+    m = compute_metrics(views, threshold=0.5)
+    m['localisation'] = LocalisationTally().summary()
+    path = write_metrics(m, tmp_path / 'out' / 'metrics.json')
+    data = json.loads(path.read_text())
+    for level in ('view', 'bolt'):
+        assert set(data[level]) == {'NG', 'OK', 'accuracy', 'roc_auc', 'confusion'}
+        for cls in ('NG', 'OK'):
+            assert set(data[level][cls]) == {'precision', 'recall', 'f1', 'support'}
+        assert np.asarray(data[level]['confusion']).shape == (2, 2)
+    assert data['threshold'] == 0.5
+    assert data['confusion_axes'] == {'rows': 'true label', 'columns': 'predicted label',
+                                      'order': ['NG', 'OK']}
+    assert 'peak_in_mask' in data['localisation']
+
+
+def test_table2_text_has_paper_layout():
+    truth, scores = fixed_confusion()
+    text = format_table2(level_metrics(truth, scores, 0.5), 'view level')
+    lines = text.splitlines()
+    assert lines[1].split() == ['precision', 'recall', 'F1-score', 'support']
+    assert lines[2].startswith('Defective (NG)') and lines[2].split()[-1] == '66'
+    assert lines[3].startswith('Non-defective (OK)')
+    assert lines[2].split()[-2] == '0.962'  # F1_NG = 2*64 / (2*64 + 2 + 3)
+    assert 'true NG' in text and 'pred OK' in text
+
+
+def test_peak_inside_mask_is_located_outside_is_not():
+    frame = (200, 100)  # w, h
+    roi = (50, 0, 100, 100)  # the model input is this 100x100 box, resized to 50x50
+    mask = np.zeros((100, 200), np.uint8)
+    mask[40:50, 110:120] = 255  # defect at frame x 110..119, y 40..49 -> ROI x 60..69
+    heat_in = np.zeros((50, 50), np.float32)
+    heat_in[22, 32] = 1.0  # model pixel (32, 22) -> ROI (64, 44) -> frame (114, 44): inside
+    heat_out = np.zeros((50, 50), np.float32)
+    heat_out[5, 5] = 1.0  # far away
+    assert peak_in_mask(heat_in, mask, roi, input_size=(50, 50), tolerance_px=0) is True
+    assert peak_in_mask(heat_out, mask, roi, input_size=(50, 50), tolerance_px=4) is False
+    # Full-frame model (region = whole frame), same mask.
+    full = (0, 0) + frame
+    heat_full = np.zeros((50, 100), np.float32)
+    heat_full[22, 57] = 1.0  # -> frame (114, 44)
+    assert peak_in_mask(heat_full, mask, full, tolerance_px=0) is True
+    # No defect pixel inside the region: nothing to locate.
+    assert peak_in_mask(heat_in, np.zeros_like(mask), roi) is None
+
+    tally = LocalisationTally(tolerance_px=0)
+    kw = dict(region=roi, roi_box=roi, thread_box=None, input_size=(50, 50))
+    tally.add(heat_in, label='NG', mask=mask, defect='foreign', **kw)
+    tally.add(heat_out, label='NG', mask=mask, defect='foreign', **kw)
+    tally.add(heat_out, label='OK', mask=None, **kw)
+    tally.add(np.zeros((50, 50)), label='NG', mask=mask, defect='short', **kw)
+    s = tally.summary()
+    assert s['peak_in_mask'] == pytest.approx(1 / 3)
+    assert s['ng_views_scored'] == 3 and s['flat_heatmaps'] == 1
+    assert s['peak_in_mask_by_defect']['foreign'] == {'located': 1, 'scored': 2}
+
+
+def test_tolerance_catches_a_peak_next_to_a_thin_defect():
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 30] = 255  # a one-pixel-wide gap in the coating
+    heat = np.zeros((64, 64), np.float32)
+    heat[20, 33] = 1.0  # three pixels beside it
+    box = (0, 0, 64, 64)
+    assert peak_in_mask(heat, mask, box, tolerance_px=0) is False
+    assert peak_in_mask(heat, mask, box, tolerance_px=4) is True
+
+
+def test_energy_share_inside_roi():
+    frame_region = (0, 0, 400, 200)
+    heat = np.zeros((20, 40), np.float32)
+    heat[:, 10:20] = 1.0  # frame x 100..199: all energy on the left-centre band
+    assert energy_share(heat, frame_region, (100, 0, 100, 200)) == pytest.approx(1.0)
+    assert energy_share(heat, frame_region, (200, 0, 200, 200)) == pytest.approx(0.0)
+    assert energy_share(heat, frame_region, (150, 0, 250, 200)) == pytest.approx(0.5)
+    assert energy_share(np.zeros((20, 40)), frame_region, (0, 0, 10, 10)) is None
