@@ -1,0 +1,670 @@
+"""Traceability log of every verdict: SQLite (WAL) rows plus PNG evidence for NG bolts.
+
+One :class:`InspectionLog` per database is the only writer. It owns a writer thread and the only
+read-write connection; callers (the classifier or a log node callback) hand it a
+:class:`VerdictRecord` and return at once. A thread instead of synchronous writes because the
+verdict path has a 0.9 s budget and, for an NG bolt, encoding four ROI crops and a mosaic as PNG
+plus an fsync'ed commit costs tens of milliseconds; SQLite allows one writer anyway, so one thread
+that owns the connection serialises writes without locks and drains bursts in one transaction.
+Readers (report, HMI) open their own read-only connections with :func:`connect_readonly`; WAL
+lets them read while the writer commits.
+
+Crash safety, by construction rather than by clean-up code:
+
+* An image is written to ``<name>.tmp``, fsync'ed and ``os.replace``'d into place *before* the
+  transaction that references it commits, so a committed ``stored`` image row always has its file.
+* Pruning commits ``state = 'pruned'`` *before* unlinking, so the same holds while pruning.
+* A kill in between leaves only unreferenced files, removed by the sweep when the log is opened
+  again. SQLite's journal makes each batch of rows all-or-nothing.
+
+Rows are never deleted by the log: disk use is bounded by pruning the oldest image files once
+their total passes ``max_image_bytes``; the verdict rows stay, their image rows say ``pruned``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from bolt_inspection.core.errors import BoltInspectionError
+
+_LOG = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DELIVERY_STATES = ('pending', 'delivered', 'undelivered')
+IMAGE_STATES = ('stored', 'pruned', 'failed')
+DEFAULT_MAX_IMAGE_BYTES = 2 * 1024**3
+
+_SCHEMA_V1 = """
+CREATE TABLE verdicts (
+    id          INTEGER PRIMARY KEY,
+    bolt_id     TEXT    NOT NULL,
+    trigger_ns  INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    code        INTEGER NOT NULL CHECK (code IN (1, 2)),
+    message     TEXT    NOT NULL,
+    reasons     TEXT    NOT NULL DEFAULT '[]',
+    p_ng        TEXT    NOT NULL DEFAULT '{}',
+    threshold   REAL,
+    latency_ms  REAL,
+    model_id    TEXT    NOT NULL DEFAULT '',
+    plc_state   TEXT    NOT NULL DEFAULT 'pending'
+                CHECK (plc_state IN ('pending', 'delivered', 'undelivered')),
+    plc_ns      INTEGER
+);
+CREATE INDEX verdicts_created ON verdicts (created_ns);
+CREATE INDEX verdicts_bolt ON verdicts (bolt_id);
+CREATE TABLE images (
+    id          INTEGER PRIMARY KEY,
+    verdict_id  INTEGER NOT NULL REFERENCES verdicts (id),
+    kind        TEXT    NOT NULL CHECK (kind IN ('crop', 'mosaic')),
+    cam         INTEGER,
+    path        TEXT    NOT NULL,
+    bytes       INTEGER NOT NULL DEFAULT 0,
+    state       TEXT    NOT NULL DEFAULT 'stored'
+                CHECK (state IN ('stored', 'pruned', 'failed'))
+);
+CREATE INDEX images_verdict ON images (verdict_id);
+CREATE INDEX images_stored ON images (state, id);
+"""
+
+# Migrations from version N to N + 1, applied in order inside one transaction each. Version 0 is
+# an empty file. Add `2: _migrate_1_to_2` here (ALTER TABLE ...) when the schema changes; never
+# edit _SCHEMA_V1, databases in the field were created from it.
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+
+
+class LogError(BoltInspectionError):
+    """The inspection log database is missing, unreadable, or not an inspection log."""
+
+
+@dataclass
+class VerdictRecord:
+    """One bolt's verdict as the log stores it.
+
+    Attributes:
+        bolt_id: The bolt id (decimal string from the trigger's ``frame_id``).
+        trigger_ns: Trigger stamp in nanoseconds (the join key of the four views).
+        code: 1 = OK, 2 = NG (the PLC verdict code).
+        message: ``'OK'``, ``'NG'`` or ``'NG: <reason>'`` as published.
+        p_ng: NG probability per camera; ``None`` for a view that was missing or undecodable.
+        threshold: The decision threshold in force.
+        latency_ms: Trigger to verdict, milliseconds.
+        model_id: Identifier of the model that decided.
+        reasons: Why the bolt is NG beyond the classifier (missing view, decode error, ...).
+        plc_state: ``'pending'`` until the PLC bridge reports delivery.
+        crops: ROI crop per camera (BGR uint8), stored as PNG for NG bolts.
+        mosaic: The Grad-CAM mosaic (BGR uint8), stored as PNG for NG bolts.
+        created_ns: Wall-clock time of the verdict; ``time.time_ns()`` when omitted.
+    """
+
+    bolt_id: str
+    trigger_ns: int
+    code: int
+    message: str
+    p_ng: Mapping[int, float | None] = field(default_factory=dict)
+    threshold: float | None = None
+    latency_ms: float | None = None
+    model_id: str = ''
+    reasons: list[str] = field(default_factory=list)
+    plc_state: str = 'pending'
+    crops: Mapping[int, np.ndarray] = field(default_factory=dict)
+    mosaic: np.ndarray | None = None
+    created_ns: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 1
+
+    @classmethod
+    def from_inspection(cls, bolt_id, trigger_ns: int, inspection: Any, *, threshold: float,
+                        model_id: str, latency_ms: float | None = None,
+                        mosaic: np.ndarray | None = None) -> VerdictRecord:
+        """Build a record from a :class:`bolt_inspection.core.inspector.Inspection`.
+
+        Duck-typed (``inspection.verdict.code/message/reasons``, ``.p_ng``, ``.crops``) so this
+        module does not import the ML stack.
+        """
+        verdict = inspection.verdict
+        return cls(bolt_id=str(bolt_id), trigger_ns=int(trigger_ns), code=int(verdict.code),
+                   message=str(verdict.message), p_ng=dict(inspection.p_ng),
+                   threshold=float(threshold), latency_ms=latency_ms, model_id=str(model_id),
+                   reasons=list(verdict.reasons), crops=dict(inspection.crops), mosaic=mosaic)
+
+
+@dataclass(frozen=True)
+class LoggedImage:
+    """One stored (or pruned) evidence image of a logged verdict."""
+
+    kind: str            # 'crop' | 'mosaic'
+    cam: int | None      # camera of a crop; None for the mosaic
+    path: Path           # absolute path (may no longer exist when state is 'pruned')
+    bytes: int
+    state: str           # 'stored' | 'pruned' | 'failed'
+
+
+@dataclass(frozen=True)
+class LoggedVerdict:
+    """A verdict row as read back from the log."""
+
+    id: int
+    bolt_id: str
+    trigger_ns: int
+    created_ns: int
+    code: int
+    message: str
+    reasons: list[str]
+    p_ng: dict[int, float | None]
+    threshold: float | None
+    latency_ms: float | None
+    model_id: str
+    plc_state: str
+    images: list[LoggedImage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 1
+
+
+def default_image_dir(db_path: str | os.PathLike) -> Path:
+    """``/x/inspection.db`` keeps its images in ``/x/inspection_images/``."""
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.stem + '_images')
+
+
+def _validate_record(record: VerdictRecord) -> None:
+    if record.code not in (1, 2):
+        raise ValueError(f'verdict code must be 1 (OK) or 2 (NG), got {record.code!r}')
+    if record.plc_state not in DELIVERY_STATES:
+        raise ValueError(f'plc_state must be one of {DELIVERY_STATES}, got {record.plc_state!r}')
+    if not str(record.bolt_id):
+        raise ValueError('bolt_id must not be empty')
+
+
+def _json_p_ng(p_ng: Mapping[int, float | None]) -> str:
+    out = {}
+    for cam, value in sorted(p_ng.items()):
+        if value is None or not math.isfinite(float(value)):
+            out[str(int(cam))] = None
+        else:
+            out[str(int(cam))] = float(value)
+    return json.dumps(out)
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    import cv2  # imported here: opening a log for reading should not need OpenCV
+
+    ok, buf = cv2.imencode('.png', np.ascontiguousarray(image))
+    if not ok:
+        raise ValueError(f'cannot encode image of shape {image.shape} as PNG')
+    return buf.tobytes()
+
+
+def _write_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
+    """Write ``data`` to ``path`` so a reader (or a crash) never sees a partial file."""
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'wb') as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute('PRAGMA user_version').fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LogError(f'database schema version {version} is newer than this software '
+                       f'(supports {SCHEMA_VERSION}); upgrade bolt_inspection')
+    while version < SCHEMA_VERSION:
+        script = _MIGRATIONS[version]
+        # executescript commits first; BEGIN IMMEDIATE makes the DDL and the version bump atomic.
+        conn.executescript(f'BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version + 1}; '
+                           'COMMIT;')
+        version += 1
+
+
+class InspectionLog:
+    """The single writer of an inspection log database.
+
+    Example::
+
+        log = InspectionLog('~/.ros/bolt_inspection/inspection.db')
+        log.record(VerdictRecord(bolt_id='17', trigger_ns=t, code=2, message='NG', ...))
+        log.set_delivery('17', 'delivered')
+        log.close()
+
+    Args:
+        path: The SQLite database file (created with its directory if missing).
+        image_dir: Where evidence PNGs go; ``<db stem>_images/`` beside the database by default.
+        max_image_bytes: Prune the oldest images once stored images exceed this many bytes.
+        store_ok_images: Also keep crops and mosaic of OK bolts (off: NG evidence is what matters).
+        synchronous: SQLite ``synchronous`` pragma. ``'FULL'`` (default) fsyncs every commit so a
+            verdict sent to the PLC survives a power cut; ``'NORMAL'`` survives process kills only.
+        queue_size: Records waiting for the writer; ``record`` blocks when full (backpressure
+            instead of unbounded memory when the disk stalls).
+
+    Raises:
+        LogError: The database cannot be opened or has a newer schema.
+    """
+
+    def __init__(self, path: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, *, store_ok_images: bool = False,
+                 synchronous: str = 'FULL', queue_size: int = 1000):
+        if max_image_bytes < 0:
+            raise ValueError(f'max_image_bytes must be >= 0, got {max_image_bytes}')
+        if synchronous.upper() not in ('OFF', 'NORMAL', 'FULL', 'EXTRA'):
+            raise ValueError(f'synchronous must be OFF/NORMAL/FULL/EXTRA, got {synchronous!r}')
+        self.path = Path(path).expanduser()
+        self.image_dir = (Path(image_dir).expanduser() if image_dir is not None
+                          else default_image_dir(self.path))
+        self.max_image_bytes = int(max_image_bytes)
+        self.store_ok_images = store_ok_images
+        self._synchronous = synchronous.upper()
+        self._fsync_files = self._synchronous in ('FULL', 'EXTRA')
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._stats = {'written': 0, 'images_written': 0, 'images_pruned': 0,
+                       'errors': 0, 'last_error': ''}
+        # Deliveries reported before the verdict reached the log (separate topics, no ordering).
+        self._early_delivery: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._seq = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.image_dir.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise LogError(f'{self.path}: cannot open inspection log ({exc})') from None
+        try:
+            _migrate(conn)
+            self._image_bytes = self._sweep(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LogError(f'{self.path}: not a usable inspection log ({exc})') from None
+        except BaseException:
+            conn.close()
+            raise
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, args=(conn,), daemon=True,
+                                        name='inspection-log-writer')
+        self._thread.start()
+
+    # -- public API (any thread) ------------------------------------------------------------
+
+    def record(self, record: VerdictRecord) -> None:
+        """Queue a verdict for writing; returns without waiting for the disk.
+
+        Raises:
+            ValueError: The record is malformed (bad code, bad delivery state, empty bolt id).
+            RuntimeError: The log was closed.
+        """
+        _validate_record(record)
+        if record.created_ns is None:
+            record.created_ns = time.time_ns()
+        self._put(('record', record))
+
+    def set_delivery(self, bolt_id, state: str, when_ns: int | None = None) -> None:
+        """Set the PLC delivery state of the latest verdict of ``bolt_id``.
+
+        Applied in order after any verdict queued before it. If the verdict has not been logged
+        yet (the PLC bridge was faster than the log), the state is kept and applied on insert.
+        """
+        if state not in DELIVERY_STATES:
+            raise ValueError(f'delivery state must be one of {DELIVERY_STATES}, got {state!r}')
+        self._put(('delivery', str(bolt_id), state, when_ns or time.time_ns()))
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until everything queued so far is committed. Returns False on timeout."""
+        done = threading.Event()
+        self._put(('flush', done))
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write what is queued, stop the writer thread and close the database."""
+        if self._closed:
+            return
+        self._put(('stop',))
+        self._closed = True
+        self._thread.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Health counters: rows written, images written/pruned, stored image bytes, errors."""
+        with self._lock:
+            out = dict(self._stats)
+            out['image_bytes'] = self._image_bytes
+        out['queued'] = self._queue.qsize()
+        out['alive'] = self._thread.is_alive()
+        return out
+
+    def __enter__(self) -> InspectionLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writer thread ----------------------------------------------------------------------
+
+    def _put(self, item: tuple) -> None:
+        if self._closed:
+            raise RuntimeError('inspection log is closed')
+        self._queue.put(item)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=10.0)
+        conn.execute('PRAGMA journal_mode = WAL')
+        conn.execute(f'PRAGMA synchronous = {self._synchronous}')
+        conn.execute('PRAGMA foreign_keys = ON')
+        return conn
+
+    def _sweep(self, conn: sqlite3.Connection) -> int:
+        """Remove files a crash left behind; return the bytes of stored images."""
+        stored = {row[0] for row in conn.execute("SELECT path FROM images WHERE state = 'stored'")}
+        removed = 0
+        for file in self.image_dir.rglob('*'):
+            if not file.is_file():
+                continue
+            rel = file.relative_to(self.image_dir).as_posix()
+            if rel in stored:
+                continue
+            if file.suffix in ('.tmp', '.png'):
+                file.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            _LOG.info('%s: removed %d unreferenced image files', self.image_dir, removed)
+        total = conn.execute(
+            "SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'stored'").fetchone()[0]
+        return int(total)
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        try:
+            stop = False
+            while not stop:
+                batch = [self._queue.get()]
+                # Drain a burst into one transaction: one fsync for many rows.
+                while len(batch) < 256:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                events = [item[1] for item in batch if item[0] == 'flush']
+                stop = any(item[0] == 'stop' for item in batch)
+                work = [item for item in batch if item[0] in ('record', 'delivery')]
+                if work:
+                    self._write_batch(conn, work)
+                    self._prune(conn)
+                for event in events:
+                    event.set()
+        finally:
+            conn.close()
+
+    def _error(self, what: str, exc: BaseException) -> None:
+        _LOG.error('inspection log %s: %s: %s', self.path, what, exc)
+        with self._lock:
+            self._stats['errors'] += 1
+            self._stats['last_error'] = f'{what}: {exc}'
+
+    def _write_images(self, record: VerdictRecord) -> list[tuple[str, int | None, str, int, str]]:
+        """Write the record's evidence PNGs; return rows (kind, cam, rel path, bytes, state)."""
+        if record.ok and not self.store_ok_images:
+            return []
+        images: list[tuple[str, int | None, np.ndarray]] = [
+            ('crop', int(cam), crop) for cam, crop in sorted(record.crops.items())
+            if crop is not None]
+        if record.mosaic is not None:
+            images.append(('mosaic', None, record.mosaic))
+        if not images:
+            return []
+        day = time.strftime('%Y-%m-%d', time.localtime(record.created_ns / 1e9))
+        folder = self.image_dir / day
+        safe_bolt = ''.join(c if c.isalnum() or c in '-_' else '_' for c in record.bolt_id)
+        self._seq += 1
+        stem = f'{record.created_ns}_{self._seq:04d}_bolt{safe_bolt}'
+        rows = []
+        for kind, cam, image in images:
+            name = f'{stem}_{"mosaic" if cam is None else f"cam{cam}"}.png'
+            rel = f'{day}/{name}'
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                data = _encode_png(image)
+                _write_atomic(folder / name, data, fsync=self._fsync_files)
+                rows.append((kind, cam, rel, len(data), 'stored'))
+            except (OSError, ValueError) as exc:
+                # The verdict row matters more than its pictures: log it with a 'failed' image.
+                self._error(f'bolt {record.bolt_id}: writing {rel}', exc)
+                rows.append((kind, cam, rel, 0, 'failed'))
+        return rows
+
+    def _write_batch(self, conn: sqlite3.Connection, work: list[tuple]) -> None:
+        prepared = []
+        for item in work:
+            if item[0] == 'record':
+                prepared.append((item, self._write_images(item[1])))
+            else:
+                prepared.append((item, None))
+        new_bytes = 0
+        written = 0
+        images_written = 0
+        try:
+            conn.execute('BEGIN IMMEDIATE')
+            for item, image_rows in prepared:
+                if item[0] == 'record':
+                    record: VerdictRecord = item[1]
+                    state, plc_ns = record.plc_state, None
+                    early = self._early_delivery.pop(record.bolt_id, None)
+                    if early is not None:
+                        state, plc_ns = early
+                    cur = conn.execute(
+                        'INSERT INTO verdicts (bolt_id, trigger_ns, created_ns, code, message, '
+                        'reasons, p_ng, threshold, latency_ms, model_id, plc_state, plc_ns) '
+                        'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                        (record.bolt_id, int(record.trigger_ns), int(record.created_ns),
+                         int(record.code), record.message, json.dumps(list(record.reasons)),
+                         _json_p_ng(record.p_ng),
+                         None if record.threshold is None else float(record.threshold),
+                         None if record.latency_ms is None else float(record.latency_ms),
+                         record.model_id, state, plc_ns))
+                    conn.executemany(
+                        'INSERT INTO images (verdict_id, kind, cam, path, bytes, state) '
+                        'VALUES (?, ?, ?, ?, ?, ?)',
+                        [(cur.lastrowid, *row) for row in image_rows])
+                    written += 1
+                    for row in image_rows:
+                        if row[4] == 'stored':
+                            new_bytes += row[3]
+                            images_written += 1
+                else:
+                    _, bolt_id, state, when_ns = item
+                    cur = conn.execute(
+                        'UPDATE verdicts SET plc_state = ?, plc_ns = ? WHERE id = '
+                        '(SELECT MAX(id) FROM verdicts WHERE bolt_id = ?)',
+                        (state, when_ns, bolt_id))
+                    if cur.rowcount == 0:
+                        self._early_delivery[bolt_id] = (state, when_ns)
+                        while len(self._early_delivery) > 1000:
+                            self._early_delivery.popitem(last=False)
+            conn.execute('COMMIT')
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            self._error(f'writing {len(work)} queued items (dropped)', exc)
+            # The files of a failed batch are unreferenced now; remove them so disk stays bounded.
+            for _item, image_rows in prepared:
+                for row in image_rows or ():
+                    (self.image_dir / row[2]).unlink(missing_ok=True)
+            return
+        with self._lock:
+            self._image_bytes += new_bytes
+            self._stats['written'] += written
+            self._stats['images_written'] += images_written
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Mark the oldest images pruned (committed first), then delete their files."""
+        if self._image_bytes <= self.max_image_bytes:
+            return
+        excess = self._image_bytes - self.max_image_bytes
+        victims = []
+        freed = 0
+        rows = conn.execute(
+            "SELECT id, path, bytes FROM images WHERE state = 'stored' ORDER BY id")
+        for image_id, rel, nbytes in rows:
+            if freed >= excess:
+                break
+            victims.append((image_id, rel))
+            freed += nbytes
+        if not victims:
+            return
+        try:
+            conn.execute('BEGIN IMMEDIATE')
+            conn.executemany("UPDATE images SET state = 'pruned' WHERE id = ?",
+                             [(v[0],) for v in victims])
+            conn.execute('COMMIT')
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            self._error('pruning images', exc)
+            return
+        for _, rel in victims:
+            try:
+                (self.image_dir / rel).unlink(missing_ok=True)
+            except OSError as exc:
+                # Row says pruned; the open-time sweep removes the file next time.
+                self._error(f'deleting pruned {rel}', exc)
+        with self._lock:
+            self._image_bytes -= freed
+            self._stats['images_pruned'] += len(victims)
+
+
+# -- readers ---------------------------------------------------------------------------------
+
+def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
+    """Open an inspection log for reading only (safe while the writer runs).
+
+    Raises:
+        LogError: The file does not exist or is not an inspection log.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise LogError(f'{path}: no such inspection log')
+    try:
+        conn = sqlite3.connect(f'file:{quote(str(path.resolve()))}?mode=ro', uri=True,
+                               timeout=10.0)
+        version = conn.execute('PRAGMA user_version').fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f'{path}: not an inspection log ({exc})') from None
+    if version < 1 or not {'verdicts', 'images'} <= tables:
+        conn.close()
+        raise LogError(f'{path}: not an inspection log (no verdicts table)')
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise LogError(f'{path}: schema version {version} is newer than this software '
+                       f'(supports {SCHEMA_VERSION}); upgrade bolt_inspection')
+    return conn
+
+
+def _row_to_verdict(row: tuple) -> LoggedVerdict:
+    (vid, bolt_id, trigger_ns, created_ns, code, message, reasons, p_ng, threshold,
+     latency_ms, model_id, plc_state) = row
+    return LoggedVerdict(
+        id=vid, bolt_id=bolt_id, trigger_ns=trigger_ns, created_ns=created_ns, code=code,
+        message=message, reasons=json.loads(reasons),
+        p_ng={int(k): v for k, v in json.loads(p_ng).items()}, threshold=threshold,
+        latency_ms=latency_ms, model_id=model_id, plc_state=plc_state)
+
+
+_VERDICT_COLUMNS = ('id, bolt_id, trigger_ns, created_ns, code, message, reasons, p_ng, '
+                    'threshold, latency_ms, model_id, plc_state')
+
+
+def read_verdicts(path: str | os.PathLike, *, since_ns: int | None = None,
+                  until_ns: int | None = None, limit: int | None = None,
+                  newest_first: bool = False, with_images: bool = False,
+                  image_dir: str | os.PathLike | None = None) -> list[LoggedVerdict]:
+    """Read logged verdicts with ``since_ns <= created_ns < until_ns``.
+
+    Args:
+        path: The database.
+        since_ns: Earliest creation time (wall clock, ns); no lower bound when None.
+        until_ns: End of the window (exclusive); no upper bound when None.
+        limit: At most this many rows (the newest ones when ``newest_first``).
+        newest_first: Order by creation time descending instead of ascending.
+        with_images: Also read each verdict's image rows.
+        image_dir: The log's image directory, to make image paths absolute; default beside
+            the database.
+
+    Raises:
+        LogError: See :func:`connect_readonly`.
+    """
+    clauses, params = [], []
+    if since_ns is not None:
+        clauses.append('created_ns >= ?')
+        params.append(int(since_ns))
+    if until_ns is not None:
+        clauses.append('created_ns < ?')
+        params.append(int(until_ns))
+    sql = f'SELECT {_VERDICT_COLUMNS} FROM verdicts'
+    if clauses:
+        sql += ' WHERE ' + ' AND '.join(clauses)
+    sql += ' ORDER BY created_ns DESC, id DESC' if newest_first else ' ORDER BY created_ns, id'
+    if limit is not None:
+        sql += ' LIMIT ?'
+        params.append(int(limit))
+    conn = connect_readonly(path)
+    try:
+        verdicts = [_row_to_verdict(row) for row in conn.execute(sql, params)]
+        if with_images and verdicts:
+            base = Path(image_dir) if image_dir is not None else default_image_dir(path)
+            by_id = {v.id: v for v in verdicts}
+            images: dict[int, list[LoggedImage]] = {}
+            ids = list(by_id)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ','.join('?' * len(chunk))
+                for vid, kind, cam, rel, nbytes, state in conn.execute(
+                        f'SELECT verdict_id, kind, cam, path, bytes, state FROM images '
+                        f'WHERE verdict_id IN ({marks}) ORDER BY id', chunk):
+                    images.setdefault(vid, []).append(
+                        LoggedImage(kind, cam, (base / rel).expanduser(), nbytes, state))
+            verdicts = [LoggedVerdict(**{**v.__dict__, 'images': images.get(v.id, [])})
+                        for v in verdicts]
+        return verdicts
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f'{path}: cannot read inspection log ({exc})') from None
+    finally:
+        conn.close()
+
+
+def read_verdict(path: str | os.PathLike, verdict_id: int, *,
+                 image_dir: str | os.PathLike | None = None) -> LoggedVerdict | None:
+    """Read one verdict (with its images) by row id; None if there is no such row."""
+    conn = connect_readonly(path)
+    try:
+        row = conn.execute(f'SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE id = ?',
+                           (int(verdict_id),)).fetchone()
+        if row is None:
+            return None
+        verdict = _row_to_verdict(row)
+        base = Path(image_dir) if image_dir is not None else default_image_dir(path)
+        images = [LoggedImage(kind, cam, (base / rel).expanduser(), nbytes, state)
+                  for kind, cam, rel, nbytes, state in conn.execute(
+                      'SELECT kind, cam, path, bytes, state FROM images WHERE verdict_id = ? '
+                      'ORDER BY id', (verdict.id,))]
+        return LoggedVerdict(**{**verdict.__dict__, 'images': images})
+    finally:
+        conn.close()

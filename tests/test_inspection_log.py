@@ -1,0 +1,261 @@
+"""Inspection log: round trip, delivery updates, pruning, schema, and survival of a SIGKILL."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from bolt_inspection.core.inspection_log import (
+    SCHEMA_VERSION,
+    InspectionLog,
+    LogError,
+    VerdictRecord,
+    connect_readonly,
+    read_verdict,
+    read_verdicts,
+)
+
+
+def _noise(seed: int, shape=(64, 32, 3)) -> np.ndarray:
+    # Random pixels do not compress, so PNG sizes are predictable (~ raw size).
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _ng(bolt: int, **kw) -> VerdictRecord:
+    fields = dict(bolt_id=str(bolt), trigger_ns=1_000_000 * bolt, code=2,
+                  message='NG: missing view cam3', p_ng={0: 0.9, 1: 0.1, 2: 0.2, 3: None},
+                  threshold=0.5, latency_ms=120.5, model_id='m1',
+                  reasons=['missing view cam3'],
+                  crops={cam: _noise(bolt * 10 + cam) for cam in range(3)},
+                  mosaic=_noise(bolt, (64, 64, 3)))
+    fields.update(kw)
+    return VerdictRecord(**fields)
+
+
+def _ok(bolt: int, **kw) -> VerdictRecord:
+    fields = dict(bolt_id=str(bolt), trigger_ns=1_000_000 * bolt, code=1, message='OK',
+                  p_ng={0: 0.01, 1: 0.02, 2: 0.03, 3: 0.04}, threshold=0.5, latency_ms=80.0,
+                  model_id='m1', crops={0: _noise(bolt)}, mosaic=_noise(bolt, (64, 64, 3)))
+    fields.update(kw)
+    return VerdictRecord(**fields)
+
+
+def test_round_trip_rows_and_ng_images(tmp_path):
+    db = tmp_path / 'log' / 'inspection.db'
+    ng = _ng(7)
+    with InspectionLog(db) as log:
+        log.record(_ok(6))
+        log.record(ng)
+        assert log.flush()
+        assert log.stats()['written'] == 2
+    rows = read_verdicts(db, with_images=True)
+    assert [r.bolt_id for r in rows] == ['6', '7']
+    ok, bad = rows
+    assert ok.ok and ok.message == 'OK' and ok.images == []   # OK bolts keep no pictures
+    assert not bad.ok and bad.code == 2 and bad.message == 'NG: missing view cam3'
+    assert bad.reasons == ['missing view cam3']
+    assert bad.p_ng == {0: 0.9, 1: 0.1, 2: 0.2, 3: None}
+    assert (bad.threshold, bad.latency_ms, bad.model_id) == (0.5, 120.5, 'm1')
+    assert bad.trigger_ns == 7_000_000 and bad.plc_state == 'pending'
+    kinds = sorted((img.kind, img.cam) for img in bad.images)
+    assert kinds == [('crop', 0), ('crop', 1), ('crop', 2), ('mosaic', None)]
+    for img in bad.images:
+        assert img.state == 'stored' and img.path.is_file()
+        assert img.path.parent.parent == tmp_path / 'log' / 'inspection_images'
+        expected = ng.mosaic if img.kind == 'mosaic' else ng.crops[img.cam]
+        np.testing.assert_array_equal(cv2.imread(str(img.path)), expected)
+    assert not list((tmp_path / 'log').rglob('*.tmp'))
+    again = read_verdict(db, bad.id)
+    assert again.images == bad.images and again.message == bad.message
+
+
+def test_wal_mode_schema_version_and_reader_while_writing(tmp_path):
+    db = tmp_path / 'inspection.db'
+    log = InspectionLog(db)
+    log.record(_ok(1))
+    log.flush()
+    conn = connect_readonly(db)
+    assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+    assert conn.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(sqlite3.OperationalError, match='readonly'):
+        conn.execute("UPDATE verdicts SET message = 'x'")
+    log.record(_ok(2))
+    log.flush()
+    assert conn.execute('SELECT COUNT(*) FROM verdicts').fetchone()[0] == 2
+    conn.close()
+    log.close()
+    with pytest.raises(RuntimeError, match='closed'):
+        log.record(_ok(3))
+
+
+def test_delivery_state_updates_latest_row_and_early_reports(tmp_path):
+    db = tmp_path / 'inspection.db'
+    with InspectionLog(db) as log:
+        log.record(_ok(5))
+        log.record(_ok(5))                      # bolt ids restart when the PLC counter wraps
+        log.record(_ng(6))
+        log.set_delivery('5', 'delivered')
+        log.set_delivery(6, 'undelivered')
+        log.set_delivery('8', 'delivered')      # bridge faster than the log
+        log.record(_ok(8))
+        with pytest.raises(ValueError, match='delivery state'):
+            log.set_delivery('5', 'lost')
+    states = [(r.bolt_id, r.plc_state) for r in read_verdicts(db)]
+    assert states == [('5', 'pending'), ('5', 'delivered'), ('6', 'undelivered'),
+                      ('8', 'delivered')]
+
+
+def test_time_window_and_newest_first(tmp_path):
+    db = tmp_path / 'inspection.db'
+    with InspectionLog(db) as log:
+        for i in range(10):
+            log.record(_ok(i, created_ns=1_000 + i))
+    assert [r.bolt_id for r in read_verdicts(db, since_ns=1_003, until_ns=1_006)] == [
+        '3', '4', '5']
+    assert [r.bolt_id for r in read_verdicts(db, limit=3, newest_first=True)] == ['9', '8', '7']
+
+
+def test_invalid_records_rejected(tmp_path):
+    with InspectionLog(tmp_path / 'inspection.db') as log:
+        with pytest.raises(ValueError, match='code'):
+            log.record(_ok(1, code=0))
+        with pytest.raises(ValueError, match='plc_state'):
+            log.record(_ok(1, plc_state='sent'))
+
+
+def test_pruning_keeps_rows_and_bounds_disk(tmp_path):
+    db = tmp_path / 'inspection.db'
+    one_bolt = 3 * 64 * 32 * 3 + 64 * 64 * 3      # ~ raw bytes of 3 crops + mosaic
+    limit = int(2.5 * one_bolt)
+    with InspectionLog(db, max_image_bytes=limit) as log:
+        for bolt in range(8):
+            log.record(_ng(bolt))
+            log.flush()
+        stats = log.stats()
+    assert stats['image_bytes'] <= limit and stats['images_pruned'] > 0
+    rows = read_verdicts(db, with_images=True)
+    assert len(rows) == 8                                    # rows are never pruned
+    on_disk = sum(p.stat().st_size for p in (tmp_path / 'inspection_images').rglob('*.png'))
+    assert on_disk <= limit
+    oldest, newest = rows[0], rows[-1]
+    assert {img.state for img in oldest.images} == {'pruned'}
+    assert all(not img.path.exists() for img in oldest.images)
+    assert {img.state for img in newest.images} == {'stored'}
+    for row in rows:
+        for img in row.images:
+            assert img.path.is_file() == (img.state == 'stored')
+    # Reopening recomputes the budget from the database.
+    with InspectionLog(db, max_image_bytes=limit) as log:
+        assert log.stats()['image_bytes'] == stats['image_bytes']
+
+
+def test_reader_errors_are_one_line(tmp_path):
+    with pytest.raises(LogError, match='no such inspection log'):
+        read_verdicts(tmp_path / 'missing.db')
+    junk = tmp_path / 'junk.db'
+    junk.write_bytes(b'this is not sqlite' * 100)
+    with pytest.raises(LogError, match='not an inspection log'):
+        read_verdicts(junk)
+    other = tmp_path / 'other.db'
+    sqlite3.connect(other).execute('CREATE TABLE t (x)').connection.commit()
+    with pytest.raises(LogError, match='not an inspection log'):
+        read_verdicts(other)
+
+
+def test_newer_schema_refused(tmp_path):
+    db = tmp_path / 'inspection.db'
+    InspectionLog(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f'PRAGMA user_version = {SCHEMA_VERSION + 1}')
+    conn.close()
+    with pytest.raises(LogError, match='newer'):
+        InspectionLog(db)
+    with pytest.raises(LogError, match='newer'):
+        read_verdicts(db)
+
+
+_WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord
+    db, limit = sys.argv[1], int(sys.argv[2])
+    rng = np.random.default_rng(0)
+    log = InspectionLog(db, max_image_bytes=limit)
+    bolt = 0
+    while True:
+        for _ in range(5):
+            bolt += 1
+            ng = bolt % 2 == 0
+            crops = {c: rng.integers(0, 256, (96, 48, 3), dtype=np.uint8) for c in range(4)}
+            log.record(VerdictRecord(
+                bolt_id=str(bolt), trigger_ns=bolt, code=2 if ng else 1,
+                message='NG' if ng else 'OK', p_ng={c: 0.1 for c in range(4)}, threshold=0.5,
+                latency_ms=100.0, model_id='kill', crops=crops if ng else {},
+                mosaic=rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) if ng else None))
+            log.set_delivery(bolt - 1, 'delivered')
+        log.flush()
+        print(bolt, flush=True)   # everything up to here is committed
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_leaves_a_consistent_database(tmp_path):
+    db = tmp_path / 'inspection.db'
+    limit = 400_000          # forces pruning while it runs, so a kill can land mid-prune too
+    proc = subprocess.Popen([sys.executable, '-c', _WRITER, str(db), str(limit)],
+                            stdout=subprocess.PIPE, text=True)
+    committed = 0
+    deadline = time.monotonic() + 60
+    try:
+        while committed < 200 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, 'writer exited early'
+            committed = int(line)
+        # Land the kill at an arbitrary point of the next batches (encode, fsync, commit, prune).
+        time.sleep(random.uniform(0.0, 0.05))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert committed >= 200
+
+    conn = sqlite3.connect(db)
+    assert conn.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+    assert conn.execute('PRAGMA foreign_key_check').fetchall() == []
+    conn.close()
+    rows = read_verdicts(db, with_images=True)
+    bolts = [int(r.bolt_id) for r in rows]
+    assert bolts == list(range(1, len(bolts) + 1))     # no gaps, no duplicates
+    assert len(bolts) >= committed                     # every acknowledged row survived
+    for row in rows:
+        assert row.ok == (row.message == 'OK')
+        if row.ok:
+            assert row.images == []
+        else:
+            assert len(row.images) == 5                # 4 crops + mosaic, never partial
+        for img in row.images:
+            assert img.state in ('stored', 'pruned')
+            if img.state == 'stored':
+                assert img.path.is_file() and cv2.imread(str(img.path)) is not None
+    assert any(img.state == 'pruned' for row in rows for img in row.images)
+    # Deliveries committed with the rows: everything but the last few is delivered.
+    assert all(r.plc_state == 'delivered' for r in rows[:committed - 1])
+
+    # The log reopens, sweeps what the kill left behind and keeps writing.
+    with InspectionLog(db, max_image_bytes=limit) as log:
+        log.record(_ok(10_000))
+    rows = read_verdicts(db, with_images=True)
+    assert rows[-1].bolt_id == '10000'
+    referenced = {img.path for row in rows for img in row.images if img.state == 'stored'}
+    on_disk = set((tmp_path / 'inspection_images').rglob('*'))
+    assert {p for p in on_disk if p.is_file()} == referenced
