@@ -259,3 +259,16 @@ def test_sigkill_mid_write_leaves_a_consistent_database(tmp_path):
     referenced = {img.path for row in rows for img in row.images if img.state == 'stored'}
     on_disk = set((tmp_path / 'inspection_images').rglob('*'))
     assert {p for p in on_disk if p.is_file()} == referenced
+
+
+def test_unwritable_image_is_marked_failed_and_row_kept(tmp_path):
+    db = tmp_path / 'inspection.db'
+    with InspectionLog(db) as log:
+        log.record(_ng(1, crops={0: np.zeros((4, 4, 7), np.uint8)}))   # 7 channels: no PNG
+        log.record(_ng(2))
+        log.flush()
+        stats = log.stats()
+    assert stats['errors'] == 1 and 'bolt 1' in stats['last_error']
+    first, second = read_verdicts(db, with_images=True)
+    assert {(i.kind, i.state) for i in first.images} == {('crop', 'failed'), ('mosaic', 'stored')}
+    assert {i.state for i in second.images} == {'stored'}

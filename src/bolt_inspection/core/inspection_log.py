@@ -361,6 +361,9 @@ class InspectionLog:
     def _put(self, item: tuple) -> None:
         if self._closed:
             raise RuntimeError('inspection log is closed')
+        if not self._thread.is_alive():
+            # Without this a dead writer would make record() block forever on a full queue.
+            raise RuntimeError(f'inspection log writer stopped: {self._stats["last_error"]}')
         self._queue.put(item)
 
     def _connect(self) -> sqlite3.Connection:
@@ -406,8 +409,15 @@ class InspectionLog:
                 stop = any(item[0] == 'stop' for item in batch)
                 work = [item for item in batch if item[0] in ('record', 'delivery')]
                 if work:
-                    self._write_batch(conn, work)
-                    self._prune(conn)
+                    try:
+                        self._write_batch(conn, work)
+                        self._prune(conn)
+                    except Exception as exc:  # noqa: BLE001 - keep logging the next bolts
+                        # A bug or an odd record must not kill the only writer; counted and
+                        # logged, visible in stats() for the node's diagnostics.
+                        self._error('unexpected error in writer', exc)
+                        if conn.in_transaction:
+                            conn.rollback()
                 for event in events:
                     event.set()
         finally:
@@ -444,7 +454,7 @@ class InspectionLog:
                 data = _encode_png(image)
                 _write_atomic(folder / name, data, fsync=self._fsync_files)
                 rows.append((kind, cam, rel, len(data), 'stored'))
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - OSError, cv2.error, ValueError
                 # The verdict row matters more than its pictures: log it with a 'failed' image.
                 self._error(f'bolt {record.bolt_id}: writing {rel}', exc)
                 rows.append((kind, cam, rel, 0, 'failed'))
