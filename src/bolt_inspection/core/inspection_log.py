@@ -48,6 +48,8 @@ SCHEMA_VERSION = 1
 DELIVERY_STATES = ('pending', 'delivered', 'undelivered')
 IMAGE_STATES = ('stored', 'pruned', 'failed')
 DEFAULT_MAX_IMAGE_BYTES = 2 * 1024**3
+# ~/.ros is where ROS 2 tools keep per-user state and logs; config/log.yaml says the same.
+DEFAULT_DB_PATH = '~/.ros/bolt_inspection/inspection.db'
 
 _SCHEMA_V1 = """
 CREATE TABLE verdicts (
