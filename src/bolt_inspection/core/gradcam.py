@@ -1,0 +1,218 @@
+"""Grad-CAM (Selvaraju et al. 2017) exactly as the paper's Eq. 2-4, batched, plus drawing helpers.
+
+For class c and the feature maps ``A^k`` of the Grad-CAM layer (``block5_conv3`` for VGG16)::
+
+    a_k^c = 1/Z sum_ij d y^c / d A^k_ij           (Eq. 2, global average pooling of gradients)
+    L^c   = ReLU(sum_k a_k^c A^k)                 (Eq. 3-4)
+
+then ``L^c`` is upsampled (bilinear) to the input size and divided by its maximum, per image, so
+every heatmap is in [0, 1]; a map that is zero everywhere (no positive evidence) stays zero.
+
+``y^c`` is the **pre-softmax score** (logit) of class c, as in the original Grad-CAM paper: the
+softmax probability saturates (its gradient ``p(1-p)`` vanishes for confident views, which is
+exactly when the map is wanted) and it couples the classes. The logits are taken cleanly: when
+the model's last layer is a ``Dense`` with softmax (our models), the Grad-CAM graph outputs that
+layer's *input* and applies its kernel and bias itself, so probabilities and logits come from one
+forward pass. If the last layer is a separate softmax ``Activation``, its input is the logit. For
+any other model the class probability is used (documented fallback, see :attr:`GradCAM.score`).
+
+One call runs ONE forward pass (under one ``tf.GradientTape``) for the whole batch and returns
+both the probabilities and the heatmaps: no second inference for the explanation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from bolt_inspection.core.errors import ImageError, ModelError
+from bolt_inspection.core.keras_backend import keras, tf
+
+
+class GradCAM:
+    """Batched Grad-CAM over a Keras model.
+
+    Args:
+        model: A functional Keras model with a softmax output.
+        layer_name: The conv layer whose feature maps are explained.
+        class_index: The class c whose score is differentiated (1 = 'NG').
+
+    Call with a float32 batch ``(N, h, w, 3)`` (as :func:`~bolt_inspection.core.roi.prepare_batch`
+    makes it) to get ``(probs (N, n_classes), heatmaps (N, h, w))``.
+    """
+
+    def __init__(self, model, layer_name: str = 'block5_conv3', class_index: int = 1):
+        k = keras()
+        self.model = model
+        self.layer_name = layer_name
+        self.class_index = int(class_index)
+        try:
+            target = model.get_layer(layer_name)
+        except ValueError:
+            raise ModelError(f'Grad-CAM layer {layer_name!r} not found in model '
+                             f'{model.name}') from None
+        if len(target.output.shape) != 4:
+            raise ModelError(f'Grad-CAM layer {layer_name!r} does not output feature maps')
+        last = model.layers[-1]
+        self._dense = None
+        activation = getattr(last, 'activation', None)
+        if isinstance(last, k.layers.Dense) and activation is k.activations.softmax:
+            self._dense = last
+            head_output = last.input
+            self.score = 'logit'
+        elif (isinstance(last, k.layers.Activation)
+              and getattr(last, 'activation', None) is k.activations.softmax):
+            head_output = last.input
+            self.score = 'logit'
+        else:
+            head_output = model.output
+            self.score = 'probability'
+        self._grad_model = k.Model(model.inputs, [target.output, head_output])
+        height, width = model.input_shape[1:3]
+        self.input_hw = (int(height), int(width))
+        self._fn = tf().function(
+            self._compute, input_signature=[tf().TensorSpec([None, height, width, 3],
+                                                            tf().float32)],
+            reduce_retracing=True)
+
+    def _compute(self, batch):
+        t = tf()
+        with t.GradientTape() as tape:
+            conv, head = self._grad_model(batch, training=False)
+            if self._dense is not None:
+                logits = t.matmul(head, self._dense.kernel) + self._dense.bias
+                probs = t.nn.softmax(logits, axis=-1)
+            elif self.score == 'logit':
+                logits = head
+                probs = t.nn.softmax(logits, axis=-1)
+            else:
+                logits = probs = head
+            # Views are independent (no batch statistics at inference), so the gradient of the
+            # summed class scores gives each view's own d y^c / d A^k.
+            score = t.reduce_sum(logits[:, self.class_index])
+        grads = tape.gradient(score, conv)
+        weights = t.reduce_mean(grads, axis=(1, 2))                      # Eq. 2: (N, K)
+        cam = t.nn.relu(t.einsum('nijk,nk->nij', conv, weights))        # Eq. 3-4: (N, i, j)
+        cam = t.image.resize(cam[..., None], self.input_hw, method='bilinear')[..., 0]
+        cam = t.where(t.math.is_finite(cam), cam, t.zeros_like(cam))
+        cam = t.nn.relu(cam)
+        peak = t.reduce_max(cam, axis=(1, 2), keepdims=True)
+        cam = t.math.divide_no_nan(cam, t.where(peak > 1e-12, peak, t.zeros_like(peak)))
+        return probs, cam
+
+    def __call__(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        """Explain a batch.
+
+        Args:
+            batch: ``(N, h, w, 3)`` float RGB 0..255 at the model's input size.
+
+        Returns:
+            ``(probs, heatmaps)``: ``(N, n_classes)`` float32 softmax outputs and ``(N, h, w)``
+            float32 heatmaps in [0, 1].
+
+        Raises:
+            ImageError: The batch has the wrong shape.
+        """
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != (*self.input_hw, 3):
+            raise ImageError(f'Grad-CAM batch shape {batch.shape} does not match the model input '
+                             f'(N, {self.input_hw[0]}, {self.input_hw[1]}, 3)')
+        if batch.shape[0] == 0:
+            n_out = int(self.model.output_shape[-1])
+            return (np.zeros((0, n_out), np.float32),
+                    np.zeros((0, *self.input_hw), np.float32))
+        probs, cams = self._fn(tf().constant(batch))
+        return probs.numpy(), cams.numpy()
+
+
+def overlay(image_bgr: np.ndarray, heatmap: np.ndarray | None, alpha: float = 0.4) -> np.ndarray:
+    """Blend a heatmap over an image with OpenCV's JET colormap (red = high).
+
+    Args:
+        image_bgr: HxWx3 uint8 BGR (grayscale is converted).
+        heatmap: 2-D array in [0, 1] of any size (resized to the image); ``None`` = no overlay.
+        alpha: Weight of the colour map.
+
+    Returns:
+        HxWx3 uint8 BGR.
+    """
+    from bolt_inspection.core.roi import as_bgr
+
+    image = as_bgr(image_bgr, 'overlay image')
+    if heatmap is None:
+        return image.copy()
+    heat = np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    if heat.ndim != 2:
+        raise ImageError(f'heatmap must be 2-D, got shape {heat.shape}')
+    heat = cv2.resize(np.clip(heat, 0.0, 1.0), (image.shape[1], image.shape[0]),
+                      interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.uint8(np.round(heat * 255.0)), cv2.COLORMAP_JET)
+    return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+
+
+_OK_BGR = (40, 160, 40)
+_NG_BGR = (30, 30, 210)
+_GREY = (110, 110, 110)
+
+
+def _put_text(img, text, org, scale, colour=(255, 255, 255), thickness=1):
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2,
+                cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def mosaic(crops_bgr: Sequence[np.ndarray | None], heatmaps: Sequence[np.ndarray | None] | None,
+           banner: str, ok: bool, labels: Sequence[str] | None = None,
+           tile_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A 2x2 mosaic of views with Grad-CAM overlays under a verdict banner.
+
+    Args:
+        crops_bgr: Up to 4 BGR crops in camera order; ``None`` = missing view (grey tile).
+        heatmaps: Matching heatmaps in [0, 1] (or ``None`` entries / ``None`` for none).
+        banner: Banner text, e.g. ``'bolt 17: NG'``.
+        ok: Green banner if True, red if False.
+        labels: Per-view caption (e.g. ``'cam0 p_ng 0.03'``).
+        tile_size: ``(w, h)`` of each tile; default: the first crop's aspect, 240 px high.
+
+    Returns:
+        ``(banner_h + 2*tile_h, 2*tile_w, 3)`` uint8 BGR, C-contiguous (ready for a bgr8 Image).
+    """
+    crops = list(crops_bgr)[:4] + [None] * max(0, 4 - len(crops_bgr))
+    heats = list(heatmaps or [])[:4]
+    heats += [None] * (4 - len(heats))
+    caps = list(labels or [])[:4]
+    caps += [''] * (4 - len(caps))
+    if tile_size is None:
+        first = next((c for c in crops if isinstance(c, np.ndarray) and c.ndim >= 2
+                      and c.size), None)
+        tile_h = 240
+        aspect = first.shape[1] / first.shape[0] if first is not None else 0.5
+        tile_w = int(np.clip(round(tile_h * aspect), 60, 480))
+    else:
+        tile_w, tile_h = int(tile_size[0]), int(tile_size[1])
+    tiles = []
+    for crop, heat, cap in zip(crops, heats, caps, strict=True):
+        if crop is None:
+            tile = np.full((tile_h, tile_w, 3), _GREY, np.uint8)
+            _put_text(tile, 'missing', (8, tile_h // 2), 0.6)
+        else:
+            try:
+                tile = cv2.resize(overlay(crop, heat), (tile_w, tile_h))
+            except ImageError:
+                tile = np.full((tile_h, tile_w, 3), _GREY, np.uint8)
+                _put_text(tile, 'bad image', (8, tile_h // 2), 0.6)
+        if cap:
+            _put_text(tile, cap, (6, tile_h - 10), 0.45)
+        cv2.rectangle(tile, (0, 0), (tile_w - 1, tile_h - 1), (0, 0, 0), 1)
+        tiles.append(tile)
+    grid = np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])])
+    banner_h = max(36, tile_h // 5)
+    bar = np.full((banner_h, grid.shape[1], 3), _OK_BGR if ok else _NG_BGR, np.uint8)
+    scale = banner_h / 40.0
+    (text_w, _), _ = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    if text_w > grid.shape[1] - 12:
+        scale *= (grid.shape[1] - 12) / max(text_w, 1)
+    _put_text(bar, banner, (6, int(banner_h * 0.72)), scale, thickness=2)
+    return np.ascontiguousarray(np.vstack([bar, grid]))

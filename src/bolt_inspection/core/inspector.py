@@ -1,0 +1,194 @@
+"""The inspection of one bolt: ROI crops -> one batched forward pass with Grad-CAM -> fusion.
+
+This is what the classifier node and the evaluation call. :meth:`Inspector.inspect` never
+raises because of a view: a missing, undecodable or wrong-size view becomes a failure reason
+and makes the bolt NG; an exception inside inference makes the bolt NG with the reason
+``'inference error: ...'``. A silent OK is impossible by construction (see
+:mod:`bolt_inspection.core.fusion`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bolt_inspection.core.artifact import ModelArtifact, load_artifact
+from bolt_inspection.core.errors import BoltInspectionError, ImageError
+from bolt_inspection.core.fusion import BoltVerdict, fuse
+from bolt_inspection.core.roi import Box, CameraConfig, crop_roi, resize_bgr
+
+DEFAULT_CAMS = (0, 1, 2, 3)
+
+
+@dataclass
+class Inspection:
+    """The result of inspecting one bolt.
+
+    Attributes:
+        verdict: The fused bolt verdict.
+        p_ng: Camera -> NG probability (``None`` when the view could not be scored).
+        crops: Camera -> the BGR uint8 crop the model saw (at the model input size).
+        heatmaps: Camera -> Grad-CAM heatmap (float32, model input size, in [0, 1]).
+        timings_ms: ``'roi'``, ``'inference'`` (forward pass + Grad-CAM), ``'fusion'``.
+    """
+
+    verdict: BoltVerdict
+    p_ng: dict[int, float | None]
+    crops: dict[int, np.ndarray] = field(default_factory=dict)
+    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = ' '.join(str(exc).split())
+    text = text[:160] + '...' if len(text) > 160 else text
+    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+
+
+class Inspector:
+    """Classifies the views of a bolt with a trained model and explains it with Grad-CAM.
+
+    Args:
+        artifact: A loaded model artifact.
+        camera_config: ROI boxes to use instead of the ones stored with the model (same frame
+            size expected). Ignored when the model was trained on full frames.
+        threshold: Override the artifact's calibrated threshold.
+
+    Attributes:
+        threshold: NG probability threshold.
+        model_id: The artifact's short hash.
+        cams: The cameras every bolt must have.
+    """
+
+    def __init__(self, artifact: ModelArtifact, camera_config: CameraConfig | None = None,
+                 threshold: float | None = None):
+        from bolt_inspection.core.gradcam import GradCAM
+
+        meta = artifact.metadata
+        self.artifact = artifact
+        self.metadata = meta
+        self.model_id = artifact.model_id
+        self.threshold = float(meta.threshold if threshold is None else threshold)
+        self.input_size = tuple(meta.input_size)
+        self.ng_index = meta.ng_index
+        self.boxes: dict[int, Box | None]
+        self.frame_size: tuple[int, int] | None
+        if meta.roi_boxes is None:
+            cams = camera_config.cams if camera_config is not None else DEFAULT_CAMS
+            self.boxes = {cam: None for cam in cams}
+            self.frame_size = None
+        elif camera_config is not None:
+            self.boxes = dict(camera_config.boxes)
+            self.frame_size = tuple(camera_config.frame_size)
+        else:
+            self.boxes = dict(meta.roi_boxes)
+            self.frame_size = tuple(meta.frame_size) if meta.frame_size else None
+        self.cams = tuple(sorted(self.boxes))
+        self.gradcam = GradCAM(artifact.model, meta.gradcam_layer, class_index=self.ng_index)
+
+    @classmethod
+    def from_artifact(cls, path: str | Path, camera_config: CameraConfig | None = None,
+                      threshold: float | None = None) -> Inspector:
+        """Load a model directory and build an inspector.
+
+        Raises:
+            ModelError: The artifact is missing, corrupt or inconsistent.
+        """
+        return cls(load_artifact(path), camera_config, threshold)
+
+    def warm_up(self) -> float:
+        """Run one dummy batch so the first bolt does not pay for graph tracing; returns ms."""
+        start = time.perf_counter()
+        width, height = self.input_size
+        self.gradcam(np.zeros((len(self.cams) or 1, height, width, 3), np.float32))
+        return (time.perf_counter() - start) * 1000.0
+
+    def _crop(self, cam: int, image: np.ndarray) -> np.ndarray:
+        what = f'cam{cam}'
+        if self.frame_size is not None and isinstance(image, np.ndarray) and image.ndim >= 2:
+            height, width = image.shape[:2]
+            if (width, height) != self.frame_size:
+                raise ImageError(f'frame is {width}x{height}, the ROI boxes are for '
+                                 f'{self.frame_size[0]}x{self.frame_size[1]}')
+        crop = crop_roi(image, self.boxes.get(cam), what=what)
+        return np.ascontiguousarray(resize_bgr(crop, self.input_size))
+
+    def inspect(self, views: Mapping[int, np.ndarray | None],
+                failures: Mapping[int, str] | None = None) -> Inspection:
+        """Inspect one bolt.
+
+        Args:
+            views: Camera -> BGR uint8 frame (``None`` or absent = missing view).
+            failures: Camera -> why its view is unusable (e.g. a decode error upstream).
+
+        Returns:
+            The :class:`Inspection`; never raises for bad input.
+        """
+        t0 = time.perf_counter()
+        failures = {int(c): str(why) for c, why in (failures or {}).items()}
+        crops: dict[int, np.ndarray] = {}
+        p_ng: dict[int, float | None] = {}
+        heatmaps: dict[int, np.ndarray] = {}
+        extra: list[str] = []
+        timings = {'roi': 0.0, 'inference': 0.0, 'fusion': 0.0}
+        try:
+            for cam in sorted(set(self.cams) | {int(c) for c in views}):
+                image = views.get(cam)
+                if cam in failures or image is None:
+                    continue
+                if cam not in self.boxes:
+                    failures[cam] = f'no ROI box configured for camera {cam}'
+                    continue
+                try:
+                    crops[cam] = self._crop(cam, image)
+                except BoltInspectionError as exc:
+                    failures[cam] = str(exc).removeprefix(f'cam{cam}: ')
+            t1 = time.perf_counter()
+            timings['roi'] = (t1 - t0) * 1000.0
+            order = sorted(crops)
+            if order:
+                try:
+                    batch = np.stack([crops[c][:, :, ::-1] for c in order]).astype(np.float32)
+                    probs, cams = self.gradcam(batch)
+                    for i, cam in enumerate(order):
+                        value = float(probs[i, self.ng_index])
+                        p_ng[cam] = value
+                        heatmaps[cam] = cams[i]
+                except Exception as exc:  # noqa: BLE001 - any inference failure -> NG, no crash
+                    extra.append(f'inference error: {_one_line(exc)}')
+                    p_ng = {}
+                    heatmaps = {}
+            t2 = time.perf_counter()
+            timings['inference'] = (t2 - t1) * 1000.0
+        except Exception as exc:  # noqa: BLE001 - a malformed views mapping must not crash
+            extra.append(f'inference error: {_one_line(exc)}')
+            t2 = time.perf_counter()
+        for cam in crops:
+            p_ng.setdefault(cam, None)
+        verdict = fuse(p_ng, self.threshold, self.cams, failures, extra_reasons=extra)
+        timings['fusion'] = (time.perf_counter() - t2) * 1000.0
+        return Inspection(verdict=verdict, p_ng=dict(verdict.p_ng), crops=crops,
+                          heatmaps=heatmaps, timings_ms=timings)
+
+    def render_mosaic(self, inspection: Inspection, bolt_id) -> np.ndarray:
+        """The 2x2 bgr8 mosaic (crops, Grad-CAM, banner) for ``/inspection/gradcam``."""
+        from bolt_inspection.core.gradcam import mosaic
+
+        cams = list(self.cams[:4])
+        labels = []
+        for cam in cams:
+            p = inspection.p_ng.get(cam)
+            labels.append(f'cam{cam} p_ng {p:.2f}' if p is not None else f'cam{cam} no score')
+        message = inspection.verdict.message
+        banner = f'bolt {bolt_id}: {message}'
+        width, height = self.input_size
+        scale = 240.0 / height
+        tile = (max(60, int(round(width * scale))), 240)
+        return mosaic([inspection.crops.get(c) for c in cams],
+                      [inspection.heatmaps.get(c) for c in cams], banner,
+                      inspection.verdict.ok, labels, tile_size=tile)
+

@@ -1,0 +1,275 @@
+"""The classifier: VGG16 with a 2-way softmax head, built flat, and its training stages.
+
+The network is built layer by layer (no nested backbone model) with Keras' own layer names
+(``block1_conv1`` ... ``block5_pool``), so that
+
+* ImageNet weights copy over by layer name from ``keras.applications.VGG16``,
+* Grad-CAM can ask for ``block5_conv3``'s output directly,
+* a training stage freezes layers by name.
+
+Preprocessing (VGG16's "caffe" mode: RGB->BGR, ImageNet mean subtraction) is the model's first
+layer, :class:`VggPreprocess`: the model takes RGB pixels 0..255 as
+:func:`bolt_inspection.core.roi.prepare_batch` makes them, and a saved ``.keras`` file is
+self-contained.
+
+Training stages (the paper's protocol):
+
+* ``'stage1'`` — every conv block frozen, only the head trains;
+* ``'stage2'`` — blocks 1-4 frozen, block 5 and the head train (fine-tuning, lr 1e-4);
+* ``'scratch'`` — everything trains (what random initialisation needs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.keras_backend import keras
+
+CLASSES = ('OK', 'NG')
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+HEAD_LAYERS = ('flatten', 'avg_pool', 'fc1', 'dropout', 'predictions')
+STAGES = ('stage1', 'stage2', 'scratch')
+_PREPROCESS_CLASS: Any = None
+
+
+def _preprocess_class():
+    """Define (once) and return the serialisable preprocessing layer class."""
+    global _PREPROCESS_CLASS
+    if _PREPROCESS_CLASS is not None:
+        return _PREPROCESS_CLASS
+    k = keras()
+
+    @k.saving.register_keras_serializable(package='bolt_inspection')
+    class VggPreprocess(k.layers.Layer):
+        """RGB 0..255 -> BGR minus the ImageNet mean (``keras.applications.vgg16`` caffe mode)."""
+
+        def call(self, inputs):
+            bgr = k.ops.flip(inputs, axis=-1)
+            return bgr - k.ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=bgr.dtype)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    _PREPROCESS_CLASS = VggPreprocess
+    return VggPreprocess
+
+
+def custom_objects() -> dict[str, Any]:
+    """Objects needed to load a saved model (registered anyway; explicit for clarity)."""
+    cls = _preprocess_class()
+    return {'VggPreprocess': cls, 'bolt_inspection>VggPreprocess': cls}
+
+
+def _head(x, head: str, dense_units: int, dropout: float, n_classes: int):
+    k = keras()
+    if head == 'flatten':
+        x = k.layers.Flatten(name='flatten')(x)
+    elif head == 'gap':
+        x = k.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    else:
+        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    if dense_units > 0:
+        x = k.layers.Dense(dense_units, activation='relu', name='fc1')(x)
+        x = k.layers.Dropout(dropout, name='dropout')(x)
+    return k.layers.Dense(n_classes, activation='softmax', name='predictions')(x)
+
+
+def build_vgg16(input_size: tuple[int, int] = (112, 224), weights: str | Path | None = 'none',
+                *, head: str = 'flatten', dense_units: int = 256, dropout: float = 0.5,
+                n_classes: int = 2, seed: int | None = None):
+    """Build VGG16 + a 2-way softmax head as one flat functional model.
+
+    Args:
+        input_size: ``(width, height)`` of the input crops (e.g. 112x224 keeps the thread's 1:2).
+        weights: ``'none'`` (random init; the only option offline), ``'imagenet'`` (Keras'
+            standard VGG16 weights, downloaded to ``~/.keras`` on first use), or a path to an
+            ``.h5`` / ``.keras`` file whose conv layers are copied by name.
+        head: ``'flatten'`` (classic VGG) or ``'gap'`` (global average pooling, far fewer
+            parameters).
+        dense_units: Width of the hidden dense layer ``fc1`` (0 = none).
+        dropout: Dropout rate after ``fc1``.
+        n_classes: Output classes (2: OK, NG).
+        seed: Seeds Keras' initialisers (reproducible random init).
+
+    Returns:
+        An uncompiled ``keras.Model``: input ``(None, h, w, 3)`` RGB 0..255, output softmax.
+
+    Raises:
+        ModelError: The weights cannot be found or do not fit.
+    """
+    k = keras()
+    if seed is not None:
+        k.utils.set_random_seed(int(seed))
+    width, height = int(input_size[0]), int(input_size[1])
+    if width < 32 or height < 32:
+        raise ModelError(f'VGG16 needs an input of at least 32x32, got {width}x{height}')
+    inputs = k.Input(shape=(height, width, 3), name='image')
+    x = _preprocess_class()(name='preprocess')(inputs)
+    for block, convs, filters in VGG16_BLOCKS:
+        for i in range(1, convs + 1):
+            x = k.layers.Conv2D(filters, 3, padding='same', activation='relu',
+                                name=f'block{block}_conv{i}')(x)
+        x = k.layers.MaxPooling2D(2, strides=2, name=f'block{block}_pool')(x)
+    outputs = _head(x, head, dense_units, dropout, n_classes)
+    model = k.Model(inputs, outputs, name='vgg16_bolt')
+    load_backbone_weights(model, weights)
+    return model
+
+
+def build_tiny(input_size: tuple[int, int] = (32, 64), *, filters: tuple[int, ...] = (8, 16),
+               last_conv_name: str = 'last_conv', head: str = 'gap', dense_units: int = 0,
+               n_classes: int = 2, seed: int | None = None, preprocess: bool = False):
+    """A small flat CNN for tests and quick experiments (same input/output contract as VGG16).
+
+    Conv layers ``conv1`` ... with the last one named ``last_conv_name``, each followed by 2x2
+    max pooling except the last, then the head (see :func:`build_vgg16`). Input is RGB 0..255;
+    without ``preprocess`` the pixels are scaled by 1/255 so training is well conditioned.
+    """
+    k = keras()
+    if seed is not None:
+        k.utils.set_random_seed(int(seed))
+    width, height = int(input_size[0]), int(input_size[1])
+    inputs = k.Input(shape=(height, width, 3), name='image')
+    if preprocess:
+        x = _preprocess_class()(name='preprocess')(inputs)
+    else:
+        x = k.layers.Rescaling(1.0 / 255.0, name='rescale')(inputs)
+    for i, n in enumerate(filters, start=1):
+        last = i == len(filters)
+        x = k.layers.Conv2D(n, 3, padding='same', activation='relu',
+                            name=last_conv_name if last else f'conv{i}')(x)
+        if not last:
+            x = k.layers.MaxPooling2D(2, name=f'pool{i}')(x)
+    outputs = _head(x, head, dense_units, 0.0 if dense_units == 0 else 0.3, n_classes)
+    return k.Model(inputs, outputs, name='tiny_cnn')
+
+
+def conv_layer_names(model) -> list[str]:
+    """Names of the model's conv and pooling layers (the 'backbone'), in order."""
+    k = keras()
+    return [layer.name for layer in model.layers
+            if isinstance(layer, (k.layers.Conv2D, k.layers.MaxPooling2D))]
+
+
+def last_conv_layer_name(model) -> str:
+    """The name of the last Conv2D layer (Grad-CAM's default target)."""
+    k = keras()
+    names = [layer.name for layer in model.layers if isinstance(layer, k.layers.Conv2D)]
+    if not names:
+        raise ModelError(f'model {model.name} has no Conv2D layer for Grad-CAM')
+    return names[-1]
+
+
+def backbone_output_layer(model):
+    """The last layer of the conv backbone (``block5_pool`` for VGG16): the cache point."""
+    k = keras()
+    last = None
+    for layer in model.layers:
+        if isinstance(layer, (k.layers.Conv2D, k.layers.MaxPooling2D)):
+            last = layer
+    if last is None:
+        raise ModelError(f'model {model.name} has no conv backbone')
+    return last
+
+
+def set_stage(model, stage: str) -> list[str]:
+    """Set which layers train for a training stage.
+
+    Args:
+        model: A model from :func:`build_vgg16`. For other flat models (e.g.
+            :func:`build_tiny`) ``stage2`` unfreezes only the last conv layer.
+        stage: ``'stage1'`` (all conv frozen), ``'stage2'`` (blocks 1-4 frozen, block 5 and
+            head trainable) or ``'scratch'`` (all trainable).
+
+    Returns:
+        The names of the trainable layers that have weights.
+
+    Note:
+        Keras needs the model re-compiled after this for the change to take effect in ``fit``.
+    """
+    if stage not in STAGES:
+        raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
+    backbone = set(conv_layer_names(model))
+    vgg_named = any(name.startswith('block5_') for name in backbone)
+    last_conv = last_conv_layer_name(model)
+    for layer in model.layers:
+        if stage == 'scratch' or layer.name not in backbone:
+            layer.trainable = True
+        elif stage == 'stage1':
+            layer.trainable = False
+        else:
+            layer.trainable = (layer.name.startswith('block5_') if vgg_named
+                               else layer.name == last_conv)
+    return [layer.name for layer in model.layers if layer.trainable and layer.weights]
+
+
+def load_backbone_weights(model, weights: str | Path | None) -> list[str]:
+    """Copy pretrained conv weights into ``model`` by layer name.
+
+    Args:
+        model: A flat model with VGG16 layer names.
+        weights: ``'none'``/``None`` (keep random init), ``'imagenet'``, or a path to an ``.h5``
+            (Keras VGG16 weights file, with or without top) or ``.keras`` (any model with
+            VGG16-named layers, e.g. a previous artifact's ``model.keras``).
+
+    Returns:
+        Names of the layers that received weights.
+
+    Raises:
+        ModelError: Unknown option, missing file, download impossible, or nothing matched.
+    """
+    if weights is None or str(weights).lower() == 'none':
+        return []
+    k = keras()
+    height, width = model.input_shape[1:3]
+    source = None
+    if str(weights).lower() == 'imagenet':
+        try:
+            source = k.applications.VGG16(include_top=False, weights='imagenet',
+                                          input_shape=(height, width, 3))
+        except Exception as exc:  # noqa: BLE001 - download/IO errors come in many types
+            raise ModelError(
+                'cannot get the ImageNet VGG16 weights (offline? put the Keras file '
+                'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models or pass '
+                f'--weights PATH): {_one_line(exc)}') from None
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelError(f'weights file {path} not found (use none, imagenet or a path)')
+        try:
+            if path.suffix == '.keras':
+                source = k.models.load_model(path, compile=False,
+                                             custom_objects=custom_objects())
+            else:
+                source = k.applications.VGG16(include_top=False, weights=None,
+                                              input_shape=(height, width, 3))
+                if path.name.endswith('.weights.h5'):
+                    source.load_weights(str(path), skip_mismatch=True)
+                else:
+                    # Legacy Keras .h5 (what keras.applications ships): match layers by name
+                    # so a with-top file loads into the no-top backbone too.
+                    source.load_weights(str(path), skip_mismatch=True, by_name=True)
+        except Exception as exc:  # noqa: BLE001 - h5py/zip/keras all raise their own types
+            raise ModelError(f'cannot read weights from {path}: {_one_line(exc)}') from None
+    copied = []
+    targets = {layer.name: layer for layer in model.layers}
+    for layer in source.layers:
+        target = targets.get(layer.name)
+        if target is None or not layer.weights or not target.weights:
+            continue
+        src = layer.get_weights()
+        if [w.shape for w in src] != [w.shape for w in target.get_weights()]:
+            continue
+        target.set_weights(src)
+        copied.append(layer.name)
+    if not copied:
+        raise ModelError(f'no layer of {weights} matches the model by name and shape')
+    return copied
+
+
+def _one_line(exc: BaseException) -> str:
+    text = ' '.join(str(exc).split())
+    return (text[:200] + '...') if len(text) > 200 else (text or type(exc).__name__)

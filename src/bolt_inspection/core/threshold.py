@@ -1,0 +1,72 @@
+"""Decision threshold calibration: reach a target NG recall on validation data.
+
+On the line a missed defect (an NG bolt sorted as OK) costs far more than a false reject, so the
+threshold on the NG probability is not 0.5 but the *highest* value that still catches at least
+``target_recall`` of the NG validation views. Highest, because among all thresholds reaching the
+recall it rejects the fewest OK bolts.
+
+A view is NG when ``p_ng >= threshold``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def calibrate_threshold(p_ng, y_true, target_recall: float = 0.99) -> float:
+    """The highest threshold whose NG recall on ``(p_ng, y_true)`` is >= ``target_recall``.
+
+    With ``n`` NG views, at least ``k = ceil(target_recall * n)`` of them must score
+    ``>= threshold``, so the answer is the k-th highest NG score.
+
+    Args:
+        p_ng: NG probabilities, shape ``(N,)``.
+        y_true: True labels: 1/True/'NG' = NG, 0/False/'OK' = OK.
+        target_recall: In (0, 1].
+
+    Returns:
+        The threshold, a value of ``p_ng`` (so it is reproducible bit for bit).
+
+    Edge cases:
+        * no NG view at all: nothing to calibrate on -> 0.5 (the argmax rule); the caller
+          should warn (:func:`train` records it in the metadata);
+        * ``target_recall`` so high that only a threshold of 0 reaches it cannot happen: the
+          lowest NG score always reaches recall 1.0;
+        * ties: every view with the threshold's score counts as NG, so recall can only be
+          higher than computed, never lower.
+
+    Raises:
+        ValueError: Mismatched lengths, NaN scores, or a target outside (0, 1].
+    """
+    scores = np.asarray(p_ng, dtype=np.float64).ravel()
+    labels = _as_ng(y_true)
+    if scores.shape != labels.shape:
+        raise ValueError(f'{scores.size} scores but {labels.size} labels')
+    if not 0.0 < float(target_recall) <= 1.0:
+        raise ValueError(f'target_recall must be in (0, 1], got {target_recall}')
+    if np.isnan(scores).any():
+        raise ValueError('scores contain NaN')
+    ng_scores = np.sort(scores[labels])[::-1]
+    if ng_scores.size == 0:
+        return 0.5
+    # The small epsilon guards against 0.99 * 100 = 98.99999999999999 -> 99 views, not 100.
+    k = max(1, math.ceil(float(target_recall) * ng_scores.size - 1e-9))
+    return float(ng_scores[k - 1])
+
+
+def recall_at(p_ng, y_true, threshold: float) -> float:
+    """NG recall of the rule ``p_ng >= threshold`` (nan when there is no NG view)."""
+    scores = np.asarray(p_ng, dtype=np.float64).ravel()
+    labels = _as_ng(y_true)
+    if not labels.any():
+        return float('nan')
+    return float((scores[labels] >= threshold).mean())
+
+
+def _as_ng(y_true) -> np.ndarray:
+    values = np.asarray(y_true).ravel()
+    if values.dtype.kind in 'USO':
+        return np.array([str(v).upper() == 'NG' for v in values], dtype=bool)
+    return values.astype(bool)

@@ -1,0 +1,87 @@
+"""Shared ML fixtures: a tiny trained model artifact any test can inspect bolts with.
+
+``tiny_artifact`` (session scope) is a model directory made by :func:`make_tiny_artifact`:
+a small CNN (input 32x64, Grad-CAM layer ``last_conv``) trained for a few seconds on synthetic
+bolts rendered at 320x240, with the synthetic rig's default ROI boxes for 320x240 frames stored
+in its metadata. Feed it 320x240 BGR frames from ``synth.render_bolt(spec, TINY_FRAME_SIZE)``.
+
+Use it from any test module with ``from fixtures_ml import tiny_artifact  # noqa: F401`` (or
+via ``tests/conftest.py``: ``from fixtures_ml import *  # noqa: F401,F403``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_FRAME_SIZE = (320, 240)
+TINY_INPUT_SIZE = (32, 64)
+TINY_GRADCAM_LAYER = 'last_conv'
+TINY_BOLTS = 32
+
+
+def render_views(seed: int, bolt_ids, size=TINY_FRAME_SIZE):
+    """Render synthetic bolts: returns ``(frames, cams, view_labels)`` lists (label 1 = NG)."""
+    from bolt_inspection.core import synth
+
+    frames, cams, labels = [], [], []
+    for bolt_id in bolt_ids:
+        spec = synth.bolt_spec(seed, int(bolt_id))
+        for cam, view in enumerate(synth.render_bolt(spec, size)):
+            frames.append(view.image)
+            cams.append(cam)
+            labels.append(1 if view.defect_visible else 0)
+    return frames, cams, labels
+
+
+def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS, epochs: int = 40) -> Path:
+    """Train a tiny CNN on synthetic ROI crops for a few seconds and save it as an artifact.
+
+    Args:
+        out_dir: Where to write ``model.keras`` + ``metadata.json``.
+        seed: Synthetic dataset and weight-init seed (same seed -> same data and init).
+        bolts: Number of synthetic bolts (4 views each).
+        epochs: Training epochs (3 steps each at the default size).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from bolt_inspection.core import synth
+    from bolt_inspection.core.artifact import ModelMetadata, save_artifact
+    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model import build_tiny
+    from bolt_inspection.core.roi import prepare_batch
+    from bolt_inspection.core.threshold import calibrate_threshold
+
+    boxes = synth.default_roi_boxes(TINY_FRAME_SIZE)
+    frames, cams, labels = render_views(seed, range(bolts))
+    x = prepare_batch(frames, [boxes[c] for c in cams], TINY_INPUT_SIZE)
+    y = np.asarray(labels, np.int64)
+    k = keras()
+    model = build_tiny(TINY_INPUT_SIZE, filters=(8, 16), last_conv_name=TINY_GRADCAM_LAYER,
+                       seed=seed)
+    model.compile(optimizer=k.optimizers.Adam(3e-3), loss='sparse_categorical_crossentropy',
+                  metrics=['accuracy'])
+    n_ng = max(1, int(y.sum()))
+    n_ok = max(1, int(len(y) - y.sum()))
+    class_weight = {0: len(y) / (2.0 * n_ok), 1: len(y) / (2.0 * n_ng)}
+    history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=True,
+                        class_weight=class_weight)
+    p_ng = model.predict(x, verbose=0)[:, 1]
+    threshold = calibrate_threshold(p_ng, y, 0.99) if y.any() else 0.5
+    accuracy = float(((p_ng >= threshold) == (y == 1)).mean())
+    metadata = ModelMetadata(
+        classes=('OK', 'NG'), input_size=TINY_INPUT_SIZE, roi_boxes=boxes, threshold=threshold,
+        gradcam_layer=TINY_GRADCAM_LAYER, dataset_fingerprint=f'synthetic-tiny-seed{seed}',
+        training={'arch': 'tiny', 'epochs': epochs, 'bolts': bolts, 'seed': seed},
+        metrics={'train_accuracy_at_threshold': accuracy}, frame_size=TINY_FRAME_SIZE)
+    hist = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return save_artifact(model, metadata, out_dir, history=hist)
+
+
+@pytest.fixture(scope='session')
+def tiny_artifact(tmp_path_factory) -> Path:
+    """A tiny trained model directory (see the module docstring); built once per session."""
+    return make_tiny_artifact(tmp_path_factory.mktemp('tiny_model') / 'model')
