@@ -1,0 +1,217 @@
+"""Camera node: one view of every triggered bolt on /camN/image_raw.
+
+Lifecycle: ``configure`` opens the source (synthetic rig, dataset folder or OpenCV device),
+``activate`` subscribes to /line/trigger (or starts the free-run timer), ``deactivate`` stops
+publishing, ``cleanup`` releases the source. Each image carries ``header.stamp`` = the trigger's
+stamp, which is the classifier's join key, and ``header.frame_id`` = this camera's frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from bolt_inspection.core.camera_source import CameraSourceConfig, FrameSource, make_source
+from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.nodes.image_conv import bgr_to_image
+from bolt_inspection.nodes.lifecycle_util import declare, exit_main, key_values
+
+TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class CameraNode(LifecycleNode):
+    """Publishes one frame per trigger (or at ``rate_hz`` in free-run mode)."""
+
+    def __init__(self, node_name: str = 'cam0', *, context=None, parameter_overrides=None,
+                 **kw) -> None:
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
+                         **kw)
+        p = self._params = {}
+        p['camera_index'] = declare(self, 'camera_index', 0, 'View number of this camera in '
+                                    'the rig (0..n_cams-1)', read_only=True, int_range=(0, 15))
+        p['n_cams'] = declare(self, 'n_cams', 4, 'Cameras around the bolt', read_only=True,
+                              int_range=(1, 16))
+        p['source'] = declare(self, 'source', 'synthetic', 'Frame source', read_only=True,
+                              constraints='synthetic | folder | device')
+        p['seed'] = declare(self, 'seed', 0, 'Synthetic scenario seed (bolt n = '
+                            'bolt_spec(seed, n))', read_only=True)
+        p['size'] = declare(self, 'size', [1280, 960], 'Frame size [width, height]',
+                            read_only=True)
+        p['defect_rate'] = declare(self, 'defect_rate', 0.5, 'Fraction of synthetic bolts with '
+                                   'a defect', float_range=(0.0, 1.0), read_only=True)
+        p['distractor'] = declare(self, 'distractor', False, 'Draw the label-correlated '
+                                  'background distractor (synthetic)', read_only=True)
+        p['folder'] = declare(self, 'folder', '', 'Dataset folder (source folder)',
+                              read_only=True)
+        p['device'] = declare(self, 'device', '', 'OpenCV source: index, file, RTSP URL or '
+                              'GStreamer pipeline (source device)', read_only=True)
+        p['resize'] = declare(self, 'resize', False, 'Resize folder/device frames to size',
+                              read_only=True)
+        p['reconnect_max_s'] = declare(self, 'reconnect_max_s', 10.0, 'Longest delay between '
+                                       'reconnect attempts of a dropped device',
+                                       float_range=(0.1, 300.0), read_only=True)
+        p['free_run'] = declare(self, 'free_run', False, 'Publish at rate_hz without triggers '
+                                '(bench-top setup)', read_only=True)
+        p['rate_hz'] = declare(self, 'rate_hz', 5.0, 'Free-run frame rate',
+                               float_range=(0.1, 120.0), read_only=True)
+        p['frame_id'] = declare(self, 'frame_id', '', "Camera frame for header.frame_id; '' = "
+                                'camN_optical_frame', read_only=True)
+        p['trigger_topic'] = declare(self, 'trigger_topic', '/line/trigger', 'Trigger topic',
+                                     read_only=True)
+        p['image_topic'] = declare(self, 'image_topic', '', "Output topic; '' = "
+                                   '/camN/image_raw', read_only=True)
+        p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
+                                            '/diagnostics', float_range=(0.1, 60.0),
+                                            read_only=True)
+        cam = p['camera_index']
+        self.frame_id = p['frame_id'] or f'cam{cam}_optical_frame'
+        self.image_topic = p['image_topic'] or f'/cam{cam}/image_raw'
+        self.source: FrameSource | None = None
+        self._pub = None
+        self._diag_pub = None
+        self._trigger_sub = None
+        self._timers = []
+        self._lock = threading.Lock()
+        self._group = MutuallyExclusiveCallbackGroup()
+        self.published = 0
+        self.errors = 0
+        self.last_error = ''
+        self._free_run_count = 0
+        self._rate_window: list[float] = []
+
+    def source_config(self) -> CameraSourceConfig:
+        p = self._params
+        size = tuple(int(v) for v in p['size'])
+        return CameraSourceConfig(
+            source=p['source'], cam=p['camera_index'], n_cams=p['n_cams'],
+            size=size if len(size) == 2 else (0, 0), seed=p['seed'],
+            defect_rate=p['defect_rate'], distractor=p['distractor'], folder=p['folder'],
+            device=p['device'], resize=p['resize'],
+            reconnect_max_s=max(0.5, p['reconnect_max_s']))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.source = make_source(self.source_config())
+            self.source.open()
+        except BoltInspectionError as exc:
+            self.get_logger().error(f'cannot open camera source: {exc}')
+            self.source = None
+            return TransitionCallbackReturn.FAILURE
+        self._pub = self.create_lifecycle_publisher(Image, self.image_topic,
+                                                    qos_profile_sensor_data)
+        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.get_logger().info(f'{self.source.describe()} -> {self.image_topic}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self._params
+        if p['free_run']:
+            self._timers.append(self.create_timer(1.0 / p['rate_hz'], self._on_free_run,
+                                                  callback_group=self._group))
+        else:
+            self._trigger_sub = self.create_subscription(
+                Header, p['trigger_topic'], self._on_trigger, TRIGGER_QOS,
+                callback_group=self._group)
+        self._timers.append(self.create_timer(p['diagnostics_period_s'],
+                                              self._publish_diagnostics))
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        if self._trigger_sub is not None:
+            self.destroy_subscription(self._trigger_sub)
+            self._trigger_sub = None
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+
+    def _release(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+        for pub in (self._pub, self._diag_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._pub = self._diag_pub = None
+
+    # -- frames ------------------------------------------------------------------------------
+    def _on_trigger(self, msg: Header) -> None:
+        self.capture(msg.stamp, msg.frame_id)
+
+    def _on_free_run(self) -> None:
+        self._free_run_count += 1
+        self.capture(self.get_clock().now().to_msg(), str(self._free_run_count))
+
+    def capture(self, stamp, bolt_id: str) -> bool:
+        """Grab the frame for ``bolt_id`` and publish it stamped ``stamp``; False on failure."""
+        with self._lock:
+            source, pub = self.source, self._pub
+            if source is None or pub is None:
+                return False
+            try:
+                frame = source.grab(bolt_id)
+                msg = bgr_to_image(frame, stamp=stamp, frame_id=self.frame_id)
+            except BoltInspectionError as exc:
+                # No image: the classifier's view timeout turns this bolt NG 'missing view'.
+                self.errors += 1
+                self.last_error = f'bolt {bolt_id}: {exc}'
+                self.get_logger().warning(self.last_error, throttle_duration_sec=2.0)
+                return False
+            pub.publish(msg)
+            self.published += 1
+            now = time.monotonic()
+            self._rate_window = [t for t in self._rate_window if now - t < 10.0] + [now]
+            return True
+
+    def frame_rate(self) -> float:
+        window = self._rate_window
+        if len(window) < 2:
+            return 0.0
+        return (len(window) - 1) / max(1e-6, window[-1] - window[0])
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None:
+            return
+        source = self.source
+        state = source.state if source is not None else 'closed'
+        last_error = self.last_error or (source.last_error if source is not None else '')
+        ok = state == 'open'
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
+            name=f'{self.get_name()}: camera', hardware_id=self.frame_id,
+            message=f'source {state}' if ok else f'source {state}: {last_error}',
+            values=key_values({'source': self._params['source'], 'state': state,
+                               'frame_rate_hz': self.frame_rate(), 'published': self.published,
+                               'errors': self.errors, 'last_error': last_error}))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+
+def main(args=None) -> None:
+    exit_main(CameraNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,396 @@
+"""Classifier node: joins the views of each triggered bolt and publishes its verdict.
+
+Inputs: /line/trigger (std_msgs/Header: stamp = join key, frame_id = bolt id) and one
+sensor_msgs/Image per camera with header.stamp = the trigger stamp. Subscription callbacks only
+decode and join (:class:`bolt_inspection.core.join.ViewJoiner`); a worker thread runs the model
+(the views of one bolt in one batch, Grad-CAM from the same pass, via
+:class:`bolt_inspection.core.inspector.Inspector`).
+
+Every triggered bolt gets exactly one /inspection/verdict (diagnostic_msgs/DiagnosticStatus:
+level OK/ERROR, message 'OK' | 'NG' | 'NG: <reason>', hardware_id = bolt id, values = p_ng per
+view, latency_ms, threshold, model_id). A view that misses its timeout, a frame that cannot be
+decoded, an inference error, a full queue, or a deactivation with bolts in flight all give NG
+with the reason, never silence.
+
+Lifecycle: ``configure`` loads the model (a failure logs one line and returns FAILURE),
+``activate`` subscribes and starts the worker, ``deactivate`` answers the bolts in flight and
+stops, ``cleanup`` drops the model.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.core.fusion import fuse
+from bolt_inspection.core.join import Bundle, ViewJoiner
+from bolt_inspection.core.latency import LatencyStats
+from bolt_inspection.nodes.image_conv import bgr_to_image, image_to_bgr
+from bolt_inspection.nodes.lifecycle_util import (
+    declare,
+    exit_main,
+    key_values,
+    ns_to_stamp,
+    stamp_to_ns,
+)
+
+TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+VERDICT_NAME = 'bolt_inspection/verdict'
+# A trigger stamp further in the past than this is a replayed one: latency is then measured from
+# the trigger's arrival here instead.
+_MAX_STAMP_AGE_S = 60.0
+
+
+def default_inspector_factory(model: str, camera_config: str):
+    """Load the Inspector for ``model`` (imported here: TensorFlow loads only on configure)."""
+    from bolt_inspection.core.inspector import Inspector
+    cam_cfg = None
+    if camera_config:
+        from bolt_inspection.core.roi import load_camera_config
+        cam_cfg = load_camera_config(camera_config)
+    return Inspector.from_artifact(model, camera_config=cam_cfg)
+
+
+@dataclass
+class _Job:
+    bundle: Bundle
+    stamp_ns: int
+
+
+def verdict_status(bolt_id: str, verdict, p_ng: dict, *, cams, latency_ms: float,
+                   threshold: float, model_id: str) -> DiagnosticStatus:
+    """Build the /inspection/verdict message of one bolt (see DESIGN.md)."""
+    values = {f'p_ng_cam{c}': p_ng.get(c) for c in cams}
+    values.update({'latency_ms': float(latency_ms), 'threshold': float(threshold),
+                   'model_id': model_id})
+    return DiagnosticStatus(level=DiagnosticStatus.OK if verdict.ok else DiagnosticStatus.ERROR,
+                            name=VERDICT_NAME, message=verdict.message,
+                            hardware_id=str(bolt_id), values=key_values(values))
+
+
+class ClassifierNode(LifecycleNode):
+    """Joins camera views per bolt, runs the Inspector in a worker, publishes verdicts."""
+
+    def __init__(self, node_name: str = 'classifier', *, context=None, parameter_overrides=None,
+                 inspector_factory: Callable[[str, str], object] | None = None, **kw) -> None:
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
+                         **kw)
+        self._factory = inspector_factory or default_inspector_factory
+        p = self._params = {}
+        p['model'] = declare(self, 'model', '', 'Model artifact directory (model.keras + '
+                             'metadata.json); read on configure')
+        p['camera_config'] = declare(self, 'camera_config', '', "cameras.yaml with ROI boxes; "
+                                     "'' = the artifact's own", read_only=True)
+        p['cams'] = declare(self, 'cams', [0, 1, 2, 3], 'Camera indices every bolt needs',
+                            read_only=True)
+        p['camera_topic'] = declare(self, 'camera_topic', '/cam{}/image_raw', 'Camera topic '
+                                    'pattern; {} = camera index', read_only=True)
+        p['trigger_topic'] = declare(self, 'trigger_topic', '/line/trigger', 'Trigger topic',
+                                     read_only=True)
+        p['view_timeout_s'] = declare(self, 'view_timeout_s', 1.0, 'A view later than this '
+                                      'after its trigger makes the bolt NG (missing view)',
+                                      float_range=(0.01, 30.0))
+        p['queue_size'] = declare(self, 'queue_size', 4, 'Bolts waiting for inference; beyond '
+                                  "that a bolt is NG 'overloaded'", int_range=(1, 256),
+                                  read_only=True)
+        p['max_pending'] = declare(self, 'max_pending', 64, 'Bolts waiting for views at once',
+                                   int_range=(1, 4096), read_only=True)
+        p['frame_size'] = declare(self, 'frame_size', [0, 0], 'Expected frame [width, height];'
+                                  ' [0, 0] accepts any size', read_only=True)
+        p['publish_gradcam'] = declare(self, 'publish_gradcam', True, 'Publish the 2x2 '
+                                       'Grad-CAM mosaic on /inspection/gradcam')
+        p['publish_heatmaps'] = declare(self, 'publish_heatmaps', False, 'Publish per-view '
+                                        'overlays on /inspection/heatmap/camN')
+        p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
+                                            '/diagnostics', float_range=(0.1, 60.0),
+                                            read_only=True)
+        self.cams = tuple(int(c) for c in p['cams'])
+        size = [int(v) for v in p['frame_size']]
+        self.frame_size = tuple(size) if len(size) == 2 and min(size) > 0 else None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.inspector = None
+        self.joiner: ViewJoiner | None = None
+        self.latency = LatencyStats()
+        self.counts = {'verdicts': 0, 'ok': 0, 'ng': 0, 'overloaded': 0, 'errors': 0,
+                       'timed_out': 0}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=p['queue_size'])
+        self._worker: threading.Thread | None = None
+        self._active = False
+        self._subs = []
+        self._timers = []
+        self._pubs = {}
+        self._input_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+
+    def _on_set_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+        for param in params:
+            if param.name == 'view_timeout_s' and self.joiner is not None:
+                self.joiner.timeout_s = float(param.value)
+            if param.name in ('publish_gradcam', 'publish_heatmaps', 'model', 'view_timeout_s'):
+                self._params[param.name] = param.value
+        return SetParametersResult(successful=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        model = self._params['model']
+        if not model:
+            self.get_logger().error('no model: set the "model" parameter to an artifact '
+                                    'directory (bolt-inspection train --out DIR)')
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self.inspector = self._factory(model, self._params['camera_config'])
+        except BoltInspectionError as exc:
+            self.get_logger().error(f'cannot load model {model}: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # noqa: BLE001 - any load failure must leave us unconfigured
+            first = str(exc).splitlines()[0] if str(exc) else ''
+            self.get_logger().error(f'cannot load model {model}: {type(exc).__name__}: {first}')
+            return TransitionCallbackReturn.FAILURE
+        self.joiner = ViewJoiner(self.cams, self._params['view_timeout_s'],
+                                 max_pending=self._params['max_pending'])
+        self._pubs = {
+            'verdict': self.create_lifecycle_publisher(DiagnosticStatus, '/inspection/verdict',
+                                                       VERDICT_QOS),
+            'gradcam': self.create_lifecycle_publisher(Image, '/inspection/gradcam',
+                                                       qos_profile_sensor_data),
+            'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10),
+        }
+        for cam in self.cams:
+            self._pubs[f'heatmap{cam}'] = self.create_lifecycle_publisher(
+                Image, f'/inspection/heatmap/cam{cam}', qos_profile_sensor_data)
+        self.get_logger().info(f'model {self.inspector.model_id} (threshold '
+                               f'{self.inspector.threshold:.3f}), cameras {list(self.cams)}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        self._active = True
+        self._worker = threading.Thread(target=self._work, name='classifier-worker',
+                                        daemon=True)
+        self._worker.start()
+        p = self._params
+        self._subs.append(self.create_subscription(Header, p['trigger_topic'], self._on_trigger,
+                                                   TRIGGER_QOS,
+                                                   callback_group=self._input_group))
+        for cam in self.cams:
+            self._subs.append(self.create_subscription(
+                Image, p['camera_topic'].format(cam), self._image_callback(cam),
+                qos_profile_sensor_data, callback_group=self._input_group))
+        period = min(0.05, p['view_timeout_s'] / 10)
+        self._timers.append(self.create_timer(period, self._on_expire_timer,
+                                              callback_group=self._timer_group))
+        self._timers.append(self.create_timer(p['diagnostics_period_s'],
+                                              self._publish_diagnostics,
+                                              callback_group=self._timer_group))
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop('classifier deactivated')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop('classifier cleaned up')
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self.inspector = None
+        self.joiner = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop('classifier shut down')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop(self, reason: str) -> None:
+        """Stop inputs and the worker; every bolt already triggered still gets its verdict."""
+        if not self._active:
+            return
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._subs, self._timers = [], []
+        self._active = False
+        # The worker finishes the bolts already queued (they have all their views), then exits.
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+        with self._lock:
+            leftovers = self.joiner.flush(time.monotonic()) if self.joiner else []
+        for bundle in leftovers:
+            self._publish_failure(bundle, reason)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _on_trigger(self, msg: Header) -> None:
+        with self._lock:
+            if self.joiner is None or not self._active:
+                return
+            bundles = self.joiner.add_trigger(stamp_to_ns(msg.stamp), msg.frame_id,
+                                              time.monotonic())
+        self._dispatch(bundles)
+
+    def _image_callback(self, cam: int):
+        def callback(msg: Image) -> None:
+            image, failure = None, None
+            try:
+                image = image_to_bgr(msg, self.frame_size)
+            except BoltInspectionError as exc:
+                failure = str(exc)
+            with self._lock:
+                if self.joiner is None or not self._active:
+                    return
+                bundles = self.joiner.add_view(stamp_to_ns(msg.header.stamp), cam,
+                                               time.monotonic(), image=image, failure=failure)
+            self._dispatch(bundles)
+        return callback
+
+    def _on_expire_timer(self) -> None:
+        with self._lock:
+            if self.joiner is None:
+                return
+            bundles = self.joiner.expire(time.monotonic())
+        self.counts['timed_out'] += len(bundles)
+        self._dispatch(bundles)
+
+    def _dispatch(self, bundles: list[Bundle]) -> None:
+        for bundle in bundles:
+            try:
+                self._queue.put_nowait(_Job(bundle, bundle.stamp))
+            except queue.Full:
+                self.counts['overloaded'] += 1
+                self._publish_failure(bundle, 'overloaded')
+
+    # -- inference ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._process(job.bundle)
+            except Exception as exc:  # noqa: BLE001 - a verdict must go out whatever happened
+                self.get_logger().error(f'bolt {job.bundle.bolt_id}: {type(exc).__name__}: '
+                                        f'{exc}')
+                self._publish_failure(job.bundle, f'internal error: {type(exc).__name__}')
+
+    def _process(self, bundle: Bundle) -> None:
+        inspector = self.inspector
+        views = {cam: bundle.views.get(cam) for cam in self.cams}
+        inspection = None
+        try:
+            inspection = inspector.inspect(views, dict(bundle.failures))
+            verdict, p_ng = inspection.verdict, dict(inspection.p_ng)
+        except BoltInspectionError as exc:
+            verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
+                           extra_reasons=[str(exc)])
+            p_ng = {}
+            self.counts['errors'] += 1
+        except Exception as exc:  # noqa: BLE001 - a broken model gives NG, not a dead node
+            self.counts['errors'] += 1
+            self.get_logger().error(f'bolt {bundle.bolt_id}: inference failed: '
+                                    f'{type(exc).__name__}: {exc}', throttle_duration_sec=5.0)
+            verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
+                           extra_reasons=[f'inference error: {type(exc).__name__}'])
+            p_ng = {}
+        self._publish_verdict(bundle, verdict, p_ng)
+        if inspection is not None:
+            self._publish_images(bundle, inspection)
+
+    def _publish_failure(self, bundle: Bundle, reason: str) -> None:
+        threshold = self.inspector.threshold if self.inspector is not None else float('nan')
+        # Only the views that really are missing are reported as such; the others were fine.
+        verdict = fuse({}, threshold, bundle.missing, bundle.failures, extra_reasons=[reason])
+        self._publish_verdict(bundle, verdict, {})
+
+    def latency_ms(self, bundle: Bundle) -> float:
+        """Trigger stamp -> now on this node's clock; from the trigger's arrival for replays."""
+        now_ns = self.get_clock().now().nanoseconds
+        age_s = (now_ns - bundle.stamp) / 1e9
+        if 0.0 <= age_s <= _MAX_STAMP_AGE_S:
+            return age_s * 1000.0
+        return (time.monotonic() - bundle.triggered_at) * 1000.0
+
+    def _publish_verdict(self, bundle: Bundle, verdict, p_ng: dict) -> None:
+        latency_ms = self.latency_ms(bundle)
+        inspector = self.inspector
+        status = verdict_status(
+            bundle.bolt_id, verdict, p_ng, cams=self.cams, latency_ms=latency_ms,
+            threshold=inspector.threshold if inspector is not None else math.nan,
+            model_id=inspector.model_id if inspector is not None else '')
+        pub = self._pubs.get('verdict')
+        if pub is not None:
+            pub.publish(status)
+        self.latency.add(latency_ms)
+        self.counts['verdicts'] += 1
+        self.counts['ok' if verdict.ok else 'ng'] += 1
+
+    def _publish_images(self, bundle: Bundle, inspection) -> None:
+        stamp = ns_to_stamp(bundle.stamp)
+        try:
+            if self._params['publish_gradcam'] and 'gradcam' in self._pubs:
+                mosaic = self.inspector.render_mosaic(inspection, bundle.bolt_id)
+                self._pubs['gradcam'].publish(bgr_to_image(mosaic, stamp=stamp,
+                                                           frame_id='inspection'))
+            if self._params['publish_heatmaps']:
+                from bolt_inspection.core.gradcam import overlay
+                for cam, heatmap in (inspection.heatmaps or {}).items():
+                    crop = (inspection.crops or {}).get(cam)
+                    pub = self._pubs.get(f'heatmap{cam}')
+                    if crop is None or heatmap is None or pub is None:
+                        continue
+                    pub.publish(bgr_to_image(overlay(crop, heatmap), stamp=stamp,
+                                             frame_id=f'cam{cam}_optical_frame'))
+        except Exception as exc:  # noqa: BLE001 - images are for people; the verdict went out
+            self.get_logger().warning(f'bolt {bundle.bolt_id}: cannot render Grad-CAM: {exc}',
+                                      throttle_duration_sec=5.0)
+
+    # -- health ------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        pub = self._pubs.get('diagnostics')
+        if pub is None:
+            return
+        lat = self.latency.summary()
+        joiner = self.joiner
+        values = dict(self.counts)
+        values.update({'latency_p50_ms': lat['p50_ms'], 'latency_p99_ms': lat['p99_ms'],
+                       'latency_mean_ms': lat['mean_ms'], 'queue_depth': self._queue.qsize(),
+                       'pending_bolts': joiner.pending if joiner else 0,
+                       'model_id': self.inspector.model_id if self.inspector else ''})
+        if joiner is not None:
+            values.update({'stale_views': joiner.stats.stale,
+                           'duplicate_views': joiner.stats.duplicate_views})
+        degraded = self.counts['overloaded'] or self.counts['errors']
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if degraded else DiagnosticStatus.OK,
+            name=f'{self.get_name()}: classifier', hardware_id='classifier',
+            message=(f"{self.counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
+                     if self.counts['verdicts'] else 'waiting for bolts'),
+            values=key_values(values))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        pub.publish(array)
+
+
+def main(args=None) -> None:
+    exit_main(ClassifierNode, args)
+
+
+if __name__ == '__main__':
+    main()

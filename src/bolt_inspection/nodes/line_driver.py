@@ -1,0 +1,113 @@
+"""Line driver: publishes /line/trigger like the PLC bridge would, and collects the verdicts.
+
+Used by ``bolt-inspection line`` until the PLC bridge drives the triggers, and by the tests as a
+probe. It is a plain node (no hardware, no model), so it needs no lifecycle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from bolt_inspection.nodes.lifecycle_util import stamp_to_ns
+
+TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@dataclass
+class VerdictRecord:
+    """One received verdict, as a user would read it."""
+
+    bolt_id: str
+    ok: bool
+    message: str
+    values: dict[str, str]
+    received_ns: int
+    trigger_ns: int | None = None
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Trigger stamp -> verdict received here (same clock: same machine)."""
+        if self.trigger_ns is None:
+            return None
+        return (self.received_ns - self.trigger_ns) / 1e6
+
+
+@dataclass
+class DriverState:
+    triggers: dict[str, int] = field(default_factory=dict)   # bolt id -> trigger stamp ns
+    verdicts: list[VerdictRecord] = field(default_factory=list)
+    gradcam: list[Image] = field(default_factory=list)
+
+
+class LineDriver(Node):
+    """Triggers bolts and records verdicts (and, optionally, the Grad-CAM mosaics).
+
+    Args:
+        keep_gradcam: How many of the latest /inspection/gradcam images to keep (0 = do not
+            subscribe).
+    """
+
+    def __init__(self, node_name: str = 'line_driver', *, context=None,
+                 trigger_topic: str = '/line/trigger', keep_gradcam: int = 0, **kw) -> None:
+        super().__init__(node_name, context=context, **kw)
+        self.state = DriverState()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._keep_gradcam = keep_gradcam
+        self.trigger_pub = self.create_publisher(Header, trigger_topic, TRIGGER_QOS)
+        self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
+                                 VERDICT_QOS)
+        if keep_gradcam:
+            self.create_subscription(Image, '/inspection/gradcam', self._on_gradcam,
+                                     qos_profile_sensor_data)
+
+    def trigger(self, bolt_id: int | str) -> int:
+        """Publish one trigger for ``bolt_id`` stamped now; returns the stamp in ns."""
+        msg = Header()
+        msg.stamp = self.get_clock().now().to_msg()
+        msg.frame_id = str(bolt_id)
+        stamp = stamp_to_ns(msg.stamp)
+        with self._lock:
+            self.state.triggers[msg.frame_id] = stamp
+        self.trigger_pub.publish(msg)
+        return stamp
+
+    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+        now = self.get_clock().now().nanoseconds
+        level = msg.level if isinstance(msg.level, int) else msg.level[0]
+        with self._cond:
+            record = VerdictRecord(bolt_id=msg.hardware_id, ok=level == 0, message=msg.message,
+                                   values={kv.key: kv.value for kv in msg.values},
+                                   received_ns=now,
+                                   trigger_ns=self.state.triggers.get(msg.hardware_id))
+            self.state.verdicts.append(record)
+            self._cond.notify_all()
+
+    def _on_gradcam(self, msg: Image) -> None:
+        with self._lock:
+            self.state.gradcam.append(msg)
+            del self.state.gradcam[:-self._keep_gradcam]
+
+    def verdicts(self) -> list[VerdictRecord]:
+        with self._lock:
+            return list(self.state.verdicts)
+
+    def wait_for_verdicts(self, count: int, timeout_s: float) -> list[VerdictRecord]:
+        """Block until ``count`` verdicts arrived (or the timeout passed); returns them."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while len(self.state.verdicts) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self.state.verdicts)
