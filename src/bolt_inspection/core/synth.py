@@ -68,9 +68,9 @@ _CAM_DISTANCE_MM = 120.0
 
 # A defect pixel counts as visible only where the surface faces the camera by less than this;
 # beyond it the surface is seen so obliquely that a defect is a sliver along the silhouette.
-VISIBLE_MAX_DEG = 68.0
+VISIBLE_MAX_DEG = 84.0
 # Visible defect areas smaller than this (mm^2 on the image plane) are not counted.
-_MIN_VISIBLE_MM2 = 0.12
+_MIN_VISIBLE_MM2 = 0.1
 
 _COATING_COLOURS = {  # BGR of a lit, well-covered patch
     'blue': (190, 105, 35),
@@ -538,7 +538,7 @@ def render_view(spec: BoltSpec, cam: int, size: tuple[int, int] = REF_SIZE, *, n
         mask[:] = 0
 
     img = _camera_effects(img, rng)
-    thread_box = _thread_box(spec, cx0, yh, kx, ky, tilt, (w, h), mask)
+    thread_box = _thread_box(spec, cx0, yh, kx, ky, tilt, (w, h))
     return RenderedView(image=img, mask=mask, defect_visible=bool(mask.any()),
                         thread_box=thread_box)
 
@@ -554,17 +554,7 @@ def _shade_thread(spec: BoltSpec, v: float, x0: int, x1: int, y0: int, y1: int, 
     phase = par['thread_phase']
 
     # Silhouette from the relief at the two limbs (the points at +-90 degrees).
-    zl = z[:, 0]
-    limbs = []
-    for side in (-90.0, 90.0):
-        phi_l = np.full_like(zl, v + side)
-        hl, _ = _thread_height(zl, phi_l, phase)
-        coat_l = _band_alpha(spec, phi_l, zl) * (1 - _gap_field(spec, phi_l, zl))
-        limbs.append(_radius(hl, coat_l, zl))
-    r_left, r_right = limbs[0][:, None], limbs[1][:, None]
-    edge = np.where(xr < 0, xr + r_left, r_right - xr)          # mm inside the silhouette
-    inside = np.clip(edge * kx + 0.5, 0, 1).astype(np.float32)  # 1-px antialiasing
-    inside *= (z >= 0) & (z <= THREAD_LEN_MM)
+    inside = _silhouette(spec, v, z, xr, kx, phase)
 
     u = np.clip(xr / R_MAJOR_MM, -0.999, 0.999)
     theta = np.degrees(np.arcsin(u))                            # angle from the view direction
@@ -607,8 +597,43 @@ def _shade_thread(spec: BoltSpec, v: float, x0: int, x1: int, y0: int, y1: int, 
     defect = _defect_region(spec, phi, z, gap, part_cov)
     vis = None
     if defect is not None:
-        vis = np.where(visible & defect, 255, 0).astype(np.uint8)
+        defect = visible & defect
+        ref = _reference(spec)
+        if ref is not None:
+            # Missing coating also shows on the silhouette: bare thread teeth where the coated
+            # outline should be. Those pixels are background, but they are the defect too.
+            inside_ref = _silhouette(ref, v, z, xr, kx, phase)
+            defect |= (inside_ref > 0.5) & (inside <= 0.5)
+        vis = np.where(defect, 255, 0).astype(np.uint8)
     return out.astype(np.float32), inside, vis
+
+
+def _silhouette(spec: BoltSpec, v: float, z: np.ndarray, xr: np.ndarray, kx: float,
+                phase: float) -> np.ndarray:
+    """Pixel coverage in [0, 1] of the bolt's outline, from the relief at its two limbs."""
+    zl = z[:, 0]
+    limbs = []
+    for side in (-90.0, 90.0):
+        phi_l = np.full_like(zl, v + side)
+        hl, _ = _thread_height(zl, phi_l, phase)
+        coat_l = _band_alpha(spec, phi_l, zl) * (1 - _gap_field(spec, phi_l, zl))
+        limbs.append(_radius(hl, coat_l, zl))
+    r_left, r_right = limbs[0][:, None], limbs[1][:, None]
+    edge = np.where(xr < 0, xr + r_left, r_right - xr)          # mm inside the silhouette
+    inside = np.clip(edge * kx + 0.5, 0, 1).astype(np.float32)  # 1-px antialiasing
+    return inside * ((z >= 0) & (z <= THREAD_LEN_MM))
+
+
+def _reference(spec: BoltSpec) -> BoltSpec | None:
+    """The bolt as it should be where its defect removes coating (None if none is removed)."""
+    par = spec.params
+    if spec.defect == 'insufficient':
+        return BoltSpec(spec.bolt_id, 'ok', 0.0, {**par, 'gaps': []})
+    if spec.defect in ('short', 'no_coating'):
+        # Only up to the minimum length: that is where coating must be.
+        return BoltSpec(spec.bolt_id, 'ok', 0.0,
+                        {**par, 'coated': True, 'band_len_mm': MIN_BAND_LEN_MM})
+    return None
 
 
 def _defect_region(spec: BoltSpec, phi, z, gap, part_cov) -> np.ndarray | None:
@@ -721,18 +746,17 @@ def _noise_bank(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _thread_box(spec: BoltSpec, cx: float, yh: float, kx: float, ky: float, tilt: float,
-                size: tuple[int, int], mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Box of where the coating is or should be (band region) in this frame, covering the mask."""
+                size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Box of where the coating is or should be (the band region) in this frame.
+
+    Every defect lies on the band, so the box also holds the view's mask.
+    """
     par = spec.params
     zs = par['band_start_mm'] - 0.25
     ze = par['band_start_mm'] + max(par['band_len_mm'], MIN_BAND_LEN_MM) + 0.25
     xs = [cx + tilt * z * kx + s * (R_MAJOR_MM + 0.15) * kx for z in (zs, ze) for s in (-1, 1)]
     x0, x1 = min(xs), max(xs)
     y0, y1 = yh + zs * ky, yh + ze * ky
-    if mask.any():
-        pts = cv2.boundingRect(mask)
-        x0, y0 = min(x0, pts[0]), min(y0, pts[1])
-        x1, y1 = max(x1, pts[0] + pts[2]), max(y1, pts[1] + pts[3])
     x0, y0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
     x1, y1 = min(size[0], int(math.ceil(x1))), min(size[1], int(math.ceil(y1)))
     return (x0, y0, x1 - x0, y1 - y0)
