@@ -19,7 +19,7 @@ import pytest
 TINY_FRAME_SIZE = (320, 240)
 TINY_INPUT_SIZE = (32, 64)
 TINY_GRADCAM_LAYER = 'last_conv'
-TINY_BOLTS = 32
+TINY_BOLTS = 64
 
 
 def render_views(seed: int, bolt_ids, size=TINY_FRAME_SIZE):
@@ -36,14 +36,15 @@ def render_views(seed: int, bolt_ids, size=TINY_FRAME_SIZE):
     return frames, cams, labels
 
 
-def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS, epochs: int = 40) -> Path:
+def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
+                       epochs: int = 40) -> Path:
     """Train a tiny CNN on synthetic ROI crops for a few seconds and save it as an artifact.
 
     Args:
         out_dir: Where to write ``model.keras`` + ``metadata.json``.
         seed: Synthetic dataset and weight-init seed (same seed -> same data and init).
         bolts: Number of synthetic bolts (4 views each).
-        epochs: Training epochs (3 steps each at the default size).
+        epochs: Training epochs (8 steps each at the default size).
 
     Returns:
         ``out_dir`` as a Path.
@@ -60,7 +61,7 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS, epochs: 
     x = prepare_batch(frames, [boxes[c] for c in cams], TINY_INPUT_SIZE)
     y = np.asarray(labels, np.int64)
     k = keras()
-    model = build_tiny(TINY_INPUT_SIZE, filters=(8, 16), last_conv_name=TINY_GRADCAM_LAYER,
+    model = build_tiny(TINY_INPUT_SIZE, filters=(8, 16, 32), last_conv_name=TINY_GRADCAM_LAYER,
                        seed=seed)
     model.compile(optimizer=k.optimizers.Adam(3e-3), loss='sparse_categorical_crossentropy',
                   metrics=['accuracy'])
@@ -70,7 +71,8 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS, epochs: 
     history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=True,
                         class_weight=class_weight)
     p_ng = model.predict(x, verbose=0)[:, 1]
-    threshold = calibrate_threshold(p_ng, y, 0.99) if y.any() else 0.5
+    # Calibrated on its own training views for 90% NG recall: a toy, not a line model.
+    threshold = calibrate_threshold(p_ng, y, 0.9) if y.any() else 0.5
     accuracy = float(((p_ng >= threshold) == (y == 1)).mean())
     metadata = ModelMetadata(
         classes=('OK', 'NG'), input_size=TINY_INPUT_SIZE, roi_boxes=boxes, threshold=threshold,

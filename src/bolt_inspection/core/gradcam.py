@@ -171,10 +171,12 @@ def mosaic(crops_bgr: Sequence[np.ndarray | None], heatmaps: Sequence[np.ndarray
     Args:
         crops_bgr: Up to 4 BGR crops in camera order; ``None`` = missing view (grey tile).
         heatmaps: Matching heatmaps in [0, 1] (or ``None`` entries / ``None`` for none).
-        banner: Banner text, e.g. ``'bolt 17: NG'``.
+        banner: Banner text, e.g. ``'bolt 17: NG'``; the first line is drawn large, further
+            lines (after ``'\\n'``, e.g. the reasons) small.
         ok: Green banner if True, red if False.
         labels: Per-view caption (e.g. ``'cam0 p_ng 0.03'``).
-        tile_size: ``(w, h)`` of each tile; default: the first crop's aspect, 240 px high.
+        tile_size: ``(w, h)`` of each tile; default: the first crop's aspect, 320 px high
+            (at least 160 px wide).
 
     Returns:
         ``(banner_h + 2*tile_h, 2*tile_w, 3)`` uint8 BGR, C-contiguous (ready for a bgr8 Image).
@@ -187,16 +189,16 @@ def mosaic(crops_bgr: Sequence[np.ndarray | None], heatmaps: Sequence[np.ndarray
     if tile_size is None:
         first = next((c for c in crops if isinstance(c, np.ndarray) and c.ndim >= 2
                       and c.size), None)
-        tile_h = 240
+        tile_h = 320
         aspect = first.shape[1] / first.shape[0] if first is not None else 0.5
-        tile_w = int(np.clip(round(tile_h * aspect), 60, 480))
+        tile_w = int(np.clip(round(tile_h * aspect), 160, 640))
     else:
         tile_w, tile_h = int(tile_size[0]), int(tile_size[1])
     tiles = []
     for crop, heat, cap in zip(crops, heats, caps, strict=True):
         if crop is None:
             tile = np.full((tile_h, tile_w, 3), _GREY, np.uint8)
-            _put_text(tile, 'missing', (8, tile_h // 2), 0.6)
+            _put_text(tile, 'no view', (8, tile_h // 2), 0.6)
         else:
             try:
                 tile = cv2.resize(overlay(crop, heat), (tile_w, tile_h))
@@ -208,11 +210,19 @@ def mosaic(crops_bgr: Sequence[np.ndarray | None], heatmaps: Sequence[np.ndarray
         cv2.rectangle(tile, (0, 0), (tile_w - 1, tile_h - 1), (0, 0, 0), 1)
         tiles.append(tile)
     grid = np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])])
-    banner_h = max(36, tile_h // 5)
+    lines = [line for line in str(banner).split('\n') if line] or ['']
+    big_h = max(40, tile_h // 6)
+    small_h = 18
+    banner_h = big_h + small_h * (len(lines) - 1) + 6
     bar = np.full((banner_h, grid.shape[1], 3), _OK_BGR if ok else _NG_BGR, np.uint8)
-    scale = banner_h / 40.0
-    (text_w, _), _ = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
-    if text_w > grid.shape[1] - 12:
-        scale *= (grid.shape[1] - 12) / max(text_w, 1)
-    _put_text(bar, banner, (6, int(banner_h * 0.72)), scale, thickness=2)
+    y = 0
+    for i, line in enumerate(lines):
+        line_h = big_h if i == 0 else small_h
+        scale = line_h / 32.0 if i == 0 else 0.42
+        thickness = 2 if i == 0 else 1
+        (text_w, _), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        if text_w > grid.shape[1] - 12:
+            scale *= (grid.shape[1] - 12) / max(text_w, 1)
+        y += line_h
+        _put_text(bar, line, (6, y - max(4, line_h // 5)), scale, thickness=thickness)
     return np.ascontiguousarray(np.vstack([bar, grid]))

@@ -182,13 +182,16 @@ class Inspector:
         labels = []
         for cam in cams:
             p = inspection.p_ng.get(cam)
-            labels.append(f'cam{cam} p_ng {p:.2f}' if p is not None else f'cam{cam} no score')
-        message = inspection.verdict.message
-        banner = f'bolt {bolt_id}: {message}'
+            labels.append(f'cam{cam} p_ng {p:.2f}' if p is not None else f'cam{cam}: no score')
+        verdict = inspection.verdict
+        head = 'OK' if verdict.ok else 'NG'
+        banner = f'{head}  bolt {bolt_id}'
+        failures = [r for r in verdict.reasons if ': NG p=' not in r]
+        if failures:
+            banner += '\n' + '; '.join(failures)[:120]
         width, height = self.input_size
-        scale = 240.0 / height
-        tile = (max(60, int(round(width * scale))), 240)
+        tile = (max(160, int(round(width * 320.0 / height))), 320)
         return mosaic([inspection.crops.get(c) for c in cams],
-                      [inspection.heatmaps.get(c) for c in cams], banner,
-                      inspection.verdict.ok, labels, tile_size=tile)
+                      [inspection.heatmaps.get(c) for c in cams], banner, verdict.ok, labels,
+                      tile_size=tile)
 
