@@ -272,3 +272,20 @@ def test_unwritable_image_is_marked_failed_and_row_kept(tmp_path):
     first, second = read_verdicts(db, with_images=True)
     assert {(i.kind, i.state) for i in first.images} == {('crop', 'failed'), ('mosaic', 'stored')}
     assert {i.state for i in second.images} == {'stored'}
+
+
+def test_record_from_verdict_topic_fields(tmp_path):
+    values = {'p_ng_cam0': '0.9100', 'p_ng_cam1': 'n/a', 'p_ng_cam2': '0.0100',
+              'latency_ms': '231.5000', 'threshold': '0.5000', 'model_id': 'vgg16-abc'}
+    rec = VerdictRecord.from_status('42', 'NG: missing view cam1; cam3: undecodable', values,
+                                    trigger_ns=5)
+    assert (rec.bolt_id, rec.code, rec.trigger_ns) == ('42', 2, 5)
+    assert rec.p_ng == {0: 0.91, 1: None, 2: 0.01}
+    assert (rec.latency_ms, rec.threshold, rec.model_id) == (231.5, 0.5, 'vgg16-abc')
+    assert rec.reasons == ['missing view cam1', 'cam3: undecodable']
+    ok = VerdictRecord.from_status('43', 'OK', {}, trigger_ns=6)
+    assert ok.code == 1 and ok.reasons == [] and ok.latency_ms is None
+    assert VerdictRecord.from_status('44', 'garbled', {}, trigger_ns=7).code == 2
+    with InspectionLog(tmp_path / 'inspection.db') as log:
+        log.record(rec)
+    assert read_verdicts(tmp_path / 'inspection.db')[0].p_ng == {0: 0.91, 1: None, 2: 0.01}

@@ -148,6 +148,36 @@ class VerdictRecord:
                    reasons=list(verdict.reasons), crops=dict(inspection.crops), mosaic=mosaic)
 
 
+    @classmethod
+    def from_status(cls, hardware_id: str, message: str, values: Mapping[str, str], *,
+                    trigger_ns: int, created_ns: int | None = None) -> VerdictRecord:
+        """Build a record from the fields of an ``/inspection/verdict`` DiagnosticStatus.
+
+        For a log node that only sees the topic: ``values`` are its KeyValues as a dict
+        (``p_ng_camK``, ``latency_ms``, ``threshold``, ``model_id``; ``'n/a'`` = missing).
+        The code follows the message (``'OK'`` -> 1, anything else -> 2: never a silent OK);
+        reasons are the ``'; '``-joined part after ``'NG: '``.
+        """
+        def number(text):
+            try:
+                value = float(text)
+            except (TypeError, ValueError):
+                return None
+            return value if math.isfinite(value) else None
+
+        p_ng = {int(key[len('p_ng_cam'):]): number(value) for key, value in values.items()
+                if key.startswith('p_ng_cam') and key[len('p_ng_cam'):].isdigit()}
+        message = str(message)
+        reasons = ([r.strip() for r in message[3:].split(';') if r.strip()]
+                   if message.startswith('NG:') else [])
+        return cls(bolt_id=str(hardware_id), trigger_ns=int(trigger_ns),
+                   code=1 if message == 'OK' else 2, message=message, p_ng=p_ng,
+                   threshold=number(values.get('threshold')),
+                   latency_ms=number(values.get('latency_ms')),
+                   model_id=str(values.get('model_id', '')), reasons=reasons,
+                   created_ns=created_ns)
+
+
 @dataclass(frozen=True)
 class LoggedImage:
     """One stored (or pruned) evidence image of a logged verdict."""
