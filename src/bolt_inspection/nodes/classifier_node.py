@@ -162,6 +162,16 @@ class ClassifierNode(LifecycleNode):
             first = str(exc).splitlines()[0] if str(exc) else ''
             self.get_logger().error(f'cannot load model {model}: {type(exc).__name__}: {first}')
             return TransitionCallbackReturn.FAILURE
+        warm_up = getattr(self.inspector, 'warm_up', None)
+        if warm_up is not None:
+            # The first forward pass traces the graph; do it now, not on the first bolt.
+            try:
+                self.get_logger().info(f'model warm-up {warm_up():.0f} ms')
+            except Exception as exc:  # noqa: BLE001 - a model that cannot run is not loaded
+                self.get_logger().error(f'model {model} cannot run: {type(exc).__name__}: '
+                                        f'{str(exc).splitlines()[0] if str(exc) else ""}')
+                self.inspector = None
+                return TransitionCallbackReturn.FAILURE
         self.joiner = ViewJoiner(self.cams, self._params['view_timeout_s'],
                                  max_pending=self._params['max_pending'])
         self._pubs = {

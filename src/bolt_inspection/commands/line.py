@@ -1,0 +1,311 @@
+"""``bolt-inspection line``: the whole inspection line composed in one process.
+
+The node list comes from :func:`bolt_inspection.graph.line_nodes` (the same function the launch
+file calls) and every node's parameters from the same params file (``config/line.yaml``). All
+nodes run in one MultiThreadedExecutor; the lifecycle nodes are configured and activated in
+order. Until a PLC bridge drives ``/line/trigger``, this command triggers ``--bolts`` bolts at
+``--rate`` bolts per minute itself, then prints a summary: bolts, OK/NG, latency, and for
+synthetic bolts the agreement with the ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bolt_inspection import paths
+from bolt_inspection.commands._common import fraction, positive_int, size_wh
+from bolt_inspection.core.config import load_yaml, node_parameters
+from bolt_inspection.core.errors import ConfigError
+from bolt_inspection.core.latency import percentile
+from bolt_inspection.graph import SOURCES, NodeSpec, drives_triggers, line_nodes
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'line', help='run the inspection line (cameras + classifier) in one process',
+        description="Run the line's node graph (the launch file's node list) in one process "
+                    'from the same params file, trigger bolts and print a summary.')
+    parser.add_argument('--params-file', type=Path, default=None,
+                        help='params file (default: share/bolt_inspection/config/line.yaml)')
+    parser.add_argument('--model', help='model artifact directory (classifier "model")')
+    parser.add_argument('--source', choices=SOURCES, default=None,
+                        help="camera source (default: the params file's, i.e. synthetic)")
+    parser.add_argument('--bag', help='bag directory for --source bag')
+    parser.add_argument('--folder', help='dataset folder for --source folder')
+    parser.add_argument('--device', help='device spec for --source device ({} = camera index)')
+    parser.add_argument('--bolts', type=positive_int, default=20, help='bolts to trigger')
+    parser.add_argument('--rate', type=float, default=60.0, help='bolts per minute (default 60)')
+    parser.add_argument('--first-bolt', type=int, default=1, help='id of the first bolt')
+    parser.add_argument('--size', type=size_wh, default=None,
+                        help='camera frame size WxH (cameras "size" and classifier "frame_size")')
+    parser.add_argument('--seed', type=int, default=None, help='synthetic scenario seed')
+    parser.add_argument('--defect-rate', type=fraction, default=None,
+                        help='synthetic defect rate')
+    parser.add_argument('--view-timeout', type=float, default=None,
+                        help='classifier view_timeout_s')
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class LineSummary:
+    """What a user checks after a run."""
+
+    triggered: int
+    verdicts: int
+    ok: int
+    ng: int
+    ng_with_reason: int
+    mean_ms: float
+    p99_ms: float
+    max_ms: float
+    agreement: float | None = None
+    compared: int = 0
+    missing_ids: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f'bolts triggered: {self.triggered}, verdicts: {self.verdicts} '
+               f'(OK {self.ok}, NG {self.ng}, of which {self.ng_with_reason} NG with a reason)',
+               f'trigger -> verdict latency: mean {self.mean_ms:.1f} ms, '
+               f'p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms']
+        if self.agreement is not None:
+            out.append(f'agreement with synthetic ground truth: {self.agreement:.1%} '
+                       f'of {self.compared} bolts')
+        if self.missing_ids:
+            out.append(f'NO verdict for {len(self.missing_ids)} bolts: '
+                       + ', '.join(self.missing_ids[:10]))
+        return out
+
+
+def summarize(records, triggered_ids: list[str],
+              truth: Mapping[str, str] | None = None) -> LineSummary:
+    """Summarise verdict records (``bolt_id``, ``ok``, ``message``, ``latency_ms``)."""
+    first = {}
+    for rec in records:
+        first.setdefault(rec.bolt_id, rec)
+    latencies = [r.latency_ms for r in first.values() if r.latency_ms is not None]
+    ok = sum(1 for r in first.values() if r.ok)
+    agreement, compared = None, 0
+    if truth:
+        pairs = [(('OK' if r.ok else 'NG'), truth[b]) for b, r in first.items() if b in truth]
+        compared = len(pairs)
+        agreement = sum(a == b for a, b in pairs) / compared if compared else None
+    return LineSummary(
+        triggered=len(triggered_ids), verdicts=len(first), ok=ok, ng=len(first) - ok,
+        ng_with_reason=sum(1 for r in first.values() if r.message.startswith('NG:')),
+        mean_ms=sum(latencies) / len(latencies) if latencies else math.nan,
+        p99_ms=percentile(latencies, 99), max_ms=max(latencies) if latencies else math.nan,
+        agreement=agreement, compared=compared,
+        missing_ids=[b for b in triggered_ids if b not in first])
+
+
+def node_parameter_values(spec: NodeSpec, config: Mapping[str, Any],
+                          extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters a node gets: its params files, the line's file, the spec, then ``extra``."""
+    values: dict[str, Any] = {}
+    for name in spec.params_files:
+        values.update(node_parameters(load_yaml(paths.config_path(name)), spec.name))
+    values.update(node_parameters(config, spec.name))
+    values.update(spec.parameters)
+    values.update(extra or {})
+    return values
+
+
+def _load_class(path: str):
+    module, _, name = path.partition(':')
+    return getattr(importlib.import_module(module), name)
+
+
+class ComposedLine:
+    """The line's nodes in one process, on one MultiThreadedExecutor.
+
+    Args:
+        specs: The node list (:func:`bolt_inspection.graph.line_nodes`).
+        config: The params-file mapping.
+        context: The rclpy Context.
+        overrides: Node name -> parameter overrides on top of everything else.
+        node_kwargs: Node name -> extra constructor keyword arguments (tests inject fakes).
+    """
+
+    def __init__(self, specs: list[NodeSpec], config: Mapping[str, Any], *, context,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 node_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        from rclpy.executors import MultiThreadedExecutor
+
+        from bolt_inspection.nodes.lifecycle_util import to_parameters
+        self.specs = list(specs)
+        self.context = context
+        self.parameters = {s.name: node_parameter_values(s, config, (overrides or {}).get(s.name))
+                           for s in self.specs}
+        self.nodes = {}
+        for spec in self.specs:
+            cls = _load_class(spec.node_class)
+            kwargs = dict((node_kwargs or {}).get(spec.name, {}))
+            self.nodes[spec.name] = cls(spec.name, context=context,
+                                        parameter_overrides=to_parameters(
+                                            self.parameters[spec.name]), **kwargs)
+        # Cameras publish from their trigger callbacks and the classifier decodes in its
+        # subscription callbacks: enough threads that four cameras run at once.
+        self.executor = MultiThreadedExecutor(num_threads=max(4, len(self.nodes) + 2),
+                                              context=context)
+        for node in self.nodes.values():
+            self.executor.add_node(node)
+        self._thread: threading.Thread | None = None
+
+    def add_node(self, node) -> None:
+        """Add a helper node (e.g. the line driver) to the executor."""
+        self.executor.add_node(node)
+        self.nodes[node.get_name()] = node
+
+    def start(self) -> None:
+        """Spin, then configure and activate the lifecycle nodes in order.
+
+        Raises:
+            ConfigError: A node failed to configure or activate (its log line says why).
+        """
+        from bolt_inspection.nodes.lifecycle_util import bring_up
+        self._thread = threading.Thread(target=self.executor.spin, name='line-executor',
+                                        daemon=True)
+        self._thread.start()
+        for spec in self.specs:
+            if spec.lifecycle and not bring_up(self.nodes[spec.name]):
+                raise ConfigError(f'node {spec.name} failed to configure/activate '
+                                  '(see its log line above)')
+
+    def stop(self) -> None:
+        """Deactivate (classifier last, so bolts in flight still get verdicts) and destroy."""
+        from bolt_inspection.nodes.lifecycle_util import bring_down
+        for spec in self.specs:
+            node = self.nodes.get(spec.name)
+            if spec.lifecycle and node is not None:
+                try:
+                    bring_down(node)
+                except Exception as exc:  # noqa: BLE001 - keep shutting the others down
+                    node.get_logger().warning(f'shutdown: {exc}')
+        self.executor.shutdown(timeout_sec=5.0)
+        for node in self.nodes.values():
+            node.destroy_node()
+
+
+def cli_overrides(args: argparse.Namespace, specs: list[NodeSpec]) -> dict[str, dict]:
+    """Per-node overrides from the command-line options."""
+    out: dict[str, dict] = {}
+    for spec in specs:
+        values: dict[str, Any] = {}
+        if spec.executable == 'camera_node':
+            if args.size:
+                values['size'] = list(args.size)
+            if args.seed is not None:
+                values['seed'] = args.seed
+            if args.defect_rate is not None:
+                values['defect_rate'] = args.defect_rate
+        if spec.executable == 'classifier_node':
+            if args.size:
+                values['frame_size'] = list(args.size)
+            if args.view_timeout is not None:
+                values['view_timeout_s'] = args.view_timeout
+        out[spec.name] = values
+    return out
+
+
+def synthetic_truth(line: ComposedLine, bolt_ids: list[str]) -> dict[str, str] | None:
+    """Ground-truth labels of synthetic bolts (None unless the cameras render synthetic ones)."""
+    cams = [s for s in line.specs if s.executable == 'camera_node']
+    if not cams:
+        return None
+    params = line.parameters[cams[0].name]
+    if params.get('source', 'synthetic') != 'synthetic':
+        return None
+    from bolt_inspection.core.synth import bolt_spec
+    seed, rate = int(params.get('seed', 0)), float(params.get('defect_rate', 0.5))
+    return {b: bolt_spec(seed, int(b), rate).label for b in bolt_ids}
+
+
+def drive(line: ComposedLine, driver, *, bolts: int, rate_per_min: float, first_bolt: int,
+          timeout_s: float) -> list[str]:
+    """Trigger ``bolts`` bolts at ``rate_per_min``, then wait for their verdicts."""
+    period = 60.0 / rate_per_min
+    ids = []
+    start = time.monotonic()
+    try:
+        for i in range(bolts):
+            due = start + i * period
+            time.sleep(max(0.0, due - time.monotonic()))
+            driver.trigger(first_bolt + i)
+            ids.append(str(first_bolt + i))
+        driver.wait_for_verdicts(len(ids), timeout_s=timeout_s)
+    except KeyboardInterrupt:
+        print('interrupted: stopping the line', flush=True)
+    return ids
+
+
+def wait_for_subscribers(publisher, count: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while publisher.get_subscription_count() < count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from bolt_inspection import rosenv
+    from bolt_inspection.nodes.line_driver import LineDriver
+
+    rosenv.apply_defaults()
+    if args.rate <= 0:
+        raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
+    params_file = args.params_file or paths.config_path('line.yaml')
+    config = load_yaml(params_file)
+    source = args.source or node_parameters(config, 'cam0').get('source', 'synthetic')
+    specs = line_nodes(source=source, model=args.model or '', bag=args.bag or '',
+                       folder=args.folder or '', device=args.device or '')
+    context = rclpy.Context()
+    # Ctrl-C stays a KeyboardInterrupt in this thread, so the nodes are shut down in order.
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    line = None
+    try:
+        line = ComposedLine(specs, config, context=context,
+                            overrides=cli_overrides(args, specs))
+        driver = LineDriver('line_driver', context=context)
+        line.add_node(driver)
+        line.start()
+        timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0)) + 15.0
+        print(f'line up: {", ".join(s.name for s in specs)} (params {params_file})',
+              flush=True)
+        if drives_triggers(specs):
+            player = line.nodes.get('bag_player')
+            ids = []
+            try:
+                while player is not None and not player.done.wait(0.2):
+                    pass
+                time.sleep(float(line.parameters['classifier'].get('view_timeout_s', 1.0)) + 1)
+            except KeyboardInterrupt:
+                print('interrupted: stopping the line', flush=True)
+            ids = [r.bolt_id for r in driver.verdicts()]
+        else:
+            wait_for_subscribers(driver.trigger_pub, len(specs))
+            time.sleep(0.5)  # subscriber side of the match (best-effort images)
+            ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
+                        first_bolt=args.first_bolt, timeout_s=timeout)
+        summary = summarize(driver.verdicts(), ids, synthetic_truth(line, ids))
+        for text in summary.lines():
+            print(text)
+        return 0 if not summary.missing_ids else 1
+    except KeyboardInterrupt:
+        print('interrupted', flush=True)
+        return 130
+    finally:
+        if line is not None:
+            line.stop()
+        context.try_shutdown()

@@ -1,0 +1,100 @@
+"""The line's node graph as plain data: the ONE node list.
+
+``launch/line.launch.py`` (``ros2 launch`` in a ROS 2 install) and ``bolt-inspection line`` (the
+same nodes composed in one process, for the PyPI wheels that have no launch_ros) both call
+:func:`line_nodes`, so they cannot drift apart. Every node reads its parameters from the one
+params file (``config/line.yaml``, keyed by node name, ``ros__parameters``); the parameters in a
+:class:`NodeSpec` are the launch arguments' overrides on top of it.
+
+No rclpy and no launch import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bolt_inspection.core.errors import ConfigError
+
+PACKAGE = 'bolt_inspection'
+SOURCES = ('synthetic', 'folder', 'device', 'bag')
+DEFAULT_CAMS = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the line.
+
+    Attributes:
+        name: Node name; also its key in the params file.
+        executable: Console script of the package that runs it alone (setup.py entry point).
+        node_class: ``'module:Class'`` that ``bolt-inspection line`` instantiates in-process.
+        parameters: Overrides applied on top of the params file.
+        remappings: ``(from, to)`` topic remappings.
+        lifecycle: True for lifecycle nodes (configured and activated after start).
+        params_files: Extra params files for this node (config file names under
+            ``share/bolt_inspection/config``), read before the line's params file.
+        package: The ROS package of ``executable``.
+    """
+
+    name: str
+    executable: str
+    node_class: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    lifecycle: bool = True
+    params_files: tuple[str, ...] = ()
+    package: str = PACKAGE
+
+
+def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', folder: str = '',
+               device: str = '', cams: tuple[int, ...] = DEFAULT_CAMS) -> list[NodeSpec]:
+    """Return the line's nodes for the given launch arguments.
+
+    Args:
+        source: Where camera frames come from: 'synthetic', 'folder', 'device' (camera nodes
+            with that source) or 'bag' (a bag player replaces the cameras and the trigger).
+        model: Model artifact directory for the classifier ('' = the params file's).
+        bag: Bag directory for ``source='bag'``.
+        folder: Dataset folder for ``source='folder'`` ('' = the params file's).
+        device: Device spec for ``source='device'`` ('' = each camera's from the params file;
+            a value with ``{}`` is formatted with the camera index, e.g. ``/dev/video{}``).
+        cams: Camera indices.
+
+    Returns:
+        Node specs in start order: cameras (or the bag player), then the classifier.
+
+    Raises:
+        ConfigError: An unknown source, or ``source='bag'`` without a bag.
+    """
+    if source not in SOURCES:
+        raise ConfigError(f'source {source!r}: expected one of {", ".join(SOURCES)}')
+    nodes: list[NodeSpec] = []
+    if source == 'bag':
+        if not bag:
+            raise ConfigError('source bag needs bag:=PATH (a rosbag2 directory)')
+        nodes.append(NodeSpec('bag_player', 'bag_player',
+                              'bolt_inspection.nodes.bag_player:BagPlayer',
+                              parameters={'bag': str(bag)}))
+    else:
+        for cam in cams:
+            params: dict[str, Any] = {'camera_index': int(cam), 'source': source}
+            if source == 'folder' and folder:
+                params['folder'] = str(folder)
+            if source == 'device' and device:
+                params['device'] = device.format(cam) if '{}' in device else device
+            nodes.append(NodeSpec(f'cam{cam}', 'camera_node',
+                                  'bolt_inspection.nodes.camera_node:CameraNode',
+                                  parameters=params))
+    classifier_params: dict[str, Any] = {'cams': [int(c) for c in cams]}
+    if model:
+        classifier_params['model'] = str(model)
+    nodes.append(NodeSpec('classifier', 'classifier_node',
+                          'bolt_inspection.nodes.classifier_node:ClassifierNode',
+                          parameters=classifier_params))
+    return nodes
+
+
+def drives_triggers(nodes: list[NodeSpec]) -> bool:
+    """True when some node of the list publishes /line/trigger (a bag player or PLC bridge)."""
+    return any(n.executable in ('bag_player', 'plc_bridge_node') for n in nodes)
