@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from fixtures_ml import TINY_FRAME_SIZE, tiny_artifact  # noqa: F401 (fixture)
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from bolt_inspection.core.evaluate import (
@@ -158,3 +159,74 @@ def test_energy_share_inside_roi():
     assert energy_share(heat, frame_region, (200, 0, 200, 200)) == pytest.approx(0.0)
     assert energy_share(heat, frame_region, (150, 0, 250, 200)) == pytest.approx(0.5)
     assert energy_share(np.zeros((20, 40)), frame_region, (0, 0, 10, 10)) is None
+
+
+# --------------------------------------------------------------------------- the CLI
+
+@pytest.fixture(scope='module')
+def tiny_dataset(tmp_path_factory):
+    from bolt_inspection.core import synth
+
+    return synth.generate_dataset(tmp_path_factory.mktemp('eval_data'), seed=11, bolts=6,
+                                  size=TINY_FRAME_SIZE, distractor=True, progress=False)
+
+
+def _cli(argv, capsys):
+    from bolt_inspection.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_evaluate_cli_writes_report(tiny_artifact, tiny_dataset, tmp_path, capsys):  # noqa: F811
+    report = tmp_path / 'report'
+    code, out, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data',
+                           str(tiny_dataset), '--report', str(report), '--no-progress'], capsys)
+    assert code == 0, err
+    assert 'Defective (NG)' in out and 'Bolt level' in out and 'ROC AUC' in out
+    data = json.loads((report / 'metrics.json').read_text())
+    assert data['counts'] == {'views': 24, 'bolts': 6}
+    assert data['split'] == 'all'  # not the model's training data
+    n_ng = data['view']['NG']['support']
+    assert n_ng + data['view']['OK']['support'] == 24
+    assert sum(map(sum, data['view']['confusion'])) == 24
+    loc = data['localisation']
+    assert loc['ng_views_scored'] + loc['ng_views_without_mask'] == n_ng
+    assert loc['energy_in_roi'] == pytest.approx(1.0)  # an ROI model sees only its ROI
+    assert 0.0 <= loc['energy_on_thread'] <= 1.0
+    for name in ('training_curves', 'confusion', 'gradcam_gallery'):
+        assert (report / f'{name}.png').stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_gradcam_cli_writes_overlays(tiny_artifact, tiny_dataset, tmp_path, capsys):  # noqa: F811
+    import cv2
+
+    images = sorted((tiny_dataset / 'images').glob('*_cam*.png'))[:3]
+    code, out, err = _cli(['gradcam', '--model', str(tiny_artifact), '--images',
+                           *map(str, images), '--out', str(tmp_path / 'cams')], capsys)
+    assert code == 0, err
+    assert out.count('p_ng=') == 3
+    overlay = cv2.imread(str(tmp_path / 'cams' / f'{images[0].stem}_gradcam.png'))
+    assert overlay is not None and overlay.shape[0] > overlay.shape[1]  # the tall ROI crop
+    # A frame without _cam<k> in its name needs --cam for an ROI model.
+    odd = tmp_path / 'frame.png'
+    odd.write_bytes(images[0].read_bytes())
+    code, _, err = _cli(['gradcam', '--model', str(tiny_artifact), '--images', str(odd),
+                         '--out', str(tmp_path / 'cams')], capsys)
+    assert code == 2 and '--cam' in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_cli_bad_inputs(tmp_path, tiny_artifact, capsys):  # noqa: F811
+    (tmp_path / 'empty').mkdir()
+    code, _, err = _cli(['evaluate', '--model', str(tmp_path / 'nope'), '--data',
+                         str(tmp_path / 'empty'), '--report', str(tmp_path / 'r')], capsys)
+    assert code == 2
+    assert err.startswith('error: ') and 'nope' in err and len(err.strip().splitlines()) == 1
+    code, _, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data',
+                         str(tmp_path / 'empty'), '--report', str(tmp_path / 'r')], capsys)
+    assert code == 2
+    assert err.startswith('error: ') and 'empty' in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'r' / 'metrics.json').exists()

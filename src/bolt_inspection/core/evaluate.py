@@ -389,3 +389,282 @@ def write_metrics(metrics: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + '\n')
     return path
+
+
+# --------------------------------------------------------------------------- running a model
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_model` measured and wrote.
+
+    Attributes:
+        metrics: The metrics.json body.
+        predictions: One entry per evaluated view.
+        gallery: NG views (model-input region, heatmap, mask) kept for figures.
+        files: Name -> path of every file written.
+    """
+
+    metrics: dict
+    predictions: list[ViewPrediction]
+    gallery: list = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def model_boxes(metadata, frame_size: tuple[int, int]) -> dict[int, Box] | None:
+    """The artifact's ROI boxes scaled to frames of ``frame_size`` (None = full-frame model)."""
+    from bolt_inspection.core.roi import scale_boxes
+
+    if not metadata.roi_boxes:
+        return None
+    boxes = {int(c): tuple(b) for c, b in metadata.roi_boxes.items()}
+    if metadata.frame_size and tuple(metadata.frame_size) != tuple(frame_size):
+        boxes = scale_boxes(boxes, tuple(metadata.frame_size), tuple(frame_size))
+    return boxes
+
+
+def reference_boxes(frame_size: tuple[int, int], camera_config=None) -> dict[int, Box] | None:
+    """Thread ROI boxes for ``frame_size`` from a camera config (default config/cameras.yaml).
+
+    Used to measure where a FULL-FRAME model looks. None when no config can be read.
+    """
+    from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.core.roi import load_camera_config, scale_boxes
+
+    try:
+        config = camera_config or load_camera_config()
+    except ConfigError:
+        return None
+    return scale_boxes(dict(config.boxes), tuple(config.frame_size), tuple(frame_size))
+
+
+def select_records(dataset, metadata, split: str = 'auto') -> tuple[list, str]:
+    """Pick the views to evaluate.
+
+    ``'all'``: every view. ``'val'``: the validation bolts of the model's own training split
+    (``split_by_bolt`` with the artifact's ``val_fraction`` and ``seed``). ``'auto'``: ``'val'``
+    when the dataset is the one the model was trained on (same fingerprint) - evaluating on
+    training bolts would flatter the model - and ``'all'`` otherwise (a held-out test set).
+
+    Returns:
+        ``(records, split_used)``.
+    """
+    from bolt_inspection.core.dataset import split_by_bolt
+    from bolt_inspection.core.errors import DatasetError
+
+    if split not in ('auto', 'val', 'all'):
+        raise ValueError(f"split must be 'auto', 'val' or 'all', got {split!r}")
+    if split == 'auto':
+        same = bool(metadata.dataset_fingerprint) and (
+            metadata.dataset_fingerprint == dataset.fingerprint())
+        split = 'val' if same else 'all'
+    if split == 'all':
+        return list(dataset.records), 'all'
+    training = metadata.training or {}
+    config = training.get('config', training)
+    val_fraction = float(config.get('val_fraction', 0.2))
+    seed = int(config.get('seed', 0))
+    _, val = split_by_bolt(dataset.records, val_fraction=val_fraction, seed=seed)
+    if not val:
+        raise DatasetError(f'{dataset.root}: the validation split is empty '
+                           f'(val_fraction {val_fraction}); use --split all')
+    return list(val), 'val'
+
+
+def _read_mask(record) -> np.ndarray | None:
+    from bolt_inspection.core.errors import ImageError
+
+    if record.mask_path is None:
+        return None
+    mask = cv2.imread(str(record.mask_path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ImageError(f'{record.mask_path}: cannot read the defect mask')
+    return mask
+
+
+def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
+                batch_size: int = 16, progress: bool = False, desc: str = 'grad-cam'):
+    """Run an artifact with Grad-CAM over frames, in batches.
+
+    Args:
+        artifact: A loaded :class:`~bolt_inspection.core.artifact.ModelArtifact`.
+        images: Full camera frames (BGR uint8); all the same size.
+        cams: Camera index of each frame (selects its ROI box).
+        batch_size: Views per forward pass.
+        progress: Show a tqdm bar.
+        desc: Bar label.
+
+    Returns:
+        ``(p_ng (N,), heatmaps list of 2-D arrays, regions list of boxes)``.
+    """
+    from tqdm import tqdm
+
+    from bolt_inspection.core.gradcam import GradCAM
+    from bolt_inspection.core.roi import prepare_batch
+
+    meta = artifact.metadata
+    cam_layer = GradCAM(artifact.model, layer_name=meta.gradcam_layer,
+                        class_index=meta.ng_index)
+    p_ng: list[float] = []
+    heatmaps: list[np.ndarray] = []
+    regions: list[Box] = []
+    bar = tqdm(total=len(images), desc=desc, unit='view', disable=not progress, leave=False)
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        chunk_cams = cams[start:start + batch_size]
+        boxes_list = []
+        for image, cam in zip(chunk, chunk_cams, strict=True):
+            frame = (image.shape[1], image.shape[0])
+            boxes = model_boxes(meta, frame)
+            boxes_list.append(None if boxes is None else region_box(boxes, cam, frame))
+            regions.append(region_box(boxes, cam, frame))
+        batch = prepare_batch(list(chunk), boxes_list, tuple(meta.input_size))
+        probs, heat = cam_layer(batch)
+        p_ng.extend(float(p) for p in np.asarray(probs)[:, meta.ng_index])
+        heatmaps.extend(np.asarray(h, dtype=np.float32) for h in heat)
+        bar.update(len(chunk))
+    bar.close()
+    return np.asarray(p_ng, dtype=np.float64), heatmaps, regions
+
+
+def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch_size: int = 16,
+                   tolerance_px: int = 4, gallery_size: int = 18, camera_config=None,
+                   progress: bool = True, title: str = '') -> EvalResult:
+    """Evaluate a model artifact on a dataset and write ``out_dir/metrics.json`` and PNGs.
+
+    Args:
+        model_path: Model artifact directory.
+        data_path: Dataset directory (labels.csv layout, or OK/ and NG/ folders).
+        out_dir: Report directory (created).
+        split: ``'auto'``, ``'val'`` or ``'all'``; see :func:`select_records`.
+        batch_size: Views per forward pass.
+        tolerance_px: Mask dilation for the peak-in-mask test (model-input pixels).
+        gallery_size: NG views in the Grad-CAM gallery.
+        camera_config: ROI boxes to measure a full-frame model against (default
+            config/cameras.yaml).
+        progress: Show progress bars.
+        title: Figure title prefix.
+
+    Returns:
+        An :class:`EvalResult`.
+
+    Raises:
+        ModelError: The model directory is missing or unusable.
+        DatasetError: The dataset is missing or empty.
+    """
+    from bolt_inspection.core.artifact import HISTORY_FILE, load_artifact, read_metadata
+    from bolt_inspection.core.dataset import load_dataset, read_image
+    from bolt_inspection.core.errors import DatasetError
+    from bolt_inspection.core.report import (
+        HeatmapView,
+        plot_confusion,
+        plot_gradcam_gallery,
+        plot_training_curves,
+    )
+
+    read_metadata(model_path)  # a missing/invalid model fails before the data is read
+    dataset = load_dataset(data_path)
+    if not dataset.records:
+        raise DatasetError(f'{data_path}: no images')
+    artifact = load_artifact(model_path)
+    meta = artifact.metadata
+    records, split_used = select_records(dataset, meta, split)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    tally = LocalisationTally(tolerance_px=tolerance_px)
+    predictions: list[ViewPrediction] = []
+    ng_views: list[tuple] = []
+    input_size = tuple(meta.input_size)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(records), desc='evaluate', unit='view', disable=not progress)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        images = [read_image(r.image_path) for r in chunk]
+        p_ng, heatmaps, regions = run_gradcam(artifact, images, [r.cam for r in chunk],
+                                              batch_size=batch_size)
+        for rec, image, p, heat, region in zip(chunk, images, p_ng, heatmaps, regions,
+                                               strict=True):
+            frame = (image.shape[1], image.shape[0])
+            predictions.append(ViewPrediction(str(rec.bolt_id), int(rec.cam), rec.label,
+                                              rec.bolt_label, float(p), rec.defect))
+            roi = model_boxes(meta, frame) or reference_boxes(frame, camera_config)
+            roi_box = None if not roi or rec.cam not in roi else tuple(roi[rec.cam])
+            mask = _read_mask(rec) if rec.label == 'NG' else None
+            hit = tally.add(heat, label=rec.label, region=region, roi_box=roi_box,
+                            thread_box=tuple(rec.thread_box) if rec.thread_box else None,
+                            mask=mask, input_size=input_size, defect=rec.defect)
+            if rec.label == 'NG':
+                crop = cv2.resize(_crop(image, region), _display_size(region),
+                                  interpolation=cv2.INTER_AREA)
+                # Area resampling then > 0: a thin gap must stay visible when shrunk.
+                mask_crop = None if mask is None else (cv2.resize(
+                    (_crop(mask, region) > 0).astype(np.float32), _display_size(region),
+                    interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+                boxes = [] if meta.roi_boxes or roi_box is None else [
+                    _box_in_display(roi_box, region)]
+                ng_views.append(HeatmapView(
+                    crop, heat, mask_crop, f'bolt {rec.bolt_id} cam{rec.cam} p={p:.2f}',
+                    hit=hit, boxes=boxes))
+        bar.update(len(chunk))
+    bar.close()
+
+    metrics = compute_metrics(predictions, meta.threshold)
+    metrics['localisation'] = tally.summary()
+    metrics['model_id'] = artifact.model_id
+    metrics['model'] = str(Path(model_path))
+    metrics['model_kind'] = 'roi' if meta.roi_boxes else 'full_frame'
+    metrics['data'] = str(Path(data_path))
+    metrics['dataset_fingerprint'] = dataset.fingerprint()
+    metrics['split'] = split_used
+    files = {'metrics': write_metrics(metrics, out_dir / 'metrics.json')}
+
+    history = (meta.training or {}).get('history')
+    if not history and (Path(model_path) / HISTORY_FILE).is_file():
+        history = json.loads((Path(model_path) / HISTORY_FILE).read_text())
+    prefix = f'{title}: ' if title else ''
+    files['training_curves'] = plot_training_curves(
+        history, out_dir / 'training_curves.png', title=f'{prefix}training curves (Fig. 5)')
+    files['confusion'] = plot_confusion(
+        {'view': metrics['view'], 'bolt': metrics['bolt']}, out_dir / 'confusion.png',
+        title=f'{prefix}threshold {meta.threshold:.3f}, split {split_used}')
+    gallery = pick_gallery(ng_views, gallery_size)
+    loc = metrics['localisation']
+    share = '' if loc['peak_in_mask'] is None else (
+        f' - peak on defect {loc["ng_views_located"]}/{loc["ng_views_scored"]}')
+    files['gradcam_gallery'] = plot_gradcam_gallery(
+        gallery, out_dir / 'gradcam_gallery.png', title=f'{prefix}Grad-CAM of NG views{share}')
+    return EvalResult(metrics=metrics, predictions=predictions, gallery=ng_views, files=files)
+
+
+def _display_size(region: Box, longest: int = 320) -> tuple[int, int]:
+    """A figure-friendly (w, h) for a region: longest side ``longest`` px, aspect kept."""
+    _, _, w, h = region
+    scale = longest / max(w, h)
+    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+
+
+def _box_in_display(box: Box, region: Box, longest: int = 320) -> Box:
+    rx, ry, rw, rh = region
+    scale = longest / max(rw, rh)
+    x, y, w, h = box
+    return (int(round((x - rx) * scale)), int(round((y - ry) * scale)),
+            int(round(w * scale)), int(round(h * scale)))
+
+
+def pick_gallery(views: Sequence, size: int) -> list:
+    """Up to ``size`` views, evenly spread, misses and hits both shown in proportion (at least
+    a few misses when there are any: they are what an engineer needs to see)."""
+    if len(views) <= size:
+        return list(views)
+    misses = [v for v in views if v.hit is False]
+    others = [v for v in views if v.hit is not False]
+    n_miss = min(len(misses), max(round(size * len(misses) / len(views)), min(4, len(misses))))
+
+    def spread(items, n):
+        if n <= 0:
+            return []
+        idx = np.linspace(0, len(items) - 1, n).round().astype(int)
+        return [items[i] for i in dict.fromkeys(idx)]
+
+    return spread(misses, n_miss) + spread(others, size - n_miss)
