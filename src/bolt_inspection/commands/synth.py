@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
           'defect is visible in it)')
     print(f'labels: {out / "labels.csv"}  images: {out / "images"}  masks: {out / "masks"}')
     if args.contact_sheet:
-        from bolt_inspection.core.synth import contact_sheet
-        sheet_path = contact_sheet(dataset, out / 'contact_sheet.png', n_cams=args.cams,
-                                   size=args.size)
+        from bolt_inspection.core.synth import contact_sheet, default_roi_boxes
+        sheet_path = contact_sheet(dataset, out / 'contact_sheet.png',
+                                   roi_boxes=default_roi_boxes(args.size, args.cams))
         print(f'contact sheet: {sheet_path}')
     return 0

@@ -839,45 +839,50 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
         raise OSError(f'{path}: could not write image')
 
 
-def contact_sheet(dataset, out_path, *, n_cams: int = 4, size: tuple[int, int] = REF_SIZE,
-                  tile_width: int = 320, max_bolts: int = 40) -> Path:
+def contact_sheet(dataset, out_path, *, roi_boxes: dict | None = None, tile_width: int = 320,
+                  max_bolts: int = 40) -> Path:
     """Write a PNG of every view (rows = bolts, columns = cameras), for a human to look at.
 
-    Each tile is the downscaled frame with the ROI box (green), the defect mask outlined
-    (magenta) and a caption: bolt id, camera, bolt defect and the view label.
+    Each tile is the downscaled frame with the ROI box (green, when ``roi_boxes`` has one for
+    the camera), the defect mask outlined (magenta, synthetic data) and a caption: bolt id,
+    camera, defect type and the view label (red = NG, green = OK).
 
     Args:
-        dataset: A loaded synthetic :class:`~bolt_inspection.core.dataset.Dataset`.
+        dataset: A loaded :class:`~bolt_inspection.core.dataset.Dataset` (either layout).
         out_path: PNG to write.
-        n_cams: Cameras per bolt (columns).
-        size: Frame size the ROI boxes refer to.
+        roi_boxes: Camera -> ``(x, y, w, h)`` in frame pixels, or None for no boxes.
         tile_width: Width of one tile in pixels.
         max_bolts: Only the first this many bolts are shown.
 
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ImageError: An image of the dataset cannot be read.
     """
     from bolt_inspection.core.dataset import read_image
 
-    boxes = default_roi_boxes(size, n_cams)
     bolts = list(dataset.bolts().items())[:max_bolts]
-    tile_h = int(round(tile_width * size[1] / size[0]))
-    sheet = np.full((max(1, len(bolts)) * (tile_h + 4) + 4, n_cams * (tile_width + 4) + 4, 3),
+    cams = sorted({v.cam for _, views in bolts for v in views}) or [0]
+    column = {cam: i for i, cam in enumerate(cams)}
+    first = read_image(bolts[0][1][0].image_path) if bolts else np.zeros((3, 4, 3), np.uint8)
+    tile_h = max(16, int(round(tile_width * first.shape[0] / first.shape[1])))
+    sheet = np.full((max(1, len(bolts)) * (tile_h + 4) + 4, len(cams) * (tile_width + 4) + 4, 3),
                     255, np.uint8)
     for row, (bolt_id, views) in enumerate(bolts):
         for view in views:
-            if view.cam >= n_cams:
-                continue
             img = read_image(view.image_path)
             fx, fy = tile_width / img.shape[1], tile_h / img.shape[0]
             tile = cv2.resize(img, (tile_width, tile_h), interpolation=cv2.INTER_AREA)
-            if view.cam in boxes:
-                x, y, w, h = boxes[view.cam]
+            if roi_boxes and view.cam in roi_boxes:
+                x, y, w, h = roi_boxes[view.cam]
                 cv2.rectangle(tile, (int(x * fx), int(y * fy)),
                               (int((x + w) * fx), int((y + h) * fy)), (0, 200, 0), 1)
             if view.mask_path is not None and view.mask_path.is_file():
                 mask = cv2.imread(str(view.mask_path), cv2.IMREAD_GRAYSCALE)
                 if mask is not None and mask.any():
+                    # Dilate before shrinking so a particle of a few pixels still gets an outline.
+                    mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
                     small = cv2.resize(mask, (tile_width, tile_h), interpolation=cv2.INTER_AREA)
                     contours, _ = cv2.findContours((small > 0).astype(np.uint8),
                                                    cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -887,7 +892,7 @@ def contact_sheet(dataset, out_path, *, n_cams: int = 4, size: tuple[int, int] =
             cv2.rectangle(tile, (0, 0), (tile_width, 16), (0, 0, 160) if ng else (0, 110, 0), -1)
             cv2.putText(tile, caption, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255),
                         1, cv2.LINE_AA)
-            y0, x0 = 4 + row * (tile_h + 4), 4 + view.cam * (tile_width + 4)
+            y0, x0 = 4 + row * (tile_h + 4), 4 + column[view.cam] * (tile_width + 4)
             sheet[y0:y0 + tile_h, x0:x0 + tile_width] = tile
     out_path = Path(out_path)
     if not cv2.imwrite(str(out_path), sheet):
