@@ -1,0 +1,548 @@
+"""Training: the paper's two-stage transfer learning, made cheap, plus threshold calibration.
+
+Protocol (Noh & Hong 2022, Sec. 3.2), batch 32, 80/20 split **by bolt**:
+
+1. **Stage 1** — all conv blocks frozen, only the classifier head trains. A frozen backbone gives
+   the same output for an image every epoch, so it is run ONCE over the train and validation
+   crops and its outputs (``block5_pool``) are cached; the head then trains on the cached
+   features and an epoch costs no backbone pass at all
+   (:func:`measure_stage1_epoch_times` measures the speed-up against recomputing).
+2. **Stage 2** — blocks 1-4 frozen, block 5 and the head fine-tuned at lr 1e-4 on the images.
+
+``from_scratch`` instead trains every layer (what random initialisation needs). Every stage
+uses early stopping on validation loss (best weights restored) and balanced class weights.
+Afterwards the NG threshold is calibrated on the validation views for ``target_recall``
+(:mod:`bolt_inspection.core.threshold`) and the model is saved as an artifact with its history,
+metrics and timings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bolt_inspection.core.errors import ConfigError, DatasetError
+
+Box = tuple[int, int, int, int]
+ARCHS = ('vgg16', 'tiny')
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (stored in the artifact's metadata under ``training.config``).
+
+    Attributes:
+        input_size: Model input ``(width, height)``; 112x224 keeps the thread's 1:2 aspect.
+        weights: ``'none'`` (random init, the only option offline), ``'imagenet'`` or a path.
+        epochs1: Stage-1 epochs (head on cached features); with ``from_scratch``: epochs of the
+            all-layers training.
+        epochs2: Stage-2 fine-tuning epochs (0 = skip stage 2).
+        batch_size: 32, as the paper.
+        lr1: Adam learning rate of stage 1.
+        lr2: Adam learning rate of stage 2 (the paper's 1e-4).
+        lr_scratch: Adam learning rate when training from scratch.
+        from_scratch: Train all layers at once instead of the two stages.
+        val_fraction: Share of bolts held out for validation (early stopping, threshold).
+        seed: Split, weight init and shuffling seed.
+        patience: Early-stopping patience in epochs (on validation loss).
+        target_recall: NG recall the threshold is calibrated for.
+        use_roi: Crop to the per-camera thread ROI (False = full frame resized, the paper's
+            first model).
+        cameras: ``cameras.yaml`` with the ROI boxes; None = the synthetic rig's boxes for a
+            synthetic dataset, else ``config/cameras.yaml``.
+        arch: ``'vgg16'`` (the paper) or ``'tiny'`` (a small CNN for CI-sized runs).
+        head: ``'flatten'`` (classic VGG) or ``'gap'`` (global average pooling).
+        dense_units: Hidden dense layer width of the head (0 = none).
+        dropout: Dropout after the hidden dense layer.
+        measure_timings: Also time one stage-1 epoch cached vs recomputed (bench numbers).
+        timing_images: At most this many training images are used for that measurement.
+    """
+
+    input_size: tuple[int, int] = (112, 224)
+    weights: str = 'none'
+    epochs1: int = 10
+    epochs2: int = 10
+    batch_size: int = 32
+    lr1: float = 1e-3
+    lr2: float = 1e-4
+    lr_scratch: float = 1e-4
+    from_scratch: bool = False
+    val_fraction: float = 0.2
+    seed: int = 0
+    patience: int = 5
+    target_recall: float = 0.99
+    use_roi: bool = True
+    cameras: str | None = None
+    arch: str = 'vgg16'
+    head: str = 'flatten'
+    dense_units: int = 256
+    dropout: float = 0.5
+    measure_timings: bool = True
+    timing_images: int = 128
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data['input_size'] = list(self.input_size)
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def resolve_roi(dataset, config: TrainConfig, frame_size: tuple[int, int]
+                ) -> tuple[dict[int, Box] | None, tuple[int, int] | None, str]:
+    """Choose the ROI boxes for training.
+
+    Returns:
+        ``(boxes, frame_size, source)``; ``boxes`` is None for full-frame training.
+
+    Raises:
+        ConfigError: The boxes are for another frame size or a camera has no box.
+    """
+    from bolt_inspection.core.roi import load_camera_config
+
+    if not config.use_roi:
+        return None, None, 'full frame'
+    if config.cameras:
+        camera_config = load_camera_config(config.cameras)
+        source = str(config.cameras)
+    elif dataset.kind == 'synthetic' and (Path(dataset.root) / 'synth.json').is_file():
+        from bolt_inspection.core import synth
+
+        info = json.loads((Path(dataset.root) / 'synth.json').read_text())
+        size = tuple(int(v) for v in info.get('size', frame_size))
+        n_cams = int(info.get('n_cams', 4))
+        boxes = synth.default_roi_boxes(size, n_cams)
+        return {int(c): tuple(int(v) for v in b) for c, b in boxes.items()}, size, \
+            'synthetic rig default boxes'
+    else:
+        camera_config = load_camera_config()
+        source = 'config/cameras.yaml'
+    if tuple(camera_config.frame_size) != tuple(frame_size):
+        raise ConfigError(
+            f'{source} is for {camera_config.frame_size[0]}x{camera_config.frame_size[1]} '
+            f'frames but the dataset has {frame_size[0]}x{frame_size[1]}; pass --cameras '
+            '(bolt-inspection roi --data DIR proposes boxes) or --no-roi')
+    return dict(camera_config.boxes), tuple(camera_config.frame_size), source
+
+
+def load_views(records, boxes: dict[int, Box] | None, input_size: tuple[int, int],
+               progress: bool = True, desc: str = 'loading views') -> np.ndarray:
+    """Read, crop and resize views into a uint8 RGB array ``(N, h, w, 3)``.
+
+    Raises:
+        DatasetError: A view's camera has no ROI box, or an image cannot be read / cropped.
+    """
+    from tqdm import tqdm
+
+    from bolt_inspection.core.dataset import read_image
+    from bolt_inspection.core.errors import ImageError
+    from bolt_inspection.core.roi import crop_roi, resize_bgr
+
+    width, height = input_size
+    out = np.empty((len(records), height, width, 3), np.uint8)
+    for i, record in enumerate(tqdm(records, desc=desc, unit='view', disable=not progress,
+                                    leave=False)):
+        box = None
+        if boxes is not None:
+            if record.cam not in boxes:
+                raise DatasetError(f'{record.image_path}: camera {record.cam} has no ROI box '
+                                   f'(configured: {sorted(boxes)})')
+            box = boxes[record.cam]
+        try:
+            crop = crop_roi(read_image(record.image_path), box, what=str(record.image_path))
+        except ImageError as exc:
+            raise DatasetError(str(exc)) from None
+        out[i] = resize_bgr(crop, input_size)[:, :, ::-1]
+    return out
+
+
+def labels_of(records) -> np.ndarray:
+    """View labels as int64: 1 = NG, 0 = OK (the model's output order)."""
+    return np.array([1 if r.label == 'NG' else 0 for r in records], np.int64)
+
+
+def class_weights(y: np.ndarray) -> dict[int, float]:
+    """Balanced class weights ``n / (2 * n_c)`` (a class absent from ``y`` gets 1.0)."""
+    n = len(y)
+    weights = {}
+    for c in (0, 1):
+        count = int((y == c).sum())
+        weights[c] = n / (2.0 * count) if count else 1.0
+    return weights
+
+
+# --------------------------------------------------------------------------------------------
+# Model pieces
+
+
+def split_backbone_head(model):
+    """The frozen-feature extractor and a head model sharing the model's head layers.
+
+    Returns:
+        ``(backbone, head)``: ``backbone`` maps images to the last conv/pool output;
+        ``head`` maps those features to the class probabilities through the SAME layer objects
+        as ``model``, so training ``head`` trains ``model``'s head.
+    """
+    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model import backbone_output_layer
+
+    k = keras()
+    cut = backbone_output_layer(model)
+    backbone = k.Model(model.inputs, cut.output, name='backbone')
+    index = model.layers.index(cut)
+    head_layers = model.layers[index + 1:]
+    features = k.Input(shape=tuple(cut.output.shape[1:]), name='features')
+    x = features
+    for layer in head_layers:
+        x = layer(x)
+    head = k.Model(features, x, name='head')
+    return backbone, head
+
+
+def build_model(config: TrainConfig):
+    """Build the configured architecture; returns ``(model, gradcam_layer)``."""
+    from bolt_inspection.core.model import build_tiny, build_vgg16
+
+    if config.arch == 'vgg16':
+        model = build_vgg16(config.input_size, config.weights, head=config.head,
+                            dense_units=config.dense_units, dropout=config.dropout,
+                            seed=config.seed)
+        return model, 'block5_conv3'
+    if config.arch == 'tiny':
+        if str(config.weights).lower() != 'none':
+            raise ConfigError('--weights applies to the vgg16 architecture only')
+        model = build_tiny(config.input_size, filters=(16, 32, 64), head=config.head,
+                           dense_units=config.dense_units, seed=config.seed)
+        return model, 'last_conv'
+    raise ConfigError(f'unknown architecture {config.arch!r} (one of {", ".join(ARCHS)})')
+
+
+class EpochLog:
+    """Keras callback factory: one line per epoch (stage, losses, accuracy, seconds)."""
+
+    @staticmethod
+    def make(stage: str, epochs: int, log: Callable[[str], None] | None):
+        from bolt_inspection.core.keras_backend import keras
+
+        k = keras()
+
+        class _EpochLog(k.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: list[float] = []
+                self._start = 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                elapsed = time.perf_counter() - self._start
+                self.seconds.append(elapsed)
+                if log is None:
+                    return
+                logs = logs or {}
+                parts = [f'{key} {logs[key]:.4f}' for key in
+                         ('loss', 'accuracy', 'val_loss', 'val_accuracy') if key in logs]
+                log(f'[{stage}] epoch {epoch + 1}/{epochs}  ' + '  '.join(parts)
+                    + f'  ({elapsed:.1f} s)')
+
+        return _EpochLog()
+
+
+def _fit(model, x, y, val, *, epochs: int, lr: float, config: TrainConfig, stage: str,
+         log, weights: dict[int, float]) -> dict[str, list[float]]:
+    from bolt_inspection.core.keras_backend import keras
+
+    k = keras()
+    model.compile(optimizer=k.optimizers.Adam(lr), loss='sparse_categorical_crossentropy',
+                  metrics=['accuracy'])
+    epoch_log = EpochLog.make(stage, epochs, log)
+    callbacks = [epoch_log]
+    if val is not None and config.patience > 0:
+        callbacks.append(k.callbacks.EarlyStopping(monitor='val_loss', patience=config.patience,
+                                                   restore_best_weights=True))
+    history = model.fit(x, y, batch_size=config.batch_size, epochs=epochs, verbose=0,
+                        validation_data=val, class_weight=weights, shuffle=True,
+                        callbacks=callbacks)
+    out = {key: [float(v) for v in values] for key, values in history.history.items()}
+    out['seconds'] = [float(s) for s in epoch_log.seconds]
+    return out
+
+
+def run_stage1_cached(model, x_train, y_train, x_val, y_val, config: TrainConfig, *, log=None,
+                      progress: bool = True) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Stage 1: freeze the backbone, cache its outputs once, train the head on the cache.
+
+    Returns:
+        ``(history, timings)`` with ``timings['cache_s']`` (one backbone pass over all crops).
+    """
+    from bolt_inspection.core.model import set_stage
+
+    set_stage(model, 'stage1')
+    backbone, head = split_backbone_head(model)
+    start = time.perf_counter()
+    verbose = 0  # one log line below says what was cached; Keras bars would clutter logs
+    f_train = backbone.predict(x_train, batch_size=config.batch_size, verbose=verbose)
+    f_val = (backbone.predict(x_val, batch_size=config.batch_size, verbose=verbose)
+             if x_val is not None and len(x_val) else None)
+    cache_s = time.perf_counter() - start
+    if log:
+        log(f'[stage1] cached backbone features {f_train.shape[1:]} of {len(f_train)} train + '
+            f'{0 if f_val is None else len(f_val)} val views in {cache_s:.1f} s')
+    val = (f_val, y_val) if f_val is not None else None
+    history = _fit(head, f_train, y_train, val, epochs=config.epochs1, lr=config.lr1,
+                   config=config, stage='stage1', log=log, weights=class_weights(y_train))
+    return history, {'cache_s': cache_s}
+
+
+def measure_stage1_epoch_times(model, x, y, batch_size: int = 32,
+                               max_images: int | None = 128) -> dict[str, float]:
+    """Time one stage-1 epoch on cached features against one that recomputes the backbone.
+
+    Works on a clone of ``model`` (the model itself is not changed). Each variant runs two
+    epochs and the second is timed, so graph tracing is not counted.
+
+    Args:
+        model: A flat model (VGG16 or tiny).
+        x: Training images (uint8/float RGB at the model's input size).
+        y: Labels (1 = NG).
+        batch_size: Batch size (32 as the paper).
+        max_images: Use at most this many images (epoch time is linear in their number).
+
+    Returns:
+        ``{'cached_epoch_s', 'recompute_epoch_s', 'cache_build_s', 'speedup', 'images',
+        'batch_size'}``; ``speedup`` = recompute / cached.
+    """
+    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model import custom_objects, set_stage
+
+    k = keras()
+    if max_images is not None:
+        x, y = x[:max_images], y[:max_images]
+    with k.saving.custom_object_scope(custom_objects()):
+        clone = k.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    set_stage(clone, 'stage1')
+    backbone, head = split_backbone_head(clone)
+
+    def timed_epochs(net, data):
+        net.compile(optimizer=k.optimizers.Adam(1e-4), loss='sparse_categorical_crossentropy')
+        epoch_log = EpochLog.make('timing', 2, None)
+        net.fit(data, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[epoch_log])
+        return epoch_log.seconds[-1]
+
+    start = time.perf_counter()
+    features = backbone.predict(x, batch_size=batch_size, verbose=0)
+    cache_build_s = time.perf_counter() - start
+    cached = timed_epochs(head, features)
+    recompute = timed_epochs(clone, x)
+    return {'cached_epoch_s': cached, 'recompute_epoch_s': recompute,
+            'cache_build_s': cache_build_s,
+            'speedup': recompute / cached if cached > 0 else float('inf'),
+            'images': int(len(x)), 'batch_size': int(batch_size)}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def view_metrics(p_ng: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Accuracy, NG/OK precision and recall and ROC AUC of ``p_ng >= threshold``."""
+    pred = p_ng >= threshold
+    truth = y.astype(bool)
+    out: dict[str, Any] = {'n': int(len(y)), 'n_ng': int(truth.sum()),
+                           'accuracy': float((pred == truth).mean()) if len(y) else math.nan}
+    for name, positive in (('NG', True), ('OK', False)):
+        tp = int(((pred == positive) & (truth == positive)).sum())
+        predicted = int((pred == positive).sum())
+        actual = int((truth == positive).sum())
+        out[f'{name.lower()}_precision'] = tp / predicted if predicted else math.nan
+        out[f'{name.lower()}_recall'] = tp / actual if actual else math.nan
+    try:
+        from sklearn.metrics import roc_auc_score
+
+        out['roc_auc'] = float(roc_auc_score(truth, p_ng)) if 0 < truth.sum() < len(y) \
+            else math.nan
+    except ValueError:
+        out['roc_auc'] = math.nan
+    return out
+
+
+def bolt_metrics(records, p_ng: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Bolt-level metrics: a bolt is NG when any of its views is (the line's fusion rule)."""
+    bolts: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        bolts.setdefault(record.bolt_id, []).append(i)
+    scores = np.array([max(p_ng[i] for i in idx) for idx in bolts.values()])
+    truth = np.array([1 if any(records[i].bolt_label == 'NG' for i in idx) else 0
+                      for idx in bolts.values()])
+    return view_metrics(scores, truth, threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+
+
+def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
+          log: Callable[[str], None] | None = None) -> Path:
+    """Train a classifier on ``dataset`` and save it as an artifact in ``out_dir``.
+
+    Args:
+        dataset: A :class:`bolt_inspection.core.dataset.Dataset`.
+        config: The settings.
+        out_dir: The artifact directory to write.
+        progress: Progress bars and the per-epoch log.
+        log: Where log lines go (default: print to stderr when ``progress``).
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        DatasetError: Too few bolts for a split, only one class, unreadable images.
+        ConfigError: Bad settings or ROI boxes that do not fit the images.
+        ModelError: The weights cannot be loaded.
+    """
+    from bolt_inspection.core.artifact import ModelMetadata, save_artifact
+    from bolt_inspection.core.dataset import read_image, split_by_bolt
+    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model import set_stage
+    from bolt_inspection.core.threshold import calibrate_threshold, recall_at
+
+    if log is None and progress:
+        def log(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+    say = log or (lambda line: None)
+    _check_config(config)
+    t_start = time.perf_counter()
+    keras().utils.set_random_seed(int(config.seed))
+    records = list(dataset.records)
+    train_records, val_records = split_by_bolt(records, config.val_fraction, config.seed)
+    if not train_records or not val_records:
+        raise DatasetError(f'{dataset.root}: {len(dataset.bolts())} bolt(s) cannot be split '
+                           f'into training and validation (val_fraction {config.val_fraction})')
+    first = read_image(records[0].image_path)
+    frame_size = (int(first.shape[1]), int(first.shape[0]))
+    boxes, roi_frame, roi_source = resolve_roi(dataset, config, frame_size)
+    say(f'data: {len(train_records)} train / {len(val_records)} val views '
+        f'({len({r.bolt_id for r in train_records})} / {len({r.bolt_id for r in val_records})}'
+        f' bolts), frames {frame_size[0]}x{frame_size[1]}, ROI: {roi_source}, input '
+        f'{config.input_size[0]}x{config.input_size[1]}')
+    x_train = load_views(train_records, boxes, config.input_size, progress, 'train views')
+    x_val = load_views(val_records, boxes, config.input_size, progress, 'val views')
+    y_train, y_val = labels_of(train_records), labels_of(val_records)
+    if len(set(y_train.tolist())) < 2:
+        raise DatasetError(f'{dataset.root}: the training split has only '
+                           f'{"NG" if y_train.any() else "OK"} views; need both classes')
+    # Random init is never "pretrained": stage 1 on random frozen features is what the user
+    # asked for when they pass --weights none without --from-scratch, and it is allowed.
+    model, gradcam_layer = build_model(config)
+    history: dict[str, dict[str, list[float]]] = {}
+    timings: dict[str, Any] = {}
+    if config.measure_timings and not config.from_scratch:
+        say('timing one stage-1 epoch: cached features vs recomputing the backbone ...')
+        timings['stage1_epoch'] = measure_stage1_epoch_times(
+            model, x_train, y_train, config.batch_size, config.timing_images)
+        t = timings['stage1_epoch']
+        say(f'stage-1 epoch on {t["images"]} images: cached {t["cached_epoch_s"]:.3f} s, '
+            f'recompute {t["recompute_epoch_s"]:.3f} s -> {t["speedup"]:.1f}x faster')
+    val = (x_val, y_val)
+    weights = class_weights(y_train)
+    if config.from_scratch:
+        set_stage(model, 'scratch')
+        history['scratch'] = _fit(model, x_train, y_train, val, epochs=config.epochs1,
+                                  lr=config.lr_scratch, config=config, stage='scratch', log=say,
+                                  weights=weights)
+    else:
+        if config.epochs1 > 0:
+            history['stage1'], stage_t = run_stage1_cached(
+                model, x_train, y_train, x_val, y_val, config, log=say, progress=progress)
+            timings.update({'stage1_cache_s': stage_t['cache_s']})
+        if config.epochs2 > 0:
+            set_stage(model, 'stage2')
+            history['stage2'] = _fit(model, x_train, y_train, val, epochs=config.epochs2,
+                                     lr=config.lr2, config=config, stage='stage2', log=say,
+                                     weights=weights)
+    for name, stage_history in history.items():
+        timings[f'{name}_s'] = float(sum(stage_history.get('seconds', [])))
+    set_stage(model, 'scratch')  # a loaded model should not come back half frozen
+    p_val = model.predict(x_val, batch_size=config.batch_size, verbose=0)[:, 1]
+    if y_val.any():
+        threshold = calibrate_threshold(p_val, y_val, config.target_recall)
+        note = ''
+    else:
+        threshold, note = 0.5, 'no NG view in validation: threshold left at 0.5'
+        say(f'warning: {note}')
+    metrics = {
+        'split': 'validation',
+        'threshold_target_recall': config.target_recall,
+        'threshold_recall_val': recall_at(p_val, y_val, threshold),
+        'view': view_metrics(p_val, y_val, threshold),
+        'bolt': bolt_metrics(val_records, p_val, threshold),
+        'view_at_0.5': view_metrics(p_val, y_val, 0.5),
+    }
+    if note:
+        metrics['note'] = note
+    timings['total_s'] = time.perf_counter() - t_start
+    metadata = ModelMetadata(
+        classes=('OK', 'NG'), input_size=tuple(config.input_size), roi_boxes=boxes,
+        threshold=float(threshold), gradcam_layer=gradcam_layer,
+        dataset_fingerprint=dataset.fingerprint(),
+        training=_jsonable({'config': config.to_json(), 'roi_source': roi_source,
+                            'dataset': str(dataset.root), 'dataset_kind': dataset.kind,
+                            'train_views': len(train_records), 'val_views': len(val_records),
+                            'val_bolts': sorted({r.bolt_id for r in val_records}),
+                            'timings': timings}),
+        metrics=_jsonable(metrics), frame_size=roi_frame)
+    out = save_artifact(model, metadata, out_dir, history=history)
+    v = metrics['view']
+    say(f'threshold {threshold:.4f} (NG recall {metrics["threshold_recall_val"]:.3f} on '
+        f'validation, target {config.target_recall}); val accuracy {v["accuracy"]:.3f}, '
+        f'NG recall {v["ng_recall"]:.3f}, OK recall {v["ok_recall"]:.3f}; saved {out} '
+        f'(model id {metadata.model_id}, {timings["total_s"]:.0f} s)')
+    return out
+
+
+def _check_config(config: TrainConfig) -> None:
+    width, height = config.input_size
+    if config.arch not in ARCHS:
+        raise ConfigError(f'unknown architecture {config.arch!r} (one of {", ".join(ARCHS)})')
+    minimum = 32 if config.arch == 'vgg16' else 8
+    if width < minimum or height < minimum:
+        raise ConfigError(f'input size {width}x{height} too small for {config.arch} '
+                          f'(at least {minimum}x{minimum})')
+    if not 0.0 < config.val_fraction < 1.0:
+        raise ConfigError(f'val_fraction must be in (0, 1), got {config.val_fraction}')
+    if not 0.0 < config.target_recall <= 1.0:
+        raise ConfigError(f'target recall must be in (0, 1], got {config.target_recall}')
+    if config.batch_size < 1 or config.epochs1 < 0 or config.epochs2 < 0:
+        raise ConfigError('batch size must be >= 1 and epochs >= 0')
+    if config.from_scratch and config.epochs1 < 1:
+        raise ConfigError('--from-scratch needs --epochs >= 1')
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def predict_p_ng(model, x: Sequence[np.ndarray] | np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """NG probabilities of a batch of RGB inputs (class index 1)."""
+    return model.predict(np.asarray(x), batch_size=batch_size, verbose=0)[:, 1]
