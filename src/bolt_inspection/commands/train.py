@@ -1,0 +1,106 @@
+"""``bolt-inspection train``: train the VGG16 classifier and save a model directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bolt_inspection.commands._common import fraction, positive_int, size_wh
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {value}')
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'train', help='train the OK/NG classifier (VGG16 transfer learning) on a dataset',
+        description='Train VGG16 + a 2-way softmax head as in Noh & Hong 2022: stage 1 with all '
+                    'conv blocks frozen (their outputs cached, so an epoch costs no backbone '
+                    'pass), stage 2 fine-tuning block 5 + head at lr 1e-4; or --from-scratch. '
+                    'Split 80/20 by bolt, early stopping, class weights; the NG threshold is '
+                    'calibrated on the validation views for --target-recall. Writes OUT/'
+                    'model.keras, OUT/metadata.json and OUT/history.json.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--data', type=Path, required=True,
+                        help='dataset folder (labels.csv from `bolt-inspection synth`, or '
+                             'DIR/OK/*.png + DIR/NG/*.png)')
+    parser.add_argument('--out', type=Path, required=True, help='model directory to write')
+    parser.add_argument('--weights', default='none',
+                        help='initial weights: none (random init), imagenet (Keras VGG16 '
+                             'weights, downloaded on first use) or PATH to an .h5/.keras file. '
+                             'OFFLINE ONLY "none" (or a local PATH) WORKS; with none use '
+                             '--from-scratch')
+    parser.add_argument('--input-size', type=size_wh, default=(112, 224), metavar='WxH',
+                        help='model input size; 112x224 keeps the thread ROI 1:2 aspect')
+    parser.add_argument('--epochs', type=_non_negative_int, default=10, metavar='N',
+                        help='stage-1 epochs (with --from-scratch: epochs of full training)')
+    parser.add_argument('--fine-tune-epochs', type=_non_negative_int, default=10, metavar='N',
+                        help='stage-2 epochs (block 5 + head, lr 1e-4); 0 skips stage 2')
+    parser.add_argument('--from-scratch', action='store_true',
+                        help='train all layers at once (what random init needs)')
+    parser.add_argument('--no-roi', action='store_true',
+                        help="train on full frames resized (the paper's first model)")
+    parser.add_argument('--cameras', type=Path, default=None, metavar='YAML',
+                        help='ROI boxes (default: the synthetic rig boxes for synthetic data, '
+                             'else config/cameras.yaml)')
+    parser.add_argument('--target-recall', type=fraction, default=0.99,
+                        help='NG recall the threshold is calibrated for on validation data')
+    parser.add_argument('--batch-size', type=positive_int, default=32)
+    parser.add_argument('--lr', type=float, default=None,
+                        help='learning rate of stage 1 (default 1e-3) or of --from-scratch '
+                             '(default 1e-4)')
+    parser.add_argument('--val-fraction', type=fraction, default=0.2,
+                        help='share of bolts held out for validation')
+    parser.add_argument('--patience', type=_non_negative_int, default=5,
+                        help='early-stopping patience (0 = off)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--arch', choices=('vgg16', 'tiny'), default='vgg16',
+                        help='vgg16 (the paper) or tiny (a small CNN for quick runs)')
+    parser.add_argument('--head', choices=('flatten', 'gap'), default='flatten',
+                        help='classifier head: flatten (classic VGG) or global average pooling')
+    parser.add_argument('--dense-units', type=_non_negative_int, default=256,
+                        help='hidden dense layer of the head (0 = none)')
+    parser.add_argument('--no-timing', action='store_true',
+                        help='skip timing a cached vs a recomputed stage-1 epoch')
+    parser.add_argument('--quiet', action='store_true', help='no progress output')
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.core.train import TrainConfig, train
+
+    weights = str(args.weights)
+    if weights.lower() not in ('none', 'imagenet') and not Path(weights).expanduser().is_file():
+        raise ConfigError(f'--weights {weights}: not none, imagenet or an existing file')
+    if args.lr is not None and not args.lr > 0:
+        raise ConfigError(f'--lr must be > 0, got {args.lr}')
+    if args.val_fraction <= 0 or args.val_fraction >= 1:
+        raise ConfigError(f'--val-fraction must be in (0, 1), got {args.val_fraction}')
+    if args.target_recall <= 0:
+        raise ConfigError('--target-recall must be > 0')
+    config = TrainConfig(
+        input_size=tuple(args.input_size), weights=weights, epochs1=args.epochs,
+        epochs2=0 if args.from_scratch else args.fine_tune_epochs,
+        batch_size=args.batch_size, from_scratch=args.from_scratch,
+        val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
+        target_recall=args.target_recall, use_roi=not args.no_roi,
+        cameras=str(args.cameras) if args.cameras else None, arch=args.arch, head=args.head,
+        dense_units=args.dense_units, measure_timings=not args.no_timing)
+    if args.lr is not None:
+        if args.from_scratch:
+            config.lr_scratch = args.lr
+        else:
+            config.lr1 = args.lr
+    dataset = load_dataset(args.data)
+    out = train(dataset, config, args.out, progress=not args.quiet)
+    print(out)
+    return 0
