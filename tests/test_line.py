@@ -1,0 +1,151 @@
+"""The composed line (`bolt-inspection line`): synthetic cameras + classifier + the tiny model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+
+from fixtures_ml import TINY_FRAME_SIZE, tiny_artifact  # noqa: E402,F401
+
+from bolt_inspection.commands.line import ComposedLine, drive, summarize  # noqa: E402
+from bolt_inspection.core.config import load_yaml  # noqa: E402
+from bolt_inspection.graph import line_nodes  # noqa: E402
+from bolt_inspection.nodes.lifecycle_util import bring_down, bring_up  # noqa: E402
+from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 0
+
+
+@pytest.fixture(scope='module')
+def core_inspector(tiny_artifact):  # noqa: F811
+    from bolt_inspection.core.inspector import Inspector
+    return Inspector.from_artifact(tiny_artifact)
+
+
+def core_decision(inspector, bolt_id: int):
+    """What core decides for the same synthetic images (the line must agree)."""
+    from bolt_inspection.core import synth
+    spec = synth.bolt_spec(SEED, bolt_id, 0.5)
+    views = {cam: synth.render_view(spec, cam, TINY_FRAME_SIZE).image for cam in range(4)}
+    return inspector.inspect(views)
+
+
+@pytest.fixture
+def line_factory(rclpy_context, tiny_artifact):  # noqa: F811
+    lines = []
+
+    def make(camera_overrides=None):
+        config = load_yaml(ROOT / 'config' / 'line.yaml')
+        specs = line_nodes(source='synthetic', model=str(tiny_artifact))
+        overrides = {s.name: {'size': list(TINY_FRAME_SIZE), 'seed': SEED}
+                     for s in specs if s.executable == 'camera_node'}
+        for name, values in (camera_overrides or {}).items():
+            overrides[name].update(values)
+        overrides['classifier'] = {'frame_size': list(TINY_FRAME_SIZE), 'view_timeout_s': 0.5}
+        line = ComposedLine(specs, config, context=rclpy_context, overrides=overrides)
+        driver = LineDriver('probe', context=rclpy_context, keep_gradcam=3)
+        line.add_node(driver)
+        lines.append(line)
+        line.start()
+        deadline = time.monotonic() + 10
+        while driver.trigger_pub.get_subscription_count() < len(specs):
+            assert time.monotonic() < deadline, 'nodes did not subscribe to /line/trigger'
+            time.sleep(0.05)
+        time.sleep(0.5)  # the subscriber side of the image topics' matching
+        return line, driver
+    yield make
+    for line in lines:
+        line.stop()
+
+
+def _by_id(records, first, count):
+    """Verdicts of bolts first..first+count-1, each exactly once.
+
+    Other test processes on this machine may share the domain id (conftest spreads ids by pid),
+    so verdicts of bolts this test did not trigger are ignored; our bolt ids are unusual.
+    """
+    wanted = {str(b) for b in range(first, first + count)}
+    ours = [r for r in records if r.bolt_id in wanted]
+    by_id = {r.bolt_id: r for r in ours}
+    assert len(ours) == len(by_id), 'a bolt got more than one verdict'
+    return by_id
+
+
+def _wait(driver, first, count, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = _by_id(driver.verdicts(), first, count)
+        if len(got) == count:
+            return got
+        time.sleep(0.05)
+    return _by_id(driver.verdicts(), first, count)
+
+
+def test_line_gives_one_verdict_per_bolt_agreeing_with_core(line_factory, core_inspector):
+    line, driver = line_factory()
+    ids = drive(line, driver, bolts=20, rate_per_min=600, first_bolt=7100, timeout_s=20)
+    assert ids == [str(i) for i in range(7100, 7120)]
+    _wait(driver, 7100, 20)
+    time.sleep(0.3)
+    records = list(_by_id(driver.verdicts(), 7100, 20).values())
+    assert sorted(r.bolt_id for r in records) == ids
+    for record in records:
+        expected = core_decision(core_inspector, int(record.bolt_id))
+        assert record.message == expected.verdict.message, record.bolt_id
+        for cam, p in expected.p_ng.items():
+            assert float(record.values[f'p_ng_cam{cam}']) == pytest.approx(p, abs=1e-3)
+    summary = summarize(records, ids)
+    assert summary.verdicts == 20 and not summary.missing_ids and summary.ng_with_reason == 0
+    assert summary.p99_ms < 2000
+    mosaic = driver.state.gradcam[-1]
+    expected_mosaic = core_inspector.render_mosaic(core_decision(core_inspector, 7119), 7119)
+    assert mosaic.encoding == 'bgr8'
+    assert (mosaic.height, mosaic.width) == expected_mosaic.shape[:2]
+
+
+def test_silent_camera_makes_only_its_bolts_ng(line_factory, core_inspector):
+    line, driver = line_factory()
+    drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7201, timeout_s=10)
+    bring_down(line.nodes['cam2'])       # camera 2 goes silent for bolts 7203 and 7204
+    drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7203, timeout_s=10)
+    _wait(driver, 7201, 4)
+    assert bring_up(line.nodes['cam2'])
+    time.sleep(0.5)
+    drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7205, timeout_s=10)
+    verdicts = _wait(driver, 7201, 6)
+    assert sorted(verdicts) == [str(b) for b in range(7201, 7207)]
+    for bolt in ('7203', '7204'):
+        assert verdicts[bolt].message == 'NG: missing view cam2'
+        assert verdicts[bolt].values['p_ng_cam2'] == 'n/a'
+    for bolt in ('7201', '7202', '7205', '7206'):
+        assert verdicts[bolt].message == core_decision(core_inspector, int(bolt)).verdict.message
+
+
+def test_wrong_size_frames_give_ng_with_reason_and_the_line_lives(line_factory):
+    line, driver = line_factory({'cam3': {'size': [160, 120]}})
+    drive(line, driver, bolts=3, rate_per_min=600, first_bolt=7301, timeout_s=10)
+    verdicts = list(_wait(driver, 7301, 3).values())
+    assert [v.message for v in verdicts] == ['NG: cam3: frame 160x120, expected 320x240'] * 3
+    assert all(np.isfinite(float(v.values['p_ng_cam0'])) for v in verdicts)
+
+
+def test_classifier_restart_mid_run_recovers(line_factory, core_inspector):
+    line, driver = line_factory()
+    drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7401, timeout_s=10)
+    _wait(driver, 7401, 2)
+    classifier = line.nodes['classifier']
+    bring_down(classifier)               # deactivate + cleanup: the model is dropped
+    assert bring_up(classifier)          # configure (reload) + activate
+    time.sleep(0.5)
+    drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7403, timeout_s=10)
+    verdicts = _wait(driver, 7401, 4)
+    assert sorted(verdicts) == ['7401', '7402', '7403', '7404']
+    for bolt, record in verdicts.items():
+        assert record.message == core_decision(core_inspector, int(bolt)).verdict.message
