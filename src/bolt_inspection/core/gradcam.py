@@ -69,7 +69,7 @@ class GradCAM:
         else:
             head_output = model.output
             self.score = 'probability'
-        self._grad_model = k.Model(model.inputs, [target.output, head_output])
+        self._grad_model = k.Model(model.input, [target.output, head_output])
         height, width = model.input_shape[1:3]
         self.input_hw = (int(height), int(width))
         self._fn = tf().function(

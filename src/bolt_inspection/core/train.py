@@ -199,7 +199,7 @@ def split_backbone_head(model):
 
     k = keras()
     cut = backbone_output_layer(model)
-    backbone = k.Model(model.inputs, cut.output, name='backbone')
+    backbone = k.Model(model.input, cut.output, name='backbone')
     index = model.layers.index(cut)
     head_layers = model.layers[index + 1:]
     features = k.Input(shape=tuple(cut.output.shape[1:]), name='features')
@@ -438,15 +438,14 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
         f'({len({r.bolt_id for r in train_records})} / {len({r.bolt_id for r in val_records})}'
         f' bolts), frames {frame_size[0]}x{frame_size[1]}, ROI: {roi_source}, input '
         f'{config.input_size[0]}x{config.input_size[1]}')
+    # Build first: a missing weights file or an impossible download fails before the data load.
+    model, gradcam_layer = build_model(config)
     x_train = load_views(train_records, boxes, config.input_size, progress, 'train views')
     x_val = load_views(val_records, boxes, config.input_size, progress, 'val views')
     y_train, y_val = labels_of(train_records), labels_of(val_records)
     if len(set(y_train.tolist())) < 2:
         raise DatasetError(f'{dataset.root}: the training split has only '
                            f'{"NG" if y_train.any() else "OK"} views; need both classes')
-    # Random init is never "pretrained": stage 1 on random frozen features is what the user
-    # asked for when they pass --weights none without --from-scratch, and it is allowed.
-    model, gradcam_layer = build_model(config)
     history: dict[str, dict[str, list[float]]] = {}
     timings: dict[str, Any] = {}
     if config.measure_timings and not config.from_scratch:

@@ -1,0 +1,49 @@
+"""Threshold calibration: the highest threshold that reaches the target NG recall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bolt_inspection.core.threshold import calibrate_threshold, recall_at
+
+
+def test_reaches_target_recall_and_is_the_highest_such_threshold():
+    rng = np.random.default_rng(0)
+    ng = rng.beta(5, 2, 200)          # NG views mostly high, a tail of low scores
+    ok = rng.beta(2, 5, 300)
+    scores = np.concatenate([ng, ok])
+    labels = np.r_[np.ones(200), np.zeros(300)]
+    for target in (0.9, 0.95, 0.99, 1.0):
+        t = calibrate_threshold(scores, labels, target)
+        assert recall_at(scores, labels, t) >= target
+        higher = np.nextafter(t, 1.0)
+        assert recall_at(scores, labels, higher) < target     # nothing higher reaches it
+    assert calibrate_threshold(scores, labels, 1.0) == pytest.approx(ng.min())
+
+
+def test_exact_count_and_string_labels():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.1, 0.2]
+    labels = ['NG', 'NG', 'NG', 'NG', 'OK', 'OK']
+    assert calibrate_threshold(scores, labels, 0.75) == 0.7    # 3 of 4 NG
+    assert calibrate_threshold(scores, labels, 0.76) == 0.6    # needs all 4
+    # 0.99 of 100 NG views: 99 views, not 100 (floating point 0.99 * 100 = 98.99999...)
+    ng = np.linspace(1.0, 0.01, 100)
+    assert calibrate_threshold(ng, np.ones(100), 0.99) == ng[98]
+
+
+def test_ties_only_raise_recall():
+    scores = [0.5, 0.5, 0.5, 0.2]
+    labels = [1, 1, 1, 0]
+    t = calibrate_threshold(scores, labels, 0.5)
+    assert t == 0.5 and recall_at(scores, labels, t) == 1.0
+
+
+def test_edge_cases():
+    assert calibrate_threshold([0.1, 0.3], [0, 0], 0.99) == 0.5   # no NG: argmax rule
+    with pytest.raises(ValueError, match='labels'):
+        calibrate_threshold([0.1], [1, 0], 0.9)
+    with pytest.raises(ValueError, match='target_recall'):
+        calibrate_threshold([0.1], [1], 0.0)
+    with pytest.raises(ValueError, match='NaN'):
+        calibrate_threshold([np.nan], [1], 0.9)
