@@ -122,6 +122,7 @@ def test_time_window_and_newest_first(tmp_path):
     assert [r.bolt_id for r in read_verdicts(db, since_ns=1_003, until_ns=1_006)] == [
         '3', '4', '5']
     assert [r.bolt_id for r in read_verdicts(db, limit=3, newest_first=True)] == ['9', '8', '7']
+    assert [r.created_ns for r in read_verdicts(db, bolt_id='4')] == [1_004]
 
 
 def test_invalid_records_rejected(tmp_path):

@@ -637,7 +637,8 @@ _VERDICT_COLUMNS = ('id, bolt_id, trigger_ns, created_ns, code, message, reasons
 def read_verdicts(path: str | os.PathLike, *, since_ns: int | None = None,
                   until_ns: int | None = None, limit: int | None = None,
                   newest_first: bool = False, with_images: bool = False,
-                  image_dir: str | os.PathLike | None = None) -> list[LoggedVerdict]:
+                  image_dir: str | os.PathLike | None = None,
+                  bolt_id: str | None = None) -> list[LoggedVerdict]:
     """Read logged verdicts with ``since_ns <= created_ns < until_ns``.
 
     Args:
@@ -649,6 +650,7 @@ def read_verdicts(path: str | os.PathLike, *, since_ns: int | None = None,
         with_images: Also read each verdict's image rows.
         image_dir: The log's image directory, to make image paths absolute; default beside
             the database.
+        bolt_id: Only the verdicts of this bolt.
 
     Raises:
         LogError: See :func:`connect_readonly`.
@@ -660,6 +662,9 @@ def read_verdicts(path: str | os.PathLike, *, since_ns: int | None = None,
     if until_ns is not None:
         clauses.append('created_ns < ?')
         params.append(int(until_ns))
+    if bolt_id is not None:
+        clauses.append('bolt_id = ?')
+        params.append(str(bolt_id))
     sql = f'SELECT {_VERDICT_COLUMNS} FROM verdicts'
     if clauses:
         sql += ' WHERE ' + ' AND '.join(clauses)
