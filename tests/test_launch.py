@@ -62,12 +62,12 @@ def test_every_node_has_an_executable_a_class_and_params(source):
 
 def test_line_nodes_reflect_the_launch_arguments():
     names = [s.name for s in graph.line_nodes()]
-    assert names == ['cam0', 'cam1', 'cam2', 'cam3', 'classifier']
+    assert names == ['classifier', 'cam0', 'cam1', 'cam2', 'cam3']
     nodes = graph.line_nodes(source='device', device='/dev/video{}', model='/m')
-    assert nodes[2].parameters['device'] == '/dev/video2'
-    assert nodes[-1].parameters['model'] == '/m'
+    assert nodes[3].parameters['device'] == '/dev/video2'
+    assert nodes[0].parameters['model'] == '/m'
     bag_nodes = graph.line_nodes(source='bag', bag='/b')
-    assert [s.name for s in bag_nodes] == ['bag_player', 'classifier']
+    assert [s.name for s in bag_nodes] == ['classifier', 'bag_player']
     assert graph.drives_triggers(bag_nodes) and not graph.drives_triggers(nodes)
     with pytest.raises(ConfigError, match='bag:=PATH'):
         graph.line_nodes(source='bag')

@@ -62,36 +62,36 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
         cams: Camera indices.
 
     Returns:
-        Node specs in start order: cameras (or the bag player), then the classifier.
+        Node specs in start order: the classifier, then the cameras (or the bag player).
 
     Raises:
         ConfigError: An unknown source, or ``source='bag'`` without a bag.
     """
     if source not in SOURCES:
         raise ConfigError(f'source {source!r}: expected one of {", ".join(SOURCES)}')
-    nodes: list[NodeSpec] = []
-    if source == 'bag':
-        if not bag:
-            raise ConfigError('source bag needs bag:=PATH (a rosbag2 directory)')
-        nodes.append(NodeSpec('bag_player', 'bag_player',
-                              'bolt_inspection.nodes.bag_player:BagPlayer',
-                              parameters={'bag': str(bag)}))
-    else:
-        for cam in cams:
-            params: dict[str, Any] = {'camera_index': int(cam), 'source': source}
-            if source == 'folder' and folder:
-                params['folder'] = str(folder)
-            if source == 'device' and device:
-                params['device'] = device.format(cam) if '{}' in device else device
-            nodes.append(NodeSpec(f'cam{cam}', 'camera_node',
-                                  'bolt_inspection.nodes.camera_node:CameraNode',
-                                  parameters=params))
+    if source == 'bag' and not bag:
+        raise ConfigError('source bag needs bag:=PATH (a rosbag2 directory)')
     classifier_params: dict[str, Any] = {'cams': [int(c) for c in cams]}
     if model:
         classifier_params['model'] = str(model)
-    nodes.append(NodeSpec('classifier', 'classifier_node',
-                          'bolt_inspection.nodes.classifier_node:ClassifierNode',
-                          parameters=classifier_params))
+    # The consumer first: the classifier is active before any frame or replayed trigger flows.
+    nodes = [NodeSpec('classifier', 'classifier_node',
+                      'bolt_inspection.nodes.classifier_node:ClassifierNode',
+                      parameters=classifier_params)]
+    if source == 'bag':
+        nodes.append(NodeSpec('bag_player', 'bag_player',
+                              'bolt_inspection.nodes.bag_player:BagPlayer',
+                              parameters={'bag': str(bag)}))
+        return nodes
+    for cam in cams:
+        params: dict[str, Any] = {'camera_index': int(cam), 'source': source}
+        if source == 'folder' and folder:
+            params['folder'] = str(folder)
+        if source == 'device' and device:
+            params['device'] = device.format(cam) if '{}' in device else device
+        nodes.append(NodeSpec(f'cam{cam}', 'camera_node',
+                              'bolt_inspection.nodes.camera_node:CameraNode',
+                              parameters=params))
     return nodes
 
 

@@ -180,9 +180,10 @@ class ComposedLine:
                                   '(see its log line above)')
 
     def stop(self) -> None:
-        """Deactivate (classifier last, so bolts in flight still get verdicts) and destroy."""
+        """Deactivate in reverse start order (the classifier last, so bolts in flight still get
+        their verdicts) and destroy every node."""
         from bolt_inspection.nodes.lifecycle_util import bring_down
-        for spec in self.specs:
+        for spec in reversed(self.specs):
             node = self.nodes.get(spec.name)
             if spec.lifecycle and node is not None:
                 try:

@@ -49,7 +49,7 @@ class BagPlayer(LifecycleNode):
         self.start_delay_s = declare(self, 'start_delay_s', 0.5, 'Wait after activation so '
                                      'subscribers match before the first message',
                                      float_range=(0.0, 60.0), read_only=True)
-        self._publishers = {}
+        self._bag_pubs = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.done = threading.Event()
@@ -70,7 +70,7 @@ class BagPlayer(LifecycleNode):
             if not topics:
                 raise BoltInspectionError(f'{self.bag}: none of {list(self.topics)} in the bag')
             for topic, msgtype in topics.items():
-                self._publishers[topic] = self.create_lifecycle_publisher(
+                self._bag_pubs[topic] = self.create_lifecycle_publisher(
                     message_class(msgtype), topic, qos_for(msgtype))
         except (BoltInspectionError, ImportError, AttributeError, ValueError) as exc:
             self.get_logger().error(f'cannot play bag: {exc}')
@@ -92,9 +92,9 @@ class BagPlayer(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._halt()
-        for pub in self._publishers.values():
+        for pub in self._bag_pubs.values():
             self.destroy_lifecycle_publisher(pub)
-        self._publishers = {}
+        self._bag_pubs = {}
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -123,7 +123,7 @@ class BagPlayer(LifecycleNode):
     def _play_once(self) -> None:
         start_wall = time.monotonic()
         first = None
-        for message in bags.read_messages(self.bag, self._publishers):
+        for message in bags.read_messages(self.bag, self._bag_pubs):
             if first is None:
                 first = message.timestamp
             due = start_wall + (message.timestamp - first) / 1e9 / self.rate
@@ -132,7 +132,7 @@ class BagPlayer(LifecycleNode):
                 return
             if self._stop.is_set():
                 return
-            self._publishers[message.topic].publish(message.data)
+            self._bag_pubs[message.topic].publish(message.data)
             self.played += 1
 
 

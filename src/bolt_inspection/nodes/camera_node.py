@@ -77,7 +77,7 @@ class CameraNode(LifecycleNode):
         self._pub = None
         self._diag_pub = None
         self._trigger_sub = None
-        self._timers = []
+        self._own_timers = []
         self._lock = threading.Lock()
         self._group = MutuallyExclusiveCallbackGroup()
         self.published = 0
@@ -114,13 +114,13 @@ class CameraNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._params
         if p['free_run']:
-            self._timers.append(self.create_timer(1.0 / p['rate_hz'], self._on_free_run,
+            self._own_timers.append(self.create_timer(1.0 / p['rate_hz'], self._on_free_run,
                                                   callback_group=self._group))
         else:
             self._trigger_sub = self.create_subscription(
                 Header, p['trigger_topic'], self._on_trigger, TRIGGER_QOS,
                 callback_group=self._group)
-        self._timers.append(self.create_timer(p['diagnostics_period_s'],
+        self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
                                               self._publish_diagnostics))
         return super().on_activate(state)
 
@@ -142,9 +142,9 @@ class CameraNode(LifecycleNode):
         if self._trigger_sub is not None:
             self.destroy_subscription(self._trigger_sub)
             self._trigger_sub = None
-        for timer in self._timers:
+        for timer in self._own_timers:
             self.destroy_timer(timer)
-        self._timers = []
+        self._own_timers = []
 
     def _release(self) -> None:
         if self.source is not None:

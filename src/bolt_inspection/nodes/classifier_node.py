@@ -132,7 +132,7 @@ class ClassifierNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._active = False
         self._subs = []
-        self._timers = []
+        self._own_timers = []
         self._pubs = {}
         self._input_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -203,9 +203,9 @@ class ClassifierNode(LifecycleNode):
                 Image, p['camera_topic'].format(cam), self._image_callback(cam),
                 qos_profile_sensor_data, callback_group=self._input_group))
         period = min(0.05, p['view_timeout_s'] / 10)
-        self._timers.append(self.create_timer(period, self._on_expire_timer,
+        self._own_timers.append(self.create_timer(period, self._on_expire_timer,
                                               callback_group=self._timer_group))
-        self._timers.append(self.create_timer(p['diagnostics_period_s'],
+        self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
                                               self._publish_diagnostics,
                                               callback_group=self._timer_group))
         return result
@@ -233,9 +233,9 @@ class ClassifierNode(LifecycleNode):
             return
         for sub in self._subs:
             self.destroy_subscription(sub)
-        for timer in self._timers:
+        for timer in self._own_timers:
             self.destroy_timer(timer)
-        self._subs, self._timers = [], []
+        self._subs, self._own_timers = [], []
         self._active = False
         # The worker finishes the bolts already queued (they have all their views), then exits.
         self._queue.put(None)
