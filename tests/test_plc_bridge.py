@@ -448,3 +448,24 @@ def test_heartbeat_loss_stops_the_conveyor(make_sim, make_line):
     # Back up, the bridge reads why the line stopped and says so on the latched status.
     assert wait_for(lambda: line.plc_status and line.plc_status[-1].level == line.Status.ERROR
                     and 'watchdog' in line.plc_status[-1].message, timeout=2.0)
+
+
+@pytest.mark.ros
+def test_bad_parameters_fail_configure_with_one_line_naming_the_key(rclpy_context, caplog):
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from bolt_inspection.nodes.plc_bridge_node import PlcBridgeNode
+    good = PlcBridgeNode(context=rclpy_context, parameter_overrides=[
+        Parameter('timeout_s', value=1)])          # an int where a float belongs is fine
+    assert good.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert good.config.timeout_s == 1.0
+    good.destroy_node()
+    bad = PlcBridgeNode('plc_bridge_bad', context=rclpy_context, parameter_overrides=[
+        Parameter('registers.status', value=1)])   # register 1 is bolt_counter
+    errors = []
+    bad.get_logger().error = errors.append
+    assert bad.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert errors == ['plc_bridge parameter registers.status: address 1 overlaps '
+                      'registers.bolt_counter']
+    bad.destroy_node()

@@ -211,3 +211,9 @@ def test_cli_rejects_a_bad_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(['plc-sim', '--defect-rate', '2'])
     assert 'expected a number in [0, 1]' in capsys.readouterr().err
+
+
+def test_from_config_applies_overrides_for_in_process_use():
+    with PlcSimulator.from_config(port=0, rate_per_min=30.0, bolts=None) as s:
+        assert s.sim.rate_per_min == 30.0 and s.port > 0 and s.serving
+    assert not s.serving

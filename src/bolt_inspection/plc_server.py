@@ -82,6 +82,23 @@ class PlcSimulator:
         # We report every failure ourselves; pymodbus' own ERROR lines would only duplicate.
         logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
 
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, *, host: str | None = None,
+                    port: int | None = None, truth: Any = 'auto', **sim_overrides: Any,
+                    ) -> PlcSimulator:
+        """Build a simulator from ``plc.yaml`` (the shipped one when ``path`` is None).
+
+        ``sim_overrides`` are :class:`SimConfig` fields (``rate_per_min=120``...); None values
+        keep the file's. Call :meth:`start` on the result.
+
+        Raises:
+            ConfigError: The file or an override is invalid.
+        """
+        from bolt_inspection.core.plc_contract import load_plc_config
+        overrides = {f'plc_sim.{k}': v for k, v in sim_overrides.items() if v is not None}
+        plc, sim = load_plc_config(path, overrides)
+        return cls(plc, sim, host=host, port=port, truth=truth)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> PlcSimulator:

@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -97,7 +98,10 @@ class PlcBridgeNode(LifecycleNode):
         self._param_names = list(defaults)
         for name, default in defaults.items():
             description = _DESCRIPTIONS.get(name) or f'Address of {name} (see config/plc.yaml)'
-            declare(self, name, default, description, read_only=True)
+            # dynamic_typing: a YAML `timeout_s: 1` (int) must not fail inside rclpy with a
+            # type error; plc_contract validates every value at configure, naming the key.
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, read_only=True, dynamic_typing=True))
         declare(self, 'diagnostics_period_s', 1.0, 'Period of /diagnostics and /plc/status',
                 float_range=(0.05, 60.0), read_only=True)
         self.config: PlcConfig | None = None
