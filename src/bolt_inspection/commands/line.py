@@ -15,6 +15,7 @@ import importlib
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ class LineSummary:
     agreement: float | None = None
     compared: int = 0
     missing_ids: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [f'bolts triggered: {self.triggered}, verdicts: {self.verdicts} '
@@ -78,6 +80,8 @@ class LineSummary:
         if self.agreement is not None:
             out.append(f'agreement with synthetic ground truth: {self.agreement:.1%} '
                        f'of {self.compared} bolts')
+        for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1])[:5]:
+            out.append(f'  {n} x {reason}')
         if self.missing_ids:
             out.append(f'NO verdict for {len(self.missing_ids)} bolts: '
                        + ', '.join(self.missing_ids[:10]))
@@ -103,6 +107,7 @@ def summarize(records, triggered_ids: list[str],
         mean_ms=sum(latencies) / len(latencies) if latencies else math.nan,
         p99_ms=percentile(latencies, 99), max_ms=max(latencies) if latencies else math.nan,
         agreement=agreement, compared=compared,
+        reasons=dict(Counter(r.message for r in first.values() if r.message.startswith('NG:'))),
         missing_ids=[b for b in triggered_ids if b not in first])
 
 

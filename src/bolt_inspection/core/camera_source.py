@@ -141,6 +141,10 @@ class SyntheticSource(FrameSource):
         from bolt_inspection.core import synth
         self._synth = synth
         super().open()
+        # The renderer's first call pays for its caches (~0.5 s at 1280x960); pay it here, at
+        # configure time, not on the first bolt (which would then miss its view timeout).
+        self.grab(0)
+        self.frames = 0
 
     def grab(self, bolt_id: str | int) -> np.ndarray:
         if self.state != 'open':
