@@ -35,8 +35,10 @@ PAGE_HTML = """<!DOCTYPE html>
              padding: 6px; background: #333; letter-spacing: 4px; }
   #verdict.ok { background: var(--ok); } #verdict.ng { background: var(--ng); }
   #verdict-detail { text-align: center; color: var(--text); margin: 6px 0 10px; font-size: 17px; }
-  #img-gradcam { width: 100%; max-height: 52vh; object-fit: contain; background: #000;
-                 border-radius: 6px; }
+  #img-gradcam { display: block; width: 100%; height: 52vh; object-fit: contain;
+                 background: #000; border-radius: 6px; }
+  /* No frame yet: keep the layout, hide the browser's broken-image icon and alt text. */
+  img:not([src]) { visibility: hidden; }
   .cams { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; margin-top: 8px; }
   .cams figure { margin: 0; } .cams figcaption { color: var(--muted); font-size: 12px; }
   .cams img { width: 100%; aspect-ratio: 4 / 3; object-fit: contain; background: #000;
@@ -178,8 +180,11 @@ async function showBolt(boltId) {
   const resp = await fetch('/api/bolt/' + encodeURIComponent(boltId));
   if (!resp.ok) { text($('detail-info'), await resp.text()); return; }
   const d = await resp.json();
-  text($('detail-info'), d.verdict + ' - ' + d.message + ' - PLC ' + d.plc_state +
-       ' - model ' + d.model_id + ' - p(NG) ' + JSON.stringify(d.p_ng));
+  const probs = Object.entries(d.p_ng)
+    .map(([cam, p]) => 'cam' + cam + ' ' + (p === null ? 'n/a' : p.toFixed(2))).join(', ');
+  text($('detail-info'), [d.message, 'p(NG) ' + (probs || '-'), 'PLC ' + d.plc_state,
+                          'model ' + (d.model_id || '-'),
+                          new Date(d.created_ns / 1e6).toLocaleString()].join('   |   '));
   for (const img of d.images) {
     const fig = document.createElement('figure');
     const cap = document.createElement('figcaption');
