@@ -1,0 +1,77 @@
+"""``bolt-inspection reproduce --quick`` end to end, and the exact-count bolt picker."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from bolt_inspection.core.reproduce import pick_bolts
+
+
+def test_pick_bolts_hits_exact_counts():
+    rng = np.random.default_rng(3)
+    ng_views = {b: int(n) for b, n in enumerate(rng.choice([0, 0, 1, 2, 3, 4], size=300))}
+    chosen = pick_bolts(ng_views, 33, 66, np.random.default_rng(0))
+    assert len(chosen) == len(set(chosen)) == 33
+    assert sum(ng_views[b] for b in chosen) == 66
+    # The same generator state gives the same bolts (the study is reproducible).
+    assert chosen == pick_bolts(ng_views, 33, 66, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        pick_bolts({0: 0, 1: 0, 2: 1}, 2, 4, np.random.default_rng(0))
+
+
+def _check_level(level):
+    assert set(level) == {'NG', 'OK', 'accuracy', 'roc_auc', 'confusion'}
+    for cls in ('NG', 'OK'):
+        assert set(level[cls]) == {'precision', 'recall', 'f1', 'support'}
+        for key in ('precision', 'recall', 'f1'):
+            assert 0.0 <= level[cls][key] <= 1.0
+    assert 0.0 <= level['accuracy'] <= 1.0
+    assert level['roc_auc'] is None or 0.0 <= level['roc_auc'] <= 1.0
+    assert np.asarray(level['confusion']).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_reproduce_quick_end_to_end(tmp_path, capsys):
+    from bolt_inspection.cli import main
+
+    out = tmp_path / 'study'
+    assert main(['reproduce', '--out', str(out), '--quick', '--no-progress']) == 0
+    printed = capsys.readouterr().out
+    assert '(b) ROI model, test set' in printed and 'report:' in printed
+
+    study = json.loads((out / 'study.json').read_text())
+    data = study['dataset']
+    # Half of the views NG, overall and in the test set, split by bolt.
+    assert data['test']['ng_views'] == data['test']['ok_views'] == 16
+    assert data['train']['ng_views'] == data['train']['ok_views']
+    assert data['train']['bolts'] + data['test']['bolts'] == 24
+    for kind in ('full_frame', 'roi'):
+        metrics = json.loads((out / kind / 'metrics.json').read_text())
+        for level in ('view', 'bolt'):
+            _check_level(metrics[level])
+        assert metrics['view']['NG']['support'] == metrics['view']['OK']['support'] == 16
+        assert sum(map(sum, metrics['bolt']['confusion'])) == 8
+        assert 0.0 <= metrics['threshold'] <= 1.0
+        loc = metrics['localisation']
+        assert loc['peak_in_mask'] is None or 0.0 <= loc['peak_in_mask'] <= 1.0
+        assert 0.0 <= loc['energy_in_roi'] <= 1.0
+        for png in ('training_curves', 'confusion', 'gradcam_gallery'):
+            assert (out / kind / f'{png}.png').stat().st_size > 1000
+    assert json.loads((out / 'roi' / 'metrics.json').read_text())['localisation'][
+        'energy_in_roi'] == pytest.approx(1.0)
+    timing = study['stage1_timing']
+    assert timing['cached_epoch_s'] > 0 and timing['recompute_epoch_s'] > 0
+
+    report = (out / 'report.md').read_text()
+    for heading in ('## Data', '## Grad-CAM', '## Table 2', 'cached vs recomputed'):
+        assert heading in report
+    assert 'bolt-inspection reproduce' in report and 'Wall time' in report
+    # Every figure the report embeds exists, by a path relative to the report.
+    figures = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report)
+    assert 'fig7_gradcam.png' in figures and len(figures) >= 4
+    for figure in figures:
+        assert (out / figure).is_file(), figure
