@@ -1,0 +1,142 @@
+"""Training: cached stage-1 features, the whole train() run, timings, the train command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bolt_inspection.core import synth
+from bolt_inspection.core.artifact import load_artifact
+from bolt_inspection.core.dataset import load_dataset, split_by_bolt
+from bolt_inspection.core.errors import ConfigError, DatasetError
+from bolt_inspection.core.model import build_tiny, build_vgg16
+from bolt_inspection.core.threshold import recall_at
+from bolt_inspection.core.train import (
+    TrainConfig,
+    class_weights,
+    measure_stage1_epoch_times,
+    split_backbone_head,
+    train,
+)
+
+FAST = dict(arch='tiny', input_size=(16, 32), epochs1=2, epochs2=1, head='gap', dense_units=8,
+            measure_timings=False, patience=2)
+
+
+@pytest.fixture(scope='module')
+def small_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ds') / 'synthetic'
+    synth.generate_dataset(root, seed=4, bolts=12, size=(320, 240), progress=False)
+    return load_dataset(root)
+
+
+def test_cached_head_gives_the_same_outputs_as_the_full_model():
+    model = build_vgg16((32, 32), 'none', dense_units=8, seed=0)
+    backbone, head = split_backbone_head(model)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    features = backbone.predict(x, verbose=0)
+    assert features.shape == (5, 1, 1, 512)                      # block5_pool
+    np.testing.assert_allclose(head.predict(features, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    # The head shares the model's layer objects: training it trains the model's head.
+    assert head.get_layer('predictions') is model.get_layer('predictions')
+
+
+def test_stage1_epoch_is_much_faster_on_cached_features():
+    model = build_vgg16((32, 32), 'none', dense_units=8, seed=0)
+    x = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype(np.float32)
+    y = np.tile([0, 1], 32)
+    before = model.get_layer('predictions').get_weights()[0].copy()
+    timing = measure_stage1_epoch_times(model, x, y, batch_size=32)
+    assert timing['images'] == 64 and timing['cached_epoch_s'] > 0
+    assert timing['recompute_epoch_s'] > 2 * timing['cached_epoch_s']
+    assert timing['speedup'] == pytest.approx(
+        timing['recompute_epoch_s'] / timing['cached_epoch_s'])
+    # Measured on a clone: the model itself is untouched.
+    np.testing.assert_array_equal(model.get_layer('predictions').get_weights()[0], before)
+
+
+def test_class_weights_balance_the_classes():
+    weights = class_weights(np.array([0, 0, 0, 1]))
+    assert weights[0] * 3 == pytest.approx(weights[1] * 1)
+    assert weights[0] * 3 + weights[1] == pytest.approx(4)       # mean weight stays 1
+    assert class_weights(np.array([0, 0]))[1] == 1.0             # absent class: neutral
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
+    lines = []
+    out = train(small_dataset, TrainConfig(**FAST), tmp_path / 'model', progress=False,
+                log=lines.append)
+    artifact = load_artifact(out)
+    meta = artifact.metadata
+    assert meta.input_size == (16, 32) and meta.gradcam_layer == 'last_conv'
+    assert meta.roi_boxes == synth.default_roi_boxes((320, 240))
+    assert meta.frame_size == (320, 240)
+    assert meta.dataset_fingerprint == small_dataset.fingerprint()
+    assert meta.training['config']['val_fraction'] == 0.2
+    history = json.loads((out / 'history.json').read_text())
+    assert set(history) == {'stage1', 'stage2'}
+    assert len(history['stage1']['loss']) == 2 and 'val_loss' in history['stage2']
+    assert any(line.startswith('[stage1] epoch 1/2') for line in lines)
+    # The threshold reaches the target recall on the validation views it was calibrated on.
+    _, val = split_by_bolt(small_dataset.records, 0.2, 0)
+    assert sorted(meta.training['val_bolts']) == sorted({r.bolt_id for r in val})
+    assert meta.metrics['threshold_recall_val'] >= 0.99
+    y = np.array([r.label == 'NG' for r in val])
+    from bolt_inspection.core.dataset import read_image
+    from bolt_inspection.core.roi import prepare_batch
+
+    batch = prepare_batch([read_image(r.image_path) for r in val],
+                          [meta.roi_boxes[r.cam] for r in val], meta.input_size)
+    p_ng = artifact.model.predict(batch, verbose=0)[:, 1]
+    assert recall_at(p_ng, y, meta.threshold) >= 0.99
+    # Nothing is left frozen in the saved model.
+    assert all(layer.trainable for layer in artifact.model.layers)
+
+
+@pytest.mark.slow
+def test_from_scratch_without_roi(small_dataset, tmp_path):
+    config = TrainConfig(**{**FAST, 'from_scratch': True, 'use_roi': False})
+    out = train(small_dataset, config, tmp_path / 'model', progress=False)
+    meta = load_artifact(out).metadata
+    assert meta.roi_boxes is None and meta.frame_size is None
+    assert set(json.loads((out / 'history.json').read_text())) == {'scratch'}
+
+
+def test_train_refuses_bad_input(small_dataset, tmp_path):
+    with pytest.raises(ConfigError, match='too small'):
+        train(small_dataset, TrainConfig(input_size=(16, 16)), tmp_path / 'm', progress=False)
+    cameras = tmp_path / 'cams.yaml'
+    cameras.write_text('frame_size: [1280, 960]\ncameras: {0: {roi: [0, 0, 10, 10]}}\n')
+    with pytest.raises(ConfigError, match='1280x960 frames but the dataset has 320x240'):
+        train(small_dataset, TrainConfig(**FAST, cameras=str(cameras)), tmp_path / 'm',
+              progress=False)
+    only_ok = load_dataset(small_dataset.root)
+    only_ok.records = [r for r in only_ok.records if r.label == 'OK']
+    with pytest.raises(DatasetError, match='only OK views'):
+        train(only_ok, TrainConfig(**FAST), tmp_path / 'm', progress=False)
+
+
+def test_tiny_builder_names_its_gradcam_layer():
+    model = build_tiny((32, 64), filters=(4, 8, 8), last_conv_name='the_layer')
+    # Two 2x2 poolings before the last conv: 64x32 -> 16x8 maps.
+    assert model.get_layer('the_layer').output.shape[1:] == (16, 8, 8)
+
+
+@pytest.mark.slow
+def test_train_command(small_dataset, tmp_path, capsys):
+    from bolt_inspection.cli import main
+
+    out = tmp_path / 'cli_model'
+    code = main(['train', '--data', str(small_dataset.root), '--out', str(out), '--arch', 'tiny',
+                 '--input-size', '16x32', '--epochs', '1', '--fine-tune-epochs', '1',
+                 '--head', 'gap', '--dense-units', '0', '--no-timing', '--quiet'])
+    assert code == 0 and (out / 'model.keras').is_file()
+    assert capsys.readouterr().out.strip() == str(out)
+    code = main(['train', '--data', str(small_dataset.root), '--out', str(out),
+                 '--weights', str(tmp_path / 'nope.h5')])
+    assert code == 2
+    assert 'error: --weights' in capsys.readouterr().err
