@@ -267,6 +267,9 @@ def test_closed_loop_triggers_every_bolt_and_verdicts_sort_them(make_sim, make_l
     assert stats['verdicts_written'] == 8 and stats['undelivered'] == 0
     assert stats['skipped_bolts'] == 0 and stats['poll_ms_p50'] < 50
     assert wait_for(lambda: line.diagnostics and line.diagnostics[-1].level == line.Status.OK)
+    # The scenario is over: the PLC does not restart the conveyor, and the caller is told why.
+    response = line.call('start')
+    assert not response.success and 'done' in response.message
 
 
 @pytest.mark.ros
@@ -279,8 +282,10 @@ def test_start_and_stop_services_move_the_conveyor_coil(make_sim, make_line):
     response = line.call('stop')
     assert response.success and response.message == 'conveyor stopped'
     assert sim.registers()['conveyor_run'] == 0
+    assert line.bridge.set_conveyor(True) == (True, 'conveyor running')   # in-process API
+    assert sim.registers()['conveyor_run'] == 1
     assert wait_for(lambda: any(
-        kv.key == 'conveyor_run' and kv.value == 'False'
+        kv.key == 'conveyor_run' and kv.value == 'True'
         for kv in line.plc_status[-1].values) if line.plc_status else False)
 
 

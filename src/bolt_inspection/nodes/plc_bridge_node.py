@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+import traceback
 from collections import deque
 from typing import Any
 
@@ -242,28 +243,41 @@ class PlcBridgeNode(LifecycleNode):
         self._queue.put(_WAKE)
 
     def _on_conveyor(self, on: bool, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.set_conveyor(on)
+        return response
+
+    def set_conveyor(self, on: bool) -> tuple[bool, str]:
+        """Start (True) or stop (False) the conveyor, as /line/start and /line/stop do.
+
+        Thread-safe; waits at most about twice the Modbus timeout for the PLC's answer (the
+        coil is written, then read back). For in-process callers such as ``bolt-inspection
+        line``, which may start the conveyor once the classifier is ready.
+
+        Returns:
+            ``(success, message)``; the message says why when it failed.
+        """
         what = 'start' if on else 'stop'
         if self._worker is None:
-            response.success, response.message = False, f'cannot {what}: plc_bridge not active'
-            return response
-        if not self.connected:
-            response.success = False
-            response.message = f'cannot {what}: PLC not connected ({self.last_error})'
-            return response
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(('coil', on, future))
-        wait = 2 * self.config.timeout_s + self.config.poll_period_s + 0.5
-        try:
-            response.message = future.result(timeout=wait)
-            response.success = True
-        except concurrent.futures.TimeoutError:
-            response.success = False
-            response.message = f'cannot {what}: no answer from the Modbus worker in {wait:.1f} s'
-        except PlcError as exc:
-            response.success, response.message = False, f'cannot {what}: {exc}'
-        log = self.get_logger().info if response.success else self.get_logger().error
-        log(f'/line/{what}: {response.message}')
-        return response
+            ok, message = False, f'cannot {what}: plc_bridge not active'
+        elif not self.connected:
+            ok, message = False, f'cannot {what}: PLC not connected ({self.last_error})'
+        else:
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._queue.put(('coil', on, future))
+            wait = 2 * self.config.timeout_s + self.config.poll_period_s + 0.5
+            try:
+                ok, message = True, future.result(timeout=wait)
+            except concurrent.futures.TimeoutError:
+                ok, message = False, (f'cannot {what}: no answer from the Modbus worker in '
+                                      f'{wait:.1f} s')
+            except PlcError as exc:
+                ok, message = False, f'cannot {what}: {exc}'
+        # (rclpy forbids one log call site with two severities, hence two calls.)
+        if ok:
+            self.get_logger().info(f'/line/{what}: {message}')
+        else:
+            self.get_logger().error(f'/line/{what}: {message}')
+        return ok, message
 
     # -- the Modbus worker -------------------------------------------------------------------
 
@@ -322,6 +336,16 @@ class PlcBridgeNode(LifecycleNode):
                     client.close()
                     delay = self._on_connection_lost(exc, timeout)
                     next_connect = time.monotonic() + delay
+                    continue
+                except Exception as exc:   # a bug must not silently kill the line's PLC link
+                    if not self.context.ok():
+                        break
+                    self.get_logger().error(f'Modbus worker error: {exc!r}\n'
+                                            f'{traceback.format_exc()}')
+                    with self._lock:
+                        self.last_error = f'internal error: {exc!r}'
+                    client.close()
+                    next_connect = time.monotonic() + self._on_connection_lost(exc, False)
                     continue
                 self._wait(max(0.0, min(due.values()) - time.monotonic()))
         finally:
