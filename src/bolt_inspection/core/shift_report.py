@@ -283,7 +283,7 @@ def plot_ng_rate(verdicts: Sequence[LoggedVerdict], stats: ShiftStats, out: str 
     ax_rate.plot(centres, rates, marker='o', color='tab:red', label='NG rate')
     if stats.ng_rate is not None:
         ax_rate.axhline(100 * stats.ng_rate, color='tab:red', linestyle='--', linewidth=1,
-                        label=f'shift NG rate {100 * stats.ng_rate:.1f} %')
+                        label=f'whole window {100 * stats.ng_rate:.1f} %')
     ax_rate.set_ylabel('NG rate (%)')
     finite = [r for r in rates if not math.isnan(r)]
     ax_rate.set_ylim(0, max(5.0, max(finite, default=0.0) * 1.15))
