@@ -156,7 +156,8 @@ class ClassifierNode(LifecycleNode):
         try:
             self.inspector = self._factory(model, self._params['camera_config'])
         except BoltInspectionError as exc:
-            self.get_logger().error(f'cannot load model {model}: {exc}')
+            where = '' if model in str(exc) else f' {model}'
+            self.get_logger().error(f'cannot load model{where}: {exc}')
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # noqa: BLE001 - any load failure must leave us unconfigured
             first = str(exc).splitlines()[0] if str(exc) else ''
