@@ -424,3 +424,29 @@ def test_page_in_headless_chromium(serve, tmp_path):
     banner = screenshot[60:180, 20:1100]
     green = (banner[:, :, 1] > 110) & (banner[:, :, 2] < 60) & (banner[:, :, 0] < 90)
     assert green.mean() > 0.3
+
+
+def test_message_field_adapters():
+    clock = FakeClock()
+    state = HmiState(clock=clock)
+    state.on_verdict_status('42', 'NG: missing view cam1',
+                            {'p_ng_cam0': '0.9100', 'p_ng_cam1': 'n/a', 'latency_ms': '231.5000',
+                             'threshold': '0.5000', 'model_id': 'm'})
+    state.on_verdict_status('43', 'garbled', {})
+    snap = state.snapshot()
+    assert snap['verdicts'][1]['p_ng'] == {'0': 0.91, '1': None}
+    assert snap['verdicts'][1]['latency_ms'] == 231.5
+    assert [v['ok'] for v in snap['verdicts']] == [False, False]     # never a silent OK
+    state.on_plc_status(b'\x00', 'connected', '127.0.0.1:5020/1', {'conveyor_run': 'True'})
+    state.on_status('classifier', b'\x02', 'model missing')          # rclpy's byte level
+    snap = state.snapshot()
+    assert snap['running'] is True
+    assert snap['health']['classifier']['level_name'] == 'ERROR'
+    clock.t += 60                                                    # latched: never stale
+    snap = state.snapshot()
+    assert snap['health']['PLC']['level_name'] == 'OK'
+    assert snap['health']['classifier']['level_name'] == 'STALE'
+    state.on_plc_status(0, 'connected', values={'conveyor_run': 'False'})
+    assert state.snapshot()['running'] is False
+    state.on_plc_status(2, 'PLC not connected', values={'conveyor_run': 'n/a'})
+    assert state.snapshot()['running'] is None

@@ -57,6 +57,22 @@ class _Health:
     hardware_id: str
     values: dict[str, str]
     time_s: float
+    expires: bool = True
+
+
+def diagnostic_level(level) -> int:
+    """DiagnosticStatus.level as an int (rclpy gives the ``byte`` field as ``bytes``)."""
+    if isinstance(level, (bytes, bytearray)):
+        return level[0] if level else 0
+    return int(level)
+
+
+def _number(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float('inf') else None
 
 
 @dataclass
@@ -121,13 +137,41 @@ class HmiState:
             # Encoding waits until a browser asks: at line rate most frames are never viewed.
             self._images[name] = _Image(bgr, self.version)
 
-    def on_status(self, name: str, level: int, message: str, hardware_id: str = '',
-                  values: Mapping[str, str] | None = None) -> None:
-        """A health status (a ``/diagnostics`` entry or ``/plc/status``) arrived."""
+    def on_status(self, name: str, level, message: str, hardware_id: str = '',
+                  values: Mapping[str, str] | None = None, *, expires: bool = True) -> None:
+        """A health status arrived (one entry of a ``/diagnostics`` array).
+
+        Args:
+            level: 0 OK, 1 WARN, 2 ERROR, 3 STALE (int, or the ``bytes`` rclpy gives).
+            expires: Show STALE when not refreshed within ``stale_after_s`` (periodic
+                publishers); False for latched, publish-on-change topics.
+        """
         with self._lock:
-            self._health[str(name)] = _Health(int(level), str(message), str(hardware_id),
-                                              dict(values or {}), self.clock())
+            self._health[str(name)] = _Health(diagnostic_level(level), str(message),
+                                              str(hardware_id), dict(values or {}),
+                                              self.clock(), expires)
             self.version += 1
+
+    def on_verdict_status(self, hardware_id: str, message: str, values: Mapping[str, str],
+                          time_ns: int | None = None) -> None:
+        """An ``/inspection/verdict`` DiagnosticStatus, given as its fields.
+
+        ``values`` are its KeyValues as a dict: ``p_ng_camK``, ``latency_ms`` ('n/a' = none).
+        OK only when the message is exactly 'OK' (never a silent OK).
+        """
+        p_ng = {int(k[len('p_ng_cam'):]): _number(v) for k, v in values.items()
+                if k.startswith('p_ng_cam') and k[len('p_ng_cam'):].isdigit()}
+        self.on_verdict(hardware_id, message == 'OK', message, p_ng,
+                        _number(values.get('latency_ms')), time_ns)
+
+    def on_plc_status(self, level, message: str, hardware_id: str = '',
+                      values: Mapping[str, str] | None = None) -> None:
+        """``/plc/status`` (latched, published on change): PLC health and conveyor state."""
+        values = dict(values or {})
+        run = str(values.get('conveyor_run', '')).strip().lower()
+        self.on_running(True if run in ('true', '1') else False if run in ('false', '0')
+                        else None)
+        self.on_status('PLC', level, message, hardware_id, values, expires=False)
 
     def on_running(self, running: bool | None) -> None:
         """Conveyor state as reported by the PLC (None = unknown)."""
@@ -159,7 +203,7 @@ class HmiState:
             health = {}
             for name, h in sorted(self._health.items()):
                 age = now - h.time_s
-                level = 3 if age > self.stale_after_s else h.level
+                level = 3 if h.expires and age > self.stale_after_s else h.level
                 health[name] = {'level': level, 'level_name': LEVEL_NAMES.get(level, str(level)),
                                 'message': h.message if level != 3 or h.level == 3
                                 else f'no update for {age:.0f} s (last: {h.message})',
