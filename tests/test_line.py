@@ -149,3 +149,22 @@ def test_classifier_restart_mid_run_recovers(line_factory, core_inspector):
     assert sorted(verdicts) == ['7401', '7402', '7403', '7404']
     for bolt, record in verdicts.items():
         assert record.message == core_decision(core_inspector, int(bolt)).verdict.message
+
+
+def test_line_command_prints_a_summary(ros_domain_id, tiny_artifact, capsys):  # noqa: F811
+    from bolt_inspection import cli
+    code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240', '--bolts', '5',
+                     '--rate', '600', '--first-bolt', '7801', '--seed', str(SEED)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert 'bolts triggered: 5, verdicts: 5' in out
+    assert 'trigger -> verdict latency: mean' in out
+    assert 'agreement with synthetic ground truth' in out
+
+
+def test_line_command_without_a_model_is_a_one_line_error(ros_domain_id, capfd):
+    from bolt_inspection import cli
+    assert cli.main(['line', '--size', '320x240', '--bolts', '1']) == 2
+    err = capfd.readouterr().err
+    assert 'error: node classifier failed to configure' in err
+    assert 'no model' in err and 'Traceback' not in err
