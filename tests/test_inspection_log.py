@@ -290,3 +290,17 @@ def test_record_from_verdict_topic_fields(tmp_path):
     with InspectionLog(tmp_path / 'inspection.db') as log:
         log.record(rec)
     assert read_verdicts(tmp_path / 'inspection.db')[0].p_ng == {0: 0.91, 1: None, 2: 0.01}
+
+
+def test_second_writer_is_refused(tmp_path):
+    db = tmp_path / 'inspection.db'
+    first = InspectionLog(db)
+    with pytest.raises(LogError, match=r'already open for writing by pid \d+'):
+        InspectionLog(db)
+    first.close()
+    InspectionLog(db).close()                     # released on close
+    probe = subprocess.run(
+        [sys.executable, '-c', 'import sys\nfrom bolt_inspection.core.inspection_log import '
+         'InspectionLog\nInspectionLog(sys.argv[1])\n', str(db)], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr    # and by a process that exits without close()
+    InspectionLog(db).close()

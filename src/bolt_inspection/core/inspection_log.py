@@ -318,17 +318,24 @@ class InspectionLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.image_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LogError(f'{self.path}: cannot open inspection log ({exc})') from None
+        self._lock_file = self._take_writer_lock()
+        try:
             conn = self._connect()
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            self._lock_file.close()
             raise LogError(f'{self.path}: cannot open inspection log ({exc})') from None
         try:
             _migrate(conn)
             self._image_bytes = self._sweep(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            self._lock_file.close()
             raise LogError(f'{self.path}: not a usable inspection log ({exc})') from None
         except BaseException:
             conn.close()
+            self._lock_file.close()
             raise
         self._closed = False
         self._thread = threading.Thread(target=self._run, args=(conn,), daemon=True,
@@ -398,6 +405,30 @@ class InspectionLog:
             raise RuntimeError(f'inspection log writer stopped: {self._stats["last_error"]}')
         self._queue.put(item)
 
+    def _take_writer_lock(self):
+        """Hold ``<db>.writer.lock`` for the log's lifetime: a second writer is refused.
+
+        Two writers would each sweep and prune the other's fresh images. The OS drops the lock
+        when the process dies, so a killed writer never blocks the next one.
+        """
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + '.writer.lock')
+        fh = open(lock_path, 'a+')  # noqa: SIM115 - held open until close()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or 'another process'
+            fh.close()
+            raise LogError(f'{self.path}: already open for writing by {holder}; '
+                           'one writer per inspection log') from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f'pid {os.getpid()}\n')
+        fh.flush()
+        return fh
+
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -454,6 +485,7 @@ class InspectionLog:
                     event.set()
         finally:
             conn.close()
+            self._lock_file.close()      # releases the writer lock
 
     def _error(self, what: str, exc: BaseException) -> None:
         _LOG.error('inspection log %s: %s: %s', self.path, what, exc)
