@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from fixtures_ml import tiny_artifact  # noqa: F401 (fixture of the end-to-end test)
 
 from bolt_inspection.core.plc_bridge_logic import (
     Backoff,
@@ -474,3 +475,58 @@ def test_bad_parameters_fail_configure_with_one_line_naming_the_key(rclpy_contex
     assert errors == ['plc_bridge parameter registers.status: address 1 overlaps '
                       'registers.bolt_counter']
     bad.destroy_node()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_sim,
+                                                            tiny_artifact):  # noqa: F811
+    """plc-sim -> bridge -> 4 synthetic cameras -> classifier (tiny model) -> bridge -> gate."""
+    from pathlib import Path
+
+    from diagnostic_msgs.msg import DiagnosticStatus
+    pytest.importorskip('tensorflow')
+    from fixtures_ml import TINY_FRAME_SIZE
+
+    from bolt_inspection.commands.line import ComposedLine
+    from bolt_inspection.core.config import load_yaml
+    from bolt_inspection.graph import NodeSpec, line_nodes
+    from bolt_inspection.nodes.plc_bridge_node import VERDICT_QOS
+
+    bolts = 12
+    sim = make_sim(rate_per_min=120.0, gate_delay_s=2.0, heartbeat_timeout_s=2.0, bolts=bolts,
+                   seed=0, defect_rate=0.5)
+    sim.model.truth = None           # scored below against the classifier, not the truth
+    root = Path(__file__).resolve().parents[1]
+    specs = line_nodes(source='synthetic', model=str(tiny_artifact))
+    specs.append(NodeSpec('plc_bridge', 'plc_bridge_node',
+                          'bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
+                          parameters={'port': sim.port}))
+    overrides = {s.name: {'size': list(TINY_FRAME_SIZE), 'seed': 0, 'defect_rate': 0.5}
+                 for s in specs if s.executable == 'camera_node'}
+    overrides['classifier'] = {'frame_size': list(TINY_FRAME_SIZE)}
+    line = ComposedLine(specs, load_yaml(root / 'config' / 'line.yaml'), context=rclpy_context,
+                        overrides=overrides)
+    verdicts: dict[int, str] = {}
+    import rclpy
+    peer = rclpy.create_node('verdict_probe', context=rclpy_context)
+    peer.create_subscription(
+        DiagnosticStatus, '/inspection/verdict',
+        lambda m: verdicts.setdefault(int(m.hardware_id), m.message[:2]), VERDICT_QOS)
+    line.add_node(peer)
+    try:
+        line.start()
+        bridge = line.nodes['plc_bridge']
+        assert wait_for(lambda: bridge._trigger_pub.get_subscription_count() >= 4, 10.0)
+        time.sleep(0.5)
+        assert bridge.set_conveyor(True)[0]
+        assert wait_for(lambda: sim.summary()['done'], timeout=bolts * 0.5 + 20.0)
+    finally:
+        line.stop()
+    summary = sim.summary()
+    assert summary['sorted'] == summary['passed'] + summary['rejected'] == bolts
+    assert summary['late_verdicts'] == 0 and summary['failsafe_rejects'] == 0
+    sorts = {e.bolt_id: e.reason for e in sim.model.events}
+    assert sorted(sorts) == list(range(1, bolts + 1))       # each bolt sorted exactly once
+    assert {b: verdicts[b] for b in sorts} == sorts          # the gate did what the model said
+    assert summary['verdict_latency_ms']['max'] < 2000       # every verdict before the gate
