@@ -304,3 +304,15 @@ def test_second_writer_is_refused(tmp_path):
          'InspectionLog\nInspectionLog(sys.argv[1])\n', str(db)], capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr    # and by a process that exits without close()
     InspectionLog(db).close()
+
+
+def test_queued_verdicts_written_at_exit_without_close(tmp_path):
+    db = tmp_path / 'inspection.db'
+    script = ('import sys\nfrom bolt_inspection.core.inspection_log import InspectionLog, '
+              'VerdictRecord\nlog = InspectionLog(sys.argv[1])\nfor i in range(500):\n'
+              '    log.record(VerdictRecord(bolt_id=str(i), trigger_ns=i, code=1, '
+              "message='OK'))\n")
+    probe = subprocess.run([sys.executable, '-c', script, str(db)], capture_output=True,
+                           text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert len(read_verdicts(db)) == 500

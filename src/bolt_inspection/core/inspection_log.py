@@ -23,6 +23,7 @@ their total passes ``max_image_bytes``; the verdict rows stay, their image rows 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -341,6 +342,7 @@ class InspectionLog:
         self._thread = threading.Thread(target=self._run, args=(conn,), daemon=True,
                                         name='inspection-log-writer')
         self._thread.start()
+        atexit.register(self.close)
 
     # -- public API (any thread) ------------------------------------------------------------
 
@@ -373,12 +375,18 @@ class InspectionLog:
         return done.wait(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Write what is queued, stop the writer thread and close the database."""
+        """Write what is queued, stop the writer thread and close the database.
+
+        Also runs at interpreter exit (the writer is a daemon thread, so without this a node
+        that forgot to close would lose the verdicts still queued).
+        """
         if self._closed:
             return
-        self._put(('stop',))
+        atexit.unregister(self.close)
+        if self._thread.is_alive():
+            self._put(('stop',))
+            self._thread.join(timeout)
         self._closed = True
-        self._thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
         """Health counters: rows written, images written/pruned, stored image bytes, errors."""
