@@ -217,3 +217,10 @@ def test_from_config_applies_overrides_for_in_process_use():
     with PlcSimulator.from_config(port=0, rate_per_min=30.0, bolts=None) as s:
         assert s.sim.rate_per_min == 30.0 and s.port > 0 and s.serving
     assert not s.serving
+
+
+def test_cli_port_in_use_is_a_one_line_error(simulator, capsys):
+    assert cli.main(['plc-sim', '--port', str(simulator.port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: plc-sim cannot listen on 127.0.0.1:{simulator.port}')
+    assert '\n' not in err

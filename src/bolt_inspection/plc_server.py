@@ -233,7 +233,8 @@ class PlcSimulator:
         try:
             await server.serve_forever(background=True)
         except (OSError, RuntimeError) as exc:
-            raise PlcError(f'plc-sim cannot listen on {self.host}:{self.port} ({exc})') from None
+            raise PlcError(f'plc-sim cannot listen on {self.host}:{self.port} (port in use or '
+                           f'address not local? {exc})') from None
         sockets = getattr(server.transport, 'sockets', None)
         if sockets:
             self.port = sockets[0].getsockname()[1]

@@ -82,10 +82,9 @@ def run(args) -> int:
     def on_signal(signum, _frame):
         stop.set()
 
+    simulator = PlcSimulator(plc, sim, host=args.host, port=args.port).start()
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    simulator = PlcSimulator(plc, sim, host=args.host, port=args.port)
     try:
-        simulator.start()
         truth = 'scored against the synthetic truth' if simulator.model.truth else 'truth unknown'
         print(f'plc-sim: Modbus TCP on {simulator.host}:{simulator.port} unit any, '
               f'{sim.rate_per_min:g} bolts/min, gate delay {sim.gate_delay_s:g} s, '
