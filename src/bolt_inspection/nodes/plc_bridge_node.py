@@ -326,26 +326,23 @@ class PlcBridgeNode(LifecycleNode):
                     if now >= due['status']:
                         due['status'] = now + c.status_period_s
                         self._read_status(client)
-                except (ModbusException, OSError) as exc:
-                    timeout = isinstance(exc, ModbusIOException)
+                except Exception as exc:
+                    expected = isinstance(exc, (ModbusException, OSError))
+                    if not expected:
+                        # A bug must not silently kill the line's PLC link: log it loudly,
+                        # drop the connection and carry on like after a connection loss.
+                        if not self.context.ok():
+                            break
+                        self.get_logger().error(f'Modbus worker error: {exc!r}\n'
+                                                f'{traceback.format_exc()}')
                     if in_flight is not None:
                         with self._lock:
                             self.book.failed(in_flight, f'connection lost ({exc})',
                                              time.monotonic(), connection_lost=True)
                         in_flight = None
                     client.close()
-                    delay = self._on_connection_lost(exc, timeout)
+                    delay = self._on_connection_lost(exc, isinstance(exc, ModbusIOException))
                     next_connect = time.monotonic() + delay
-                    continue
-                except Exception as exc:   # a bug must not silently kill the line's PLC link
-                    if not self.context.ok():
-                        break
-                    self.get_logger().error(f'Modbus worker error: {exc!r}\n'
-                                            f'{traceback.format_exc()}')
-                    with self._lock:
-                        self.last_error = f'internal error: {exc!r}'
-                    client.close()
-                    next_connect = time.monotonic() + self._on_connection_lost(exc, False)
                     continue
                 self._wait(max(0.0, min(due.values()) - time.monotonic()))
         finally:
