@@ -196,6 +196,9 @@ class ComposedLine:
                 except Exception as exc:  # noqa: BLE001 - keep shutting the others down
                     node.get_logger().warning(f'shutdown: {exc}')
         self.executor.shutdown(timeout_sec=5.0)
+        if self._thread is not None:
+            # Destroying nodes under a still-spinning executor thread can abort the process.
+            self._thread.join(timeout=5.0)
         for node in self.nodes.values():
             node.destroy_node()
 
@@ -235,11 +238,16 @@ def synthetic_truth(line: ComposedLine, bolt_ids: list[str]) -> dict[str, str] |
 
 
 def drive(line: ComposedLine, driver, *, bolts: int, rate_per_min: float, first_bolt: int,
-          timeout_s: float) -> list[str]:
-    """Trigger ``bolts`` bolts at ``rate_per_min``, then wait for their verdicts."""
+          timeout_s: float, grace_s: float = 3.0) -> list[str]:
+    """Trigger ``bolts`` bolts at ``rate_per_min``, then wait for their verdicts.
+
+    Ctrl-C stops triggering; the bolts already triggered still get ``grace_s`` to be answered
+    (a second Ctrl-C skips that). Sets ``driver.interrupted``.
+    """
     period = 60.0 / rate_per_min
-    ids = []
+    ids: list[str] = []
     start = time.monotonic()
+    driver.interrupted = False
     try:
         for i in range(bolts):
             due = start + i * period
@@ -248,7 +256,13 @@ def drive(line: ComposedLine, driver, *, bolts: int, rate_per_min: float, first_
             ids.append(str(first_bolt + i))
         driver.wait_for_verdicts(len(ids), timeout_s=timeout_s)
     except KeyboardInterrupt:
-        print('interrupted: stopping the line', flush=True)
+        driver.interrupted = True
+        print(f'interrupted: no more triggers; waiting up to {grace_s:.0f} s for the bolts in '
+              'flight', flush=True)
+        try:
+            driver.wait_for_verdicts(len(ids), timeout_s=grace_s)
+        except KeyboardInterrupt:
+            pass
     return ids
 
 
@@ -302,11 +316,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             wait_for_subscribers(driver.trigger_pub, len(specs))
             time.sleep(0.5)  # subscriber side of the match (best-effort images)
+            view_timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0))
             ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
-                        first_bolt=args.first_bolt, timeout_s=timeout)
+                        first_bolt=args.first_bolt, timeout_s=timeout,
+                        grace_s=view_timeout + 2.0)
         summary = summarize(driver.verdicts(), ids, synthetic_truth(line, ids))
         for text in summary.lines():
             print(text)
+        if getattr(driver, 'interrupted', False):
+            return 130
         return 0 if not summary.missing_ids else 1
     except KeyboardInterrupt:
         print('interrupted', flush=True)
