@@ -1,4 +1,5 @@
-"""Evaluation metrics and Grad-CAM localisation, on numbers built by hand (no model)."""
+"""Evaluation: metrics and Grad-CAM localisation on numbers built by hand, then the evaluate and
+gradcam commands on a tiny trained model."""
 
 from __future__ import annotations
 
@@ -230,3 +231,21 @@ def test_evaluate_cli_bad_inputs(tmp_path, tiny_artifact, capsys):  # noqa: F811
     assert code == 2
     assert err.startswith('error: ') and 'empty' in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'r' / 'metrics.json').exists()
+
+
+def test_split_auto_uses_validation_bolts_of_the_training_dataset(tiny_dataset):
+    from types import SimpleNamespace
+
+    from bolt_inspection.core.dataset import load_dataset, split_by_bolt
+    from bolt_inspection.core.evaluate import select_records
+
+    dataset = load_dataset(tiny_dataset)
+    trained_here = SimpleNamespace(dataset_fingerprint=dataset.fingerprint(),
+                                   training={'config': {'val_fraction': 0.34, 'seed': 3}})
+    records, used = select_records(dataset, trained_here, 'auto')
+    assert used == 'val'
+    assert records == split_by_bolt(dataset.records, 0.34, 3)[1]
+    assert 0 < len(records) < len(dataset.records)
+    elsewhere = SimpleNamespace(dataset_fingerprint='other', training={})
+    records, used = select_records(dataset, elsewhere, 'auto')
+    assert used == 'all' and len(records) == 24
