@@ -338,7 +338,7 @@ async def _browse(url, profile, steps):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port_file = profile / 'DevToolsActivePort'
-        for _ in range(300):
+        for _ in range(600):                            # slow under a loaded CI machine
             if port_file.is_file() and port_file.read_text().strip():
                 break
             await asyncio.sleep(0.1)
@@ -376,7 +376,7 @@ async def _browse(url, profile, steps):
         proc.wait(10)
 
 
-async def _until(js, expression, expected, timeout=20.0):
+async def _until(js, expression, expected, timeout=30.0):
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:

@@ -35,14 +35,14 @@ PAGE_HTML = """<!DOCTYPE html>
              padding: 6px; background: #333; letter-spacing: 4px; }
   #verdict.ok { background: var(--ok); } #verdict.ng { background: var(--ng); }
   #verdict-detail { text-align: center; color: var(--text); margin: 6px 0 10px; font-size: 17px; }
-  #img-gradcam { display: block; width: 100%; height: 52vh; object-fit: contain;
-                 background: #000; border-radius: 6px; }
+  .mosaic-frame { height: 52vh; background: #000; border-radius: 6px; }
+  #img-gradcam { display: block; width: 100%; height: 100%; object-fit: contain; }
   /* No frame yet: keep the layout, hide the browser's broken-image icon and alt text. */
   img:not([src]) { visibility: hidden; }
   .cams { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; margin-top: 8px; }
   .cams figure { margin: 0; } .cams figcaption { color: var(--muted); font-size: 12px; }
-  .cams img { width: 100%; aspect-ratio: 4 / 3; object-fit: contain; background: #000;
-              border-radius: 4px; }
+  .cams .frame { aspect-ratio: 4 / 3; background: #000; border-radius: 4px; }
+  .cams img { display: block; width: 100%; height: 100%; object-fit: contain; }
   .counters { display: grid; grid-template-columns: repeat(3, 1fr); gap: 8px; }
   .counter { background: #2a3037; border-radius: 6px; padding: 6px 8px; }
   .counter .v { font-size: 26px; font-weight: 700; } .counter .k { color: var(--muted);
@@ -78,12 +78,16 @@ PAGE_HTML = """<!DOCTYPE html>
   <section class="panel">
     <div id="verdict">&mdash;</div>
     <div id="verdict-detail">waiting for the first bolt</div>
-    <img id="img-gradcam" alt="Grad-CAM mosaic">
+    <div class="mosaic-frame"><img id="img-gradcam" alt="Grad-CAM mosaic"></div>
     <div class="cams">
-      <figure><img id="img-cam0" alt="cam0"><figcaption>cam0</figcaption></figure>
-      <figure><img id="img-cam1" alt="cam1"><figcaption>cam1</figcaption></figure>
-      <figure><img id="img-cam2" alt="cam2"><figcaption>cam2</figcaption></figure>
-      <figure><img id="img-cam3" alt="cam3"><figcaption>cam3</figcaption></figure>
+      <figure><div class="frame"><img id="img-cam0" alt="cam0"></div>
+        <figcaption>cam0</figcaption></figure>
+      <figure><div class="frame"><img id="img-cam1" alt="cam1"></div>
+        <figcaption>cam1</figcaption></figure>
+      <figure><div class="frame"><img id="img-cam2" alt="cam2"></div>
+        <figcaption>cam2</figcaption></figure>
+      <figure><div class="frame"><img id="img-cam3" alt="cam3"></div>
+        <figcaption>cam3</figcaption></figure>
     </div>
   </section>
   <aside class="panel">
