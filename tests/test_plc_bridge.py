@@ -138,8 +138,10 @@ def wait_for(predicate, timeout: float = 5.0, period: float = 0.01) -> bool:
     return predicate()
 
 
+# timeout_s stays generous: other engineers' jobs load this 2-core machine (load average 10),
+# and a spurious timeout would be a (correctly handled) outage the exact-count tests don't want.
 FAST = {'poll_period_s': 0.01, 'heartbeat_period_s': 0.1, 'status_period_s': 0.1,
-        'timeout_s': 0.3, 'reconnect_min_s': 0.05, 'reconnect_max_s': 0.2,
+        'timeout_s': 1.0, 'reconnect_min_s': 0.05, 'reconnect_max_s': 0.2,
         'diagnostics_period_s': 0.2}
 
 
@@ -323,15 +325,18 @@ def test_plc_outage_reconnects_and_both_sides_report_the_outage_bolts(make_sim, 
     assert wait_for(lambda: line.bridge.stats()['connected'], timeout=3.0)
     after = len(line.triggers)
     assert wait_for(lambda: len(line.triggers) >= after + 3, timeout=3.0)  # running again
-    time.sleep(0.5)                       # let the outage bolts reach the gate
+
+    def outage_bolts_rejected():
+        skipped = set(line.bridge.stats()['skipped_recent'])
+        return skipped and skipped <= set(sim.summary()['failsafe_bolt_ids'])
+    # The bolts that passed during the outage reach the gate and are rejected by the fail-safe.
+    assert wait_for(outage_bolts_rejected, timeout=3.0)
     stats = line.bridge.stats()
     summary = sim.summary()
     assert stats['disconnects'] >= 1 and stats['connects'] >= 2
     skipped = set(stats['skipped_recent'])
-    assert skipped, 'bolts that passed during the outage must be reported'
     assert skipped.isdisjoint(line.trigger_ids())
     failsafe = set(summary['failsafe_bolt_ids'])
-    assert skipped <= failsafe
     # Every fail-safe reject is explained on the bridge side: skipped, or its verdict did not
     # reach the PLC in time (held through the outage, then late or given up).
     undelivered = {bolt for bolt, _ in stats['undelivered_recent']}

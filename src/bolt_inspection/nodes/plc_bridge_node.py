@@ -128,7 +128,7 @@ class PlcBridgeNode(LifecycleNode):
         self.plc: dict[str, Any] = {}      # last PLC-side values read
         self.poll_ms: deque[float] = deque(maxlen=500)
         self.write_ms: deque[float] = deque(maxlen=500)
-        self.recent_skipped: deque[int] = deque(maxlen=20)
+        self.recent_skipped: deque[int] = deque(maxlen=200)
         self.counters = {
             'polls': 0, 'poll_errors': 0, 'triggers': 0, 'skipped_bolts': 0,
             'verdicts_received': 0, 'verdicts_written': 0, 'verdict_write_errors': 0,
@@ -596,7 +596,7 @@ class PlcBridgeNode(LifecycleNode):
             'undelivered_verdicts': s['undelivered'],
             'undelivered_recent': '; '.join(f'bolt {b}: {r}' for b, r in
                                             s['undelivered_recent'][-5:]),
-            'skipped_recent': ' '.join(str(b) for b in s['skipped_recent']),
+            'skipped_recent': ' '.join(str(b) for b in s['skipped_recent'][-20:]),
             'verdicts_pending': s['verdicts_pending'],
             'last_error': s['last_error'],
         }
