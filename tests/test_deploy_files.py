@@ -239,6 +239,9 @@ def test_compose_services_commands_and_network():
     assert services['viz']['network_mode'] == 'service:line'
     line = services['line']['command']
     assert 'plc_sim:=false' in line and 'plc_host:=plc' in line
+    model_arg = next(a for a in line if a.startswith('model:='))
+    assert any(v.endswith(':' + model_arg.split(':=')[1] + ':ro')
+               for v in services['line']['volumes'])          # the model path is mounted
     port = services['plc']['command'][services['plc']['command'].index('--port') + 1]
     plc = node_parameters(load_yaml(ROOT / 'config' / 'plc.yaml'), 'plc_bridge')
     assert int(port) == plc['port']                     # the bridge dials the simulator's port
@@ -267,7 +270,7 @@ def test_launch_file_declares_compose_and_viewer_arguments():
                 == 'DeclareLaunchArgument' and node.args
                 and isinstance(node.args[0], ast.Constant)):
             declared.add(node.args[0].value)
-    for name in ('plc_sim', 'plc_host', 'rqt', 'rviz'):
+    for name in ('plc_sim', 'plc_host', 'model', 'rqt', 'rviz'):
         assert name in declared, f'launch argument {name} not declared (used by compose/docs)'
 
 
