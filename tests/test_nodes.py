@@ -312,3 +312,37 @@ def test_camera_free_run_publishes_without_triggers(rclpy_context, rig_factory, 
     assert len(got) >= 5
     assert got[-1].header.stamp != got[0].header.stamp
     assert cam.frame_rate() > 5
+
+
+def test_camera_node_device_source_and_diagnostics(rclpy_context, rig_factory, tmp_path):
+    import cv2
+    from diagnostic_msgs.msg import DiagnosticArray
+    video = tmp_path / 'bench.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
+    for k in range(3):
+        writer.write(np.full((48, 64, 3), 60 * k, np.uint8))
+    writer.release()
+    cam = CameraNode('cam3', context=rclpy_context, parameter_overrides=[
+        Parameter('camera_index', value=3), Parameter('source', value='device'),
+        Parameter('device', value=str(video)), Parameter('diagnostics_period_s', value=0.2)])
+    assert bring_up(cam)
+    rig = rig_factory([cam])
+    frames, arrays = [], []
+    rig.driver.create_subscription(Image, '/cam3/image_raw', frames.append,
+                                   qos_profile_sensor_data)
+    rig.driver.create_subscription(DiagnosticArray, '/diagnostics', arrays.append, 10)
+    deadline = time.monotonic() + 5
+    while rig.driver.trigger_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    for bolt in range(8401, 8405):
+        rig.driver.trigger(bolt)
+        time.sleep(0.05)
+    while (len(frames) < 4 or not arrays) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # One frame per trigger; the 3-frame file loops, so the 4th trigger gets frame 0 again.
+    assert np.allclose([f.data[0] for f in frames[:4]], [0, 60, 120, 0], atol=6)  # MJPG
+    status = next(s for a in arrays for s in a.status if s.name == 'cam3: camera')
+    values = {v.key: v.value for v in status.values}
+    assert values['source'] == 'device' and values['state'] == 'open'
+    assert 'frame_rate_hz' in values and status.hardware_id == 'cam3_optical_frame'
