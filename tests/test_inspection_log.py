@@ -316,3 +316,30 @@ def test_queued_verdicts_written_at_exit_without_close(tmp_path):
                            text=True)
     assert probe.returncode == 0, probe.stderr
     assert len(read_verdicts(db)) == 500
+
+
+def test_record_from_a_real_inspection_and_report_reasons(tmp_path):
+    """The classifier's Inspection (fusion verdict) goes into the log and the report unchanged."""
+    from bolt_inspection.core.fusion import fuse
+    from bolt_inspection.core.inspector import Inspection
+    from bolt_inspection.core.shift_report import shift_stats
+
+    crop = _noise(1)
+    ng_view = Inspection(verdict=fuse({0: 0.97, 1: 0.1, 2: 0.2, 3: 0.1}, 0.5, range(4)),
+                         p_ng={0: 0.97, 1: 0.1, 2: 0.2, 3: 0.1}, crops={k: crop for k in range(4)})
+    missing = Inspection(verdict=fuse({0: 0.1, 1: 0.1, 2: None, 3: 0.1}, 0.5, range(4)),
+                         p_ng={0: 0.1, 1: 0.1, 2: None, 3: 0.1}, crops={0: crop})
+    ok = Inspection(verdict=fuse({k: 0.1 for k in range(4)}, 0.5, range(4)),
+                    p_ng={k: 0.1 for k in range(4)}, crops={0: crop})
+    db = tmp_path / 'inspection.db'
+    with InspectionLog(db) as log:
+        for n, insp in enumerate((ng_view, missing, ok)):
+            log.record(VerdictRecord.from_inspection(n, 10 * n, insp, threshold=0.5,
+                                                     model_id='m', latency_ms=100.0,
+                                                     mosaic=_noise(9, (32, 32, 3))))
+    rows = read_verdicts(db, with_images=True)
+    assert [r.message for r in rows] == [ng_view.verdict.message, 'NG: missing view cam2', 'OK']
+    assert len(rows[0].images) == 5 and len(rows[1].images) == 2 and rows[2].images == []
+    stats = shift_stats(rows, 0, 2**63 - 1)
+    assert stats.ng == 2
+    assert stats.ng_by_reason == {'cam0: NG p=#': 1, 'missing view cam2': 1}
