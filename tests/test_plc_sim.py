@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -224,3 +225,26 @@ def test_cli_port_in_use_is_a_one_line_error(simulator, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f'error: plc-sim cannot listen on 127.0.0.1:{simulator.port}')
     assert '\n' not in err
+
+
+def test_cli_writes_the_summary_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / 'summary.json'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'bolt_inspection.cli', 'plc-sim', '--port', '0', '--start',
+         '--rate', '600', '--summary', str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    try:
+        assert 'Modbus TCP on 127.0.0.1:' in proc.stdout.readline()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads(out.read_text())
+    assert summary['bolts_in'] >= 1 and summary['running'] is False

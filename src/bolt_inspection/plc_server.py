@@ -122,9 +122,14 @@ class PlcSimulator:
         return self
 
     def stop(self) -> None:
-        """Stop the server and the ticker, and join the thread (idempotent)."""
+        """Stop the server and the ticker, and join the thread (idempotent).
+
+        The conveyor stops with the PLC; the model keeps its tally for :meth:`summary`.
+        """
         if self._loop is None:
             return
+        with self.lock:
+            self.model.set_running(False, self.clock())
         if self._thread is not None and self._thread.is_alive():
             try:
                 self._call(self._shutdown(), timeout=5.0)
