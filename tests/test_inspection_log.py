@@ -342,4 +342,4 @@ def test_record_from_a_real_inspection_and_report_reasons(tmp_path):
     assert len(rows[0].images) == 5 and len(rows[1].images) == 2 and rows[2].images == []
     stats = shift_stats(rows, 0, 2**63 - 1)
     assert stats.ng == 2
-    assert stats.ng_by_reason == {'cam0: NG p=#': 1, 'missing view cam2': 1}
+    assert stats.ng_by_reason == {'cam0: NG': 1, 'missing view cam2': 1}

@@ -84,6 +84,7 @@ def test_parse_time_forms():
 
 
 def test_reason_categories():
+    assert reason_category('cam2: NG p=0.934') == 'cam2: NG'
     assert reason_category('cam2: p_ng 0.93 >= 0.5') == 'cam2: p_ng # >= #'
     assert reason_category('missing view cam3') == 'missing view cam3'
     assert reason_category('  ') == CLASSIFIER_REASON

@@ -79,8 +79,14 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 
 
 def reason_category(reason: str) -> str:
-    """Group reasons that differ only in numbers (``cam2: p=0.93``): keep camera, drop values."""
-    return re.sub(r'(?<![a-zA-Z])\d+\.\d+(e-?\d+)?', '#', reason.strip()) or CLASSIFIER_REASON
+    """Group reasons that differ only in numbers: keep the camera, drop the values.
+
+    ``'cam2: NG p=0.934'`` (fusion's classifier reason) -> ``'cam2: NG'``; other decimals become
+    ``#`` (``'cam1: blur 0.31'`` -> ``'cam1: blur #'``).
+    """
+    text = re.sub(r'(?<![a-zA-Z])\d+\.\d+(e-?\d+)?', '#', reason.strip())
+    text = re.sub(r'\s*\bp\s*=\s*#', '', text)
+    return text or CLASSIFIER_REASON
 
 
 def verdict_reasons(verdict: LoggedVerdict) -> list[str]:
