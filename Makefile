@@ -11,7 +11,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 DEMO_DIR ?= demo_out
 
-.PHONY: venv demo test lint unit bench clean
+.PHONY: venv demo test lint browser bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests launch bench setup.py
 
-test: lint
+# The HMI browser test drives Debian's headless Chromium; install it when missing (root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo 'installing Debian chromium for the HMI browser test'; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: lint browser
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
