@@ -522,7 +522,7 @@ def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_
     try:
         line.start()
         bridge = line.nodes['plc_bridge']
-        assert wait_for(lambda: bridge._trigger_pub.get_subscription_count() >= 4, 10.0)
+        assert wait_for(lambda: bridge.trigger_subscribers() >= 4, 10.0)
         time.sleep(0.5)
         assert bridge.set_conveyor(True)[0]
         assert wait_for(lambda: sim.summary()['done'], timeout=bolts * 0.5 + 20.0)

@@ -246,6 +246,11 @@ class PlcBridgeNode(LifecycleNode):
         response.success, response.message = self.set_conveyor(on)
         return response
 
+    def trigger_subscribers(self) -> int:
+        """How many subscriptions /line/trigger has (start the conveyor once the cameras
+        listen); 0 before configure."""
+        return self._trigger_pub.get_subscription_count() if self._trigger_pub else 0
+
     def set_conveyor(self, on: bool) -> tuple[bool, str]:
         """Start (True) or stop (False) the conveyor, as /line/start and /line/stop do.
 
