@@ -10,13 +10,15 @@ import pytest
 pytest.importorskip('rclpy')
 pytest.importorskip('rosbags')
 
-from fixtures_ml import tiny_artifact  # noqa: E402,F401
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from bolt_inspection import bags  # noqa: E402
 from bolt_inspection.core.errors import ConfigError  # noqa: E402
 
+# The tiny model is trained once per session however many modules use it: registered as a
+# plugin, not imported into each module (an imported fixture is a new fixture per module).
+pytest_plugins = ['fixtures_ml']
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,7 +57,7 @@ def test_bag_errors_are_one_line(tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_path):  # noqa: F811
+def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_path):
     from diagnostic_msgs.msg import DiagnosticStatus
     from fixtures_ml import TINY_FRAME_SIZE
 
@@ -137,8 +139,8 @@ def test_play_and_record_commands_round_trip_stamps(ros_domain_id, tmp_path):
         ['record', '--out', str(recorded), '--topics', '/line/trigger', '--duration', '6'])))
     recorder.start()
     time.sleep(1.0)
-    # Two rclpy contexts in one process discover each other slower than two processes do.
-    codes['play'] = cli.main(['play', str(source), '--rate', '2', '--start-delay', '2.5'])
+    # The player waits until the recorder's subscription matched before the first message.
+    codes['play'] = cli.main(['play', str(source), '--rate', '2', '--start-delay', '0.5'])
     recorder.join(timeout=20)
     assert codes == {'record': 0, 'play': 0}
     headers = [deserialize_message(m.data, Header) for m in bags.read_messages(recorded)]

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from fixtures_ml import TINY_FRAME_SIZE, tiny_artifact  # noqa: E402,F401
+from fixtures_ml import TINY_FRAME_SIZE  # noqa: E402
 
 from bolt_inspection.commands.line import ComposedLine, drive, summarize  # noqa: E402
 from bolt_inspection.core.config import load_yaml  # noqa: E402
@@ -19,12 +19,15 @@ from bolt_inspection.nodes.lifecycle_util import bring_down, bring_up  # noqa: E
 from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+# The tiny model is trained once per session however many modules use it: registered as a
+# plugin, not imported into each module (an imported fixture is a new fixture per module).
+pytest_plugins = ['fixtures_ml']
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 
 
 @pytest.fixture(scope='module')
-def core_inspector(tiny_artifact):  # noqa: F811
+def core_inspector(tiny_artifact):
     from bolt_inspection.core.inspector import Inspector
     return Inspector.from_artifact(tiny_artifact)
 
@@ -38,7 +41,7 @@ def core_decision(inspector, bolt_id: int):
 
 
 @pytest.fixture
-def line_factory(rclpy_context, tiny_artifact):  # noqa: F811
+def line_factory(rclpy_context, tiny_artifact):
     lines = []
 
     def make(camera_overrides=None):
@@ -151,7 +154,7 @@ def test_classifier_restart_mid_run_recovers(line_factory, core_inspector):
         assert record.message == core_decision(core_inspector, int(bolt)).verdict.message
 
 
-def test_line_command_prints_a_summary(ros_domain_id, tiny_artifact, capsys):  # noqa: F811
+def test_line_command_prints_a_summary(ros_domain_id, tiny_artifact, capsys):
     from bolt_inspection import cli
     code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240', '--bolts', '5',
                      '--rate', '600', '--first-bolt', '7801', '--seed', str(SEED)])

@@ -49,6 +49,10 @@ class BagPlayer(LifecycleNode):
         self.start_delay_s = declare(self, 'start_delay_s', 0.5, 'Wait after activation so '
                                      'subscribers match before the first message',
                                      float_range=(0.0, 60.0), read_only=True)
+        self.wait_for_subscribers_s = declare(
+            self, 'wait_for_subscribers_s', 5.0, 'After start_delay_s, wait up to this long '
+            'until every played topic has a subscriber', float_range=(0.0, 300.0),
+            read_only=True)
         self._bag_pubs = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -107,9 +111,23 @@ class BagPlayer(LifecycleNode):
             self._thread.join(timeout=5.0)
             self._thread = None
 
+    def _wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + self.wait_for_subscribers_s
+        while time.monotonic() < deadline:
+            if all(pub.get_subscription_count() > 0 for pub in self._bag_pubs.values()):
+                # The publisher sees the match first; let the subscriber side catch up, or
+                # the first best-effort images are lost.
+                self._stop.wait(0.3)
+                return
+            if self._stop.wait(0.05):
+                return
+        idle = [t for t, pub in self._bag_pubs.items() if pub.get_subscription_count() == 0]
+        self.get_logger().warning(f'playing although nobody subscribes to {", ".join(idle)}')
+
     def _play(self) -> None:
         if self._stop.wait(self.start_delay_s):
             return
+        self._wait_for_subscribers()
         try:
             while not self._stop.is_set():
                 self._play_once()
