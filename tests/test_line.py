@@ -44,14 +44,15 @@ def core_decision(inspector, bolt_id: int):
 def line_factory(rclpy_context, tiny_artifact):
     lines = []
 
-    def make(camera_overrides=None):
+    def make(camera_overrides=None, classifier_overrides=None):
         config = load_yaml(ROOT / 'config' / 'line.yaml')
         specs = line_nodes(source='synthetic', model=str(tiny_artifact))
         overrides = {s.name: {'size': list(TINY_FRAME_SIZE), 'seed': SEED}
                      for s in specs if s.executable == 'camera_node'}
         for name, values in (camera_overrides or {}).items():
             overrides[name].update(values)
-        overrides['classifier'] = {'frame_size': list(TINY_FRAME_SIZE), 'view_timeout_s': 0.5}
+        overrides['classifier'] = {'frame_size': list(TINY_FRAME_SIZE), 'view_timeout_s': 0.5,
+                                   **(classifier_overrides or {})}
         line = ComposedLine(specs, config, context=rclpy_context, overrides=overrides)
         driver = LineDriver('probe', context=rclpy_context, keep_gradcam=3)
         line.add_node(driver)
@@ -92,7 +93,12 @@ def _wait(driver, first, count, timeout_s=10.0):
 
 
 def test_line_gives_one_verdict_per_bolt_agreeing_with_core(line_factory, core_inspector):
-    line, driver = line_factory()
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    line, driver = line_factory(classifier_overrides={'publish_heatmaps': True})
+    heatmaps = []
+    driver.create_subscription(Image, '/inspection/heatmap/cam1', heatmaps.append,
+                               qos_profile_sensor_data)
     ids = drive(line, driver, bolts=20, rate_per_min=600, first_bolt=7100, timeout_s=20)
     assert ids == [str(i) for i in range(7100, 7120)]
     _wait(driver, 7100, 20)
@@ -111,6 +117,8 @@ def test_line_gives_one_verdict_per_bolt_agreeing_with_core(line_factory, core_i
     expected_mosaic = core_inspector.render_mosaic(core_decision(core_inspector, 7119), 7119)
     assert mosaic.encoding == 'bgr8'
     assert (mosaic.height, mosaic.width) == expected_mosaic.shape[:2]
+    assert heatmaps and heatmaps[-1].encoding == 'bgr8'  # per-view Grad-CAM overlay
+    assert (heatmaps[-1].width, heatmaps[-1].height) == core_inspector.input_size
 
 
 def test_silent_camera_makes_only_its_bolts_ng(line_factory, core_inspector):
