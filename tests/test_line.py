@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from fixtures_ml import TINY_FRAME_SIZE  # noqa: E402
 
 from bolt_inspection.commands.line import ComposedLine, drive, summarize  # noqa: E402
 from bolt_inspection.core.config import load_yaml  # noqa: E402
@@ -22,13 +21,17 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 # The tiny model is trained once per session however many modules use it: registered as a
 # plugin, not imported into each module (an imported fixture is a new fixture per module).
 pytest_plugins = ['fixtures_ml']
+TINY_FRAME_SIZE = (320, 240)  # fixtures_ml.TINY_FRAME_SIZE (asserted in core_inspector)
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 
 
 @pytest.fixture(scope='module')
 def core_inspector(tiny_artifact):
+    import fixtures_ml
+
     from bolt_inspection.core.inspector import Inspector
+    assert fixtures_ml.TINY_FRAME_SIZE == TINY_FRAME_SIZE
     return Inspector.from_artifact(tiny_artifact)
 
 
