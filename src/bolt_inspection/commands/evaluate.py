@@ -66,6 +66,12 @@ def render_summary(metrics: dict, format_table2) -> str:
     lines.append(format_table2(m['view'], 'View level (one image = one sample)'))
     lines.append('')
     lines.append(format_table2(m['bolt'], 'Bolt level (NG if any of its views is NG)'))
+    half = m.get('at_threshold_0.5')
+    if half:
+        lines.append('')
+        lines.append('At threshold 0.5 (softmax argmax, as the paper): ' + '; '.join(
+            f'{level} F1 NG {half[level]["NG"]["f1"]:.3f} / OK {half[level]["OK"]["f1"]:.3f}, '
+            f'accuracy {half[level]["accuracy"]:.3f}' for level in ('view', 'bolt')))
     loc = m.get('localisation') or {}
     lines.append('')
     if loc.get('peak_in_mask') is not None:
