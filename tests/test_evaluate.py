@@ -220,17 +220,26 @@ def test_gradcam_cli_writes_overlays(tiny_artifact, tiny_dataset, tmp_path, caps
     assert code == 2 and '--cam' in err and len(err.strip().splitlines()) == 1
 
 
-def test_evaluate_cli_bad_inputs(tmp_path, tiny_artifact, capsys):  # noqa: F811
+def test_evaluate_cli_bad_inputs(tmp_path, capsys):
+    from bolt_inspection.core.artifact import ModelMetadata
+
+    # A model directory whose metadata is valid: the data is checked before the model loads.
+    model_dir = tmp_path / 'model'
+    model_dir.mkdir()
+    (model_dir / 'metadata.json').write_text(json.dumps(ModelMetadata().to_json()))
     (tmp_path / 'empty').mkdir()
     code, _, err = _cli(['evaluate', '--model', str(tmp_path / 'nope'), '--data',
                          str(tmp_path / 'empty'), '--report', str(tmp_path / 'r')], capsys)
     assert code == 2
     assert err.startswith('error: ') and 'nope' in err and len(err.strip().splitlines()) == 1
-    code, _, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data',
+    code, _, err = _cli(['evaluate', '--model', str(model_dir), '--data',
                          str(tmp_path / 'empty'), '--report', str(tmp_path / 'r')], capsys)
     assert code == 2
     assert err.startswith('error: ') and 'empty' in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'r' / 'metrics.json').exists()
+    code, _, err = _cli(['evaluate', '--model', str(model_dir), '--data',
+                         str(tmp_path / 'missing'), '--report', str(tmp_path / 'r')], capsys)
+    assert code == 2 and 'missing' in err and len(err.strip().splitlines()) == 1
 
 
 def test_split_auto_uses_validation_bolts_of_the_training_dataset(tiny_dataset):
