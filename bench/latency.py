@@ -1,0 +1,400 @@
+"""Decision latency of the composed line against the raw model time, with a stage breakdown.
+
+The line is the product's own composition (``graph.line_nodes`` + ``commands.line.ComposedLine``:
+4 synthetic camera nodes and the classifier on one MultiThreadedExecutor) and a
+``LineDriver`` that publishes ``/line/trigger``. Bolts are triggered one at a time (the next
+trigger after the previous verdict), and after each verdict the SAME 4 frames go through the
+classifier's own Inspector in this thread (``inspect`` and the bare Grad-CAM call on the same
+4-view batch). Each bolt therefore gives a paired sample (line latency, raw model time) taken
+under the same machine load, which is what makes the overhead ratio meaningful on a shared,
+noisy machine.
+
+Stage timings come from wrappers installed around the product's functions in THIS process only
+(no source change): camera grab / convert / publish, classifier decode, join, queue, the
+Inspector's own ``timings_ms`` (roi, inference incl. Grad-CAM, fusion), verdict publish, mosaic
+render and publish, and the verdict's arrival at the driver. Every clock is
+``time.perf_counter``.
+
+Run alone: ``python bench/latency.py --model-kind demo --bolts 30 --out bench_out/x.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import common
+import numpy as np
+
+
+class Probe:
+    """Thread-safe per-bolt event recorder (perf_counter seconds / durations)."""
+
+    _shared: Probe | None = None
+
+    @classmethod
+    def shared(cls) -> Probe:
+        """The process's one probe: the wrappers are installed once, the state reset per run."""
+        if cls._shared is None:
+            cls._shared = cls()
+            cls._shared.install()
+        cls._shared.reset()
+        return cls._shared
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tls = threading.local()
+        self.reset()
+
+    def reset(self) -> None:
+        self.events: dict[str, dict] = defaultdict(dict)      # bolt -> name -> value
+        self.views: dict[str, dict] = defaultdict(dict)       # bolt -> cam -> event dict
+        self.frames: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+        self.stamp_to_bolt: dict[int, str] = {}
+        self.keep_frames = True
+        self.current_bolt: str | None = None
+
+    def put(self, bolt, name, value) -> None:
+        with self.lock:
+            self.events[str(bolt)][name] = value
+
+    def view(self, bolt, cam, **values) -> None:
+        with self.lock:
+            self.views[str(bolt)].setdefault(int(cam), {}).update(values)
+
+    def install(self) -> None:
+        """Wrap the product's hot-path functions (this process only)."""
+        import bolt_inspection.nodes.camera_node as camera_node
+        import bolt_inspection.nodes.classifier_node as classifier_node
+        from bolt_inspection.core import camera_source
+        from bolt_inspection.core.inspector import Inspector
+        from bolt_inspection.nodes.line_driver import LineDriver
+
+        probe = self
+        pc = time.perf_counter
+
+        grab = camera_source.SyntheticSource.grab
+
+        @functools.wraps(grab)
+        def timed_grab(src, bolt_id):
+            t0 = pc()
+            frame = grab(src, bolt_id)
+            probe.view(bolt_id, src.config.cam, grab=pc() - t0)
+            if probe.keep_frames:
+                with probe.lock:
+                    probe.frames[str(bolt_id)][src.config.cam] = frame
+            return frame
+        camera_source.SyntheticSource.grab = timed_grab
+
+        capture = camera_node.CameraNode.capture
+
+        @functools.wraps(capture)
+        def timed_capture(node, stamp, bolt_id):
+            cam = node._params['camera_index']
+            probe.tls.where = (bolt_id, cam)
+            t0 = pc()
+            ok = capture(node, stamp, bolt_id)
+            probe.view(bolt_id, cam, capture_start=t0, capture_end=pc())
+            return ok
+        camera_node.CameraNode.capture = timed_capture
+
+        to_image = camera_node.bgr_to_image
+
+        @functools.wraps(to_image)
+        def timed_to_image(*a, **kw):
+            t0 = pc()
+            msg = to_image(*a, **kw)
+            where = getattr(probe.tls, 'where', None)
+            if where:
+                probe.view(where[0], where[1], convert=pc() - t0)
+            return msg
+        camera_node.bgr_to_image = timed_to_image
+
+        decode = classifier_node.image_to_bgr
+
+        @functools.wraps(decode)
+        def timed_decode(msg, *a, **kw):
+            t0 = pc()
+            try:
+                return decode(msg, *a, **kw)
+            finally:
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                bolt = probe.stamp_to_bolt.get(stamp)
+                cam = msg.header.frame_id.removeprefix('cam').split('_')[0]
+                if bolt is not None and cam.isdigit():
+                    probe.view(bolt, int(cam), received=t0, decode=pc() - t0)
+        classifier_node.image_to_bgr = timed_decode
+
+        node_cls = classifier_node.ClassifierNode
+        dispatch = node_cls._dispatch
+
+        @functools.wraps(dispatch)
+        def timed_dispatch(node, bundles):
+            now = pc()
+            for bundle in bundles:
+                probe.put(bundle.bolt_id, 'joined', now)
+            return dispatch(node, bundles)
+        node_cls._dispatch = timed_dispatch
+
+        process = node_cls._process
+
+        @functools.wraps(process)
+        def timed_process(node, bundle):
+            probe.put(bundle.bolt_id, 'process_start', pc())
+            try:
+                return process(node, bundle)
+            finally:
+                probe.put(bundle.bolt_id, 'process_end', pc())
+        node_cls._process = timed_process
+
+        publish_verdict = node_cls._publish_verdict
+
+        @functools.wraps(publish_verdict)
+        def timed_publish_verdict(node, bundle, verdict, p_ng):
+            t0 = pc()
+            publish_verdict(node, bundle, verdict, p_ng)
+            t1 = pc()
+            probe.put(bundle.bolt_id, 'verdict_start', t0)
+            probe.put(bundle.bolt_id, 'verdict_published', t1)
+            probe.put(bundle.bolt_id, 'message', verdict.message)
+        node_cls._publish_verdict = timed_publish_verdict
+
+        publish_images = node_cls._publish_images
+
+        @functools.wraps(publish_images)
+        def timed_publish_images(node, bundle, inspection):
+            t0 = pc()
+            publish_images(node, bundle, inspection)
+            probe.put(bundle.bolt_id, 'images', pc() - t0)
+        node_cls._publish_images = timed_publish_images
+
+        inspect = Inspector.inspect
+
+        @functools.wraps(inspect)
+        def timed_inspect(inspector, views, failures=None):
+            result = inspect(inspector, views, failures)
+            # One bolt is in flight at a time, so the worker's call belongs to current_bolt.
+            bolt = getattr(probe, 'current_bolt', None)
+            if threading.current_thread().name == 'classifier-worker' and bolt is not None:
+                probe.put(bolt, 'timings', dict(result.timings_ms))
+            return result
+        Inspector.inspect = timed_inspect
+
+        mosaic = Inspector.render_mosaic
+
+        @functools.wraps(mosaic)
+        def timed_mosaic(inspector, inspection, bolt_id):
+            t0 = pc()
+            out = mosaic(inspector, inspection, bolt_id)
+            probe.put(bolt_id, 'mosaic', pc() - t0)
+            return out
+        Inspector.render_mosaic = timed_mosaic
+
+        on_verdict = LineDriver._on_verdict
+
+        @functools.wraps(on_verdict)
+        def timed_on_verdict(driver, msg):
+            probe.put(msg.hardware_id, 'received', pc())
+            return on_verdict(driver, msg)
+        LineDriver._on_verdict = timed_on_verdict
+
+
+def bolt_breakdown(ev: dict, views: dict, cams) -> dict[str, float] | None:
+    """Per-stage durations (seconds) of one bolt; None when the bolt is incomplete."""
+    need = ('trigger', 'joined', 'process_start', 'verdict_start', 'verdict_published')
+    if any(k not in ev for k in need) or any(c not in views for c in cams):
+        return None
+    vs = [views[c] for c in cams]
+    if any(k not in v for v in vs for k in ('capture_start', 'grab', 'convert', 'received',
+                                              'decode')):
+        return None
+    t = ev['trigger']
+    timings = ev.get('timings', {})
+    inner = sum(timings.values()) / 1000.0
+    out = {
+        'trigger_to_camera': min(v['capture_start'] for v in vs) - t,
+        'camera_grab': max(v['grab'] for v in vs),
+        'camera_convert': max(v['convert'] for v in vs),
+        'image_publish_transport': max(v['received'] - (v['capture_start'] + v['grab']
+                                                         + v['convert']) for v in vs),
+        'decode': max(v['decode'] for v in vs),
+        'views_joined': ev['joined'] - t,
+        'queue_wait': ev['process_start'] - ev['joined'],
+        'roi': timings.get('roi', 0.0) / 1000.0,
+        'inference_gradcam': timings.get('inference', 0.0) / 1000.0,
+        'fusion': timings.get('fusion', 0.0) / 1000.0,
+        'worker_other': ev['verdict_start'] - ev['process_start'] - inner,
+        'verdict_publish': ev['verdict_published'] - ev['verdict_start'],
+        'latency_published': ev['verdict_published'] - t,
+    }
+    if 'received' in ev:
+        out['verdict_transport'] = ev['received'] - ev['verdict_published']
+        out['latency_received'] = ev['received'] - t
+    if 'mosaic' in ev:
+        out['mosaic_render'] = ev['mosaic']
+    if 'images' in ev and 'mosaic' in ev:
+        out['gradcam_image_publish'] = ev['images'] - ev['mosaic']
+    return out
+
+
+def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SIZE,
+        label: str = 'line', timeout_s: float = 30.0, view_timeout_s: float | None = None,
+        publish_gradcam: bool = True) -> dict:
+    """Run the composed line bolt by bolt and time the raw model on the same frames."""
+    domain = common.setup_env()
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from bolt_inspection import paths
+    from bolt_inspection.commands.line import ComposedLine, wait_for_subscribers
+    from bolt_inspection.core.config import load_yaml
+    from bolt_inspection.graph import line_nodes
+    from bolt_inspection.nodes.line_driver import LineDriver
+
+    probe = Probe.shared()
+    specs = line_nodes(source='synthetic', model=str(artifact))
+    overrides = {s.name: {'size': list(frame_size)} for s in specs
+                 if s.executable == 'camera_node'}
+    overrides['classifier'] = {'frame_size': list(frame_size),
+                               'publish_gradcam': publish_gradcam}
+    if view_timeout_s is not None:
+        overrides['classifier']['view_timeout_s'] = float(view_timeout_s)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain,
+               signal_handler_options=SignalHandlerOptions.NO)
+    line = None
+    cpu = common.CpuWindow()
+    pairs = []
+    try:
+        line = ComposedLine(specs, load_yaml(paths.config_path('line.yaml')), context=context,
+                            overrides=overrides)
+        driver = LineDriver('bench_driver', context=context)
+        line.add_node(driver)
+        t_up = time.perf_counter()
+        line.start()
+        bring_up_s = time.perf_counter() - t_up
+        wait_for_subscribers(driver.trigger_pub, len(specs))
+        time.sleep(0.5)
+        classifier = line.nodes['classifier']
+        inspector = classifier.inspector
+        cams = tuple(inspector.cams)
+        cpu.start()
+        for i in range(warm + bolts):
+            bolt = str(1000 + i)
+            probe.current_bolt = bolt
+            with probe.lock:
+                probe.events[bolt]['trigger'] = time.perf_counter()
+            count = len(driver.verdicts())
+            # The cameras echo the trigger stamp; no view reaches the classifier before this
+            # map entry (a synthetic frame takes tens of ms to render).
+            stamp = driver.trigger(bolt)
+            probe.stamp_to_bolt[stamp] = bolt
+            driver.wait_for_verdicts(count + 1, timeout_s=timeout_s)
+            deadline = time.perf_counter() + 2.0
+            while 'received' not in probe.events[bolt] and time.perf_counter() < deadline:
+                time.sleep(0.002)
+            # Let the worker finish the mosaic before the raw timing competes with it.
+            while ('process_end' not in probe.events[bolt]
+                   and time.perf_counter() < deadline):
+                time.sleep(0.002)
+            frames = probe.frames.pop(bolt, {})
+            if len(frames) != len(cams) or i < warm:
+                continue
+            t0 = time.perf_counter()
+            inspection = inspector.inspect(frames)
+            t1 = time.perf_counter()
+            order = sorted(inspection.crops)
+            batch = np.stack([inspection.crops[c][:, :, ::-1] for c in order]).astype(np.float32)
+            t2 = time.perf_counter()
+            inspector.gradcam(batch)
+            t3 = time.perf_counter()
+            pairs.append({'bolt': bolt, 'raw_inspect': t1 - t0, 'raw_gradcam': t3 - t2,
+                          'raw_inference_in_inspect': inspection.timings_ms['inference'] / 1e3})
+        window = cpu.stop()
+        counts = dict(classifier.counts)
+        joiner = classifier.joiner
+        join_stats = ({'stale_views': joiner.stats.stale,
+                       'duplicate_views': joiner.stats.duplicate_views} if joiner else {})
+        model_id = inspector.model_id
+        input_size = list(inspector.input_size)
+    finally:
+        if line is not None:
+            line.stop()
+        context.try_shutdown()
+
+    measured = [p['bolt'] for p in pairs]
+    rows = {b: bolt_breakdown(probe.events[b], probe.views[b], cams) for b in measured}
+    complete = [b for b in measured if rows[b] is not None]
+    stages = {}
+    for name in next((rows[b] for b in complete), {}) or {}:
+        stages[name] = common.stats([rows[b][name] for b in complete if name in rows[b]], 1e3)
+    lat = [rows[b]['latency_published'] for b in complete]
+    raw = {b['bolt']: b for b in pairs}
+    ratios = [rows[b]['latency_published'] / raw[b]['raw_gradcam'] for b in complete]
+    ratios_inspect = [rows[b]['latency_published'] / raw[b]['raw_inspect'] for b in complete]
+    excl_cam = [rows[b]['latency_published'] - rows[b]['camera_grab'] for b in complete]
+    lat_s = common.stats(lat, 1e3)
+    raw_s = common.stats([raw[b]['raw_gradcam'] for b in complete], 1e3)
+    raw_i = common.stats([raw[b]['raw_inspect'] for b in complete], 1e3)
+    messages = defaultdict(int)
+    for b in measured:
+        msg = probe.events[b].get('message', 'NO VERDICT')
+        messages[msg if msg.startswith('NG:') or msg == 'NO VERDICT' else msg[:2]] += 1
+    return {
+        'label': label, 'artifact': str(artifact), 'model_id': model_id,
+        'input_size': input_size, 'frame_size': list(frame_size), 'cams': list(cams),
+        'bolts_requested': bolts, 'bolts_measured': len(complete), 'warm_up_bolts': warm,
+        'mode': 'one bolt in flight at a time (next trigger after the verdict)',
+        'latency_published_ms': lat_s,
+        'latency_received_ms': stages.get('latency_received'),
+        'raw_gradcam_ms': raw_s, 'raw_inspect_ms': raw_i,
+        'overhead_ratio_p50': (lat_s['p50'] / raw_s['p50']) if complete else None,
+        'overhead_ratio_p50_vs_inspect': (lat_s['p50'] / raw_i['p50']) if complete else None,
+        'overhead_ratio_per_bolt': common.stats(ratios),
+        'overhead_ratio_per_bolt_vs_inspect': common.stats(ratios_inspect),
+        'latency_excl_camera_render_ms': common.stats(excl_cam, 1e3),
+        'overhead_ratio_p50_excl_camera_render': (
+            common.stats(excl_cam)['p50'] / raw_s['p50'] * 1e3 if complete else None),
+        'stages_ms': stages, 'verdict_messages': dict(messages),
+        'classifier_counts': counts, 'join_stats': join_stats,
+        'bring_up_s': bring_up_s, 'cpu_window': window,
+        'samples': {'latency_published_ms': [x * 1e3 for x in lat],
+                    'raw_gradcam_ms': [raw[b]['raw_gradcam'] * 1e3 for b in complete],
+                    'raw_inspect_ms': [raw[b]['raw_inspect'] * 1e3 for b in complete]},
+        'process': common.self_usage(),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model-kind', choices=sorted(common.MODEL_KINDS), default='demo')
+    parser.add_argument('--artifact', type=Path, help='use this artifact instead')
+    parser.add_argument('--bolts', type=int, default=30)
+    parser.add_argument('--warm', type=int, default=3)
+    parser.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
+    parser.add_argument('--out', type=Path, required=True)
+    args = parser.parse_args(argv)
+    common.setup_env()
+    arch, input_size = common.MODEL_KINDS[args.model_kind]
+    artifact = args.artifact or common.make_artifact(
+        args.out.parent / 'models' / f'{args.model_kind}_{args.frame_size[0]}x'
+        f'{args.frame_size[1]}', arch, input_size, tuple(args.frame_size))
+    common.log(f'latency: {args.model_kind} {input_size} frames {args.frame_size}, '
+               f'{args.bolts} bolts')
+    result = run(artifact, bolts=args.bolts, warm=args.warm,
+                 frame_size=tuple(args.frame_size), label=args.model_kind)
+    result['model_kind'] = args.model_kind
+    result['arch'] = arch
+    common.write_json(args.out, result)
+    lat, raw = result['latency_published_ms'], result['raw_gradcam_ms']
+    common.log(f'latency {args.model_kind}: p50 {lat["p50"]:.0f} ms p99 {lat["p99"]:.0f} ms, '
+               f'raw p50 {raw["p50"]:.0f} ms, ratio {result["overhead_ratio_p50"]:.2f}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

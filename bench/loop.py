@@ -1,0 +1,329 @@
+"""The closed loop: PLC simulator -> bridge -> cameras -> classifier -> bridge -> verdict regs.
+
+Two processes, as on a line PC next to a PLC:
+
+* this process runs the PLC simulator (``plc_server.PlcSimulator``, a real Modbus TCP server on
+  127.0.0.1) and steps the conveyor rate;
+* a child process (``loop.py line ...``) runs the line: ``graph.line_nodes`` (4 synthetic
+  cameras + classifier) plus the PLC bridge node, composed like ``bolt-inspection line``. If the
+  node list already contains a bridge (the lead wiring the PLC into the line), it is used as is;
+  otherwise the bridge spec is appended here with the simulator's port.
+
+For each rate the simulator gets a fresh conveyor program (a PLC reset: the bridge sees its
+counter restart and resyncs, no reconnect), presses start, feeds ``rate * duration`` bolts and
+waits until every bolt passed the gate. Measured per step: bolt at camera -> verdict registers
+written (the simulator's own clock: the whole loop), late verdicts and fail-safe rejects at the
+gate, and on the line side every verdict's message (missing view / overloaded = dropped) and the
+classifier's trigger -> publish latency; CPU of both processes over the step (from /proc); the
+line's peak RSS; the bridge's Modbus poll and verdict-write round trips.
+
+A rate is *sustained* when every bolt got its verdict before the gate with no late verdict, no
+fail-safe reject, no dropped view and no 'overloaded' bolt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import common
+
+HERE = Path(__file__).resolve().parent
+
+
+def _clock_ticks() -> int:
+    return os.sysconf('SC_CLK_TCK')
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a live process in seconds (from /proc/<pid>/stat)."""
+    try:
+        text = Path(f'/proc/{pid}/stat').read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------
+# The line process
+
+
+def line_child(args) -> int:
+    domain = common.setup_env()
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.signals import SignalHandlerOptions
+
+    from bolt_inspection import paths
+    from bolt_inspection.commands.line import ComposedLine
+    from bolt_inspection.core.config import load_yaml
+    from bolt_inspection.graph import NodeSpec, line_nodes
+    from bolt_inspection.nodes.plc_bridge_node import VERDICT_QOS
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    events = open(args.events, 'a', buffering=1, encoding='utf-8')  # noqa: SIM115 - long-lived
+
+    def emit(**record) -> None:
+        events.write(json.dumps(record) + '\n')
+
+    specs = line_nodes(source='synthetic', model=str(args.artifact))
+    bridge_params = {'host': '127.0.0.1', 'port': int(args.port)}
+    if not any(s.executable == 'plc_bridge_node' for s in specs):
+        specs.append(NodeSpec('plc_bridge', 'plc_bridge_node',
+                              'bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
+                              parameters=bridge_params))
+    overrides = {s.name: {'size': list(args.frame_size)} for s in specs
+                 if s.executable == 'camera_node'}
+    overrides['classifier'] = {'frame_size': list(args.frame_size)}
+    overrides.update({s.name: dict(bridge_params) for s in specs
+                      if s.executable == 'plc_bridge_node'})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain,
+               signal_handler_options=SignalHandlerOptions.NO)
+    t_start = time.perf_counter()
+    line = None
+    out: dict = {'role': 'line', 'pid': os.getpid()}
+    try:
+        line = ComposedLine(specs, load_yaml(paths.config_path('line.yaml')), context=context,
+                            overrides=overrides)
+        peer = rclpy.create_node('bench_verdict_probe', context=context)
+
+        def on_verdict(msg) -> None:
+            values = {kv.key: kv.value for kv in msg.values}
+            emit(t=time.time(), bolt=msg.hardware_id, message=msg.message,
+                 latency_ms=float(values.get('latency_ms', 'nan')))
+        peer.create_subscription(DiagnosticStatus, '/inspection/verdict', on_verdict,
+                                 VERDICT_QOS)
+        line.add_node(peer)
+        line.start()
+        bridge = next(n for s, n in zip(line.specs, [line.nodes[s.name] for s in line.specs],
+                                        strict=True) if s.executable == 'plc_bridge_node')
+        emit(t=time.time(), event='ready', bring_up_s=time.perf_counter() - t_start)
+        while not stop.wait(0.2):
+            pass
+        classifier = line.nodes['classifier']
+        out['classifier_counts'] = dict(classifier.counts)
+        out['classifier_latency_ms'] = classifier.latency.samples
+        if classifier.joiner is not None:
+            out['join_stats'] = {'stale_views': classifier.joiner.stats.stale,
+                                 'duplicate_views': classifier.joiner.stats.duplicate_views}
+        out['camera_errors'] = {s.name: line.nodes[s.name].errors for s in line.specs
+                                if s.executable == 'camera_node'}
+        stats = bridge.stats()
+        out['bridge_stats'] = {k: v for k, v in stats.items() if not isinstance(v, (list, dict))}
+        out['modbus_poll_ms'] = list(bridge.poll_ms)
+        out['modbus_write_ms'] = list(bridge.write_ms)
+    finally:
+        if line is not None:
+            line.stop()
+        context.try_shutdown()
+        out['process'] = common.self_usage(time.perf_counter() - t_start)
+        common.write_json(Path(args.out), out)
+        events.close()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# The PLC side (this process) and the rate ladder
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding='utf-8').splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue   # a line being written right now
+    return out
+
+
+def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Path,
+               frame_size=common.FRAME_SIZE, gate_delay_s: float | None = None,
+               confirm_s: float = 0.0, stop_on_fail: bool = True,
+               startup_timeout_s: float = 240.0) -> dict:
+    """Run the closed loop at each rate; optionally confirm the best rate for ``confirm_s``."""
+    from bolt_inspection.core.plc_contract import load_plc_config
+    from bolt_inspection.core.plc_sim import ConveyorModel
+    from bolt_inspection.plc_server import PlcSimulator, sim_with
+
+    common.setup_env()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events_path = out_dir / 'loop_events.jsonl'
+    line_json = out_dir / 'loop_line_process.json'
+    for p in (events_path, line_json):
+        p.unlink(missing_ok=True)
+    plc, sim_cfg = load_plc_config()
+    gate = sim_cfg.gate_delay_s if gate_delay_s is None else gate_delay_s
+    port = free_port()
+    # The conveyor stays stopped until a step starts: bolts only flow once the line is up.
+    sim = PlcSimulator(plc, sim_with(sim_cfg, bolts=1, gate_delay_s=gate), host='127.0.0.1',
+                       port=port).start()
+    t_all = time.perf_counter()
+    cmd = [sys.executable, str(HERE / 'loop.py'), 'line', '--port', str(port),
+           '--artifact', str(artifact), '--events', str(events_path), '--out', str(line_json),
+           '--frame-size', str(frame_size[0]), str(frame_size[1])]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
+        out_dir / 'loop_line_stderr.log', 'w'), env=os.environ.copy())
+    steps = []
+    result: dict = {'port': port, 'gate_delay_s': gate, 'step_s': step_s,
+                    'line_cmd': ' '.join(cmd)}
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not any(e.get('event') == 'ready' for e in read_events(events_path)):
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError('line process did not come up; see '
+                                   f'{out_dir / "loop_line_stderr.log"}')
+            time.sleep(0.2)
+        ready = next(e for e in read_events(events_path) if e.get('event') == 'ready')
+        result['line_bring_up_s'] = ready['bring_up_s']
+        time.sleep(1.0)   # the bridge connects and polls
+
+        def step(rate: float, seconds: float, kind: str) -> dict:
+            bolts = max(3, int(round(rate * seconds / 60.0)))
+            cfg = sim_with(sim_cfg, rate_per_min=rate, bolts=bolts, gate_delay_s=gate)
+            with sim.lock:
+                sim.model = ConveyorModel(cfg, sim.clock(), truth=sim.model.truth)
+            time.sleep(max(0.5, 3 * plc.poll_period_s))   # the bridge resyncs to counter 0
+            cpu_line0, cpu_sim0 = proc_cpu_s(child.pid), common.self_usage()['cpu_s']
+            t0_wall, t0 = time.time(), time.perf_counter()
+            sim.set_running(True)
+            timeout = bolts * 60.0 / rate + gate + 30.0
+            while not sim.summary()['done'] and time.perf_counter() - t0 < timeout:
+                if child.poll() is not None:
+                    raise RuntimeError('line process died')
+                time.sleep(0.1)
+            time.sleep(0.3)   # the last verdict event reaches the events file
+            wall = time.perf_counter() - t0
+            cpu_line = (proc_cpu_s(child.pid) or 0.0) - (cpu_line0 or 0.0)
+            cpu_sim = common.self_usage()['cpu_s'] - cpu_sim0
+            with sim.lock:
+                model = sim.model
+                summary = model.summary()
+                lat = list(model.verdict_latencies)
+            t1_wall = time.time()
+            ev = [e for e in read_events(events_path)
+                  if 'bolt' in e and t0_wall - 1.0 <= e['t'] <= t1_wall]
+            dropped = sum('missing view' in e['message'] for e in ev)
+            overloaded = sum('overloaded' in e['message'] for e in ev)
+            other_fail = sum(e['message'].startswith('NG:') and 'missing view' not in
+                             e['message'] and 'overloaded' not in e['message'] for e in ev)
+            ok = (summary['done'] and summary['late_verdicts'] == 0
+                  and summary['failsafe_rejects'] == 0 and dropped == 0 and overloaded == 0
+                  and summary['sorted'] == bolts)
+            rec = {
+                'kind': kind, 'rate_per_min': rate, 'bolts': bolts, 'wall_s': wall,
+                'sustained': bool(ok), 'sorted': summary['sorted'],
+                'late_verdicts': summary['late_verdicts'],
+                'failsafe_rejects': summary['failsafe_rejects'],
+                'dropped_view_bolts': dropped, 'overloaded_bolts': overloaded,
+                'other_ng_with_reason': other_fail, 'verdict_events': len(ev),
+                'heartbeat_trips': summary['heartbeat_trips'],
+                'accuracy_vs_truth': summary['accuracy'],
+                'loop_latency_ms': common.stats(lat, 1e3),
+                'classifier_latency_ms': common.stats(
+                    [e['latency_ms'] for e in ev if e.get('latency_ms') is not None]),
+                'loop_latency_samples_ms': [x * 1e3 for x in lat],
+                'cpu_cores_line': cpu_line / wall if wall else None,
+                'cpu_cores_plc_sim': cpu_sim / wall if wall else None,
+                'line_peak_rss_mb': common.vm_hwm_mb(child.pid),
+            }
+            common.log(f'loop {kind} {rate:.1f}/min x{bolts}: loop p50 '
+                       f'{rec["loop_latency_ms"]["p50"]} p99 {rec["loop_latency_ms"]["p99"]} ms, '
+                       f'late {rec["late_verdicts"]} failsafe {rec["failsafe_rejects"]} dropped '
+                       f'{dropped} overloaded {overloaded} -> '
+                       f'{"sustained" if ok else "NOT sustained"}')
+            return rec
+
+        for rate in rates:
+            steps.append(step(rate, step_s, 'ladder'))
+            if not steps[-1]['sustained'] and stop_on_fail:
+                break
+        good = [s for s in steps if s['sustained']]
+        if confirm_s > 0 and good:
+            best = max(s['rate_per_min'] for s in good)
+            steps.append(step(best, confirm_s, 'confirm'))
+    finally:
+        result['line_peak_rss_mb_before_exit'] = common.vm_hwm_mb(child.pid)
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sim.stop()
+    result['steps'] = steps
+    confirmed = [s for s in steps if s['kind'] == 'confirm']
+    good = [s for s in steps if s['sustained']]
+    if confirmed:
+        result['max_sustained_per_min'] = (confirmed[0]['rate_per_min']
+                                           if confirmed[0]['sustained'] else None)
+    else:
+        result['max_sustained_per_min'] = max((s['rate_per_min'] for s in good), default=None)
+    result['best_step'] = (max(good, key=lambda s: (s['kind'] == 'confirm', s['rate_per_min']))
+                           if good else (steps[0] if steps else None))
+    if line_json.is_file():
+        line_out = json.loads(line_json.read_text())
+        result['line_process'] = line_out.get('process')
+        result['bridge_stats'] = line_out.get('bridge_stats')
+        result['modbus_poll_ms'] = common.stats(line_out.get('modbus_poll_ms', []))
+        result['modbus_write_ms'] = common.stats(line_out.get('modbus_write_ms', []))
+        result['classifier_counts'] = line_out.get('classifier_counts')
+        result['join_stats'] = line_out.get('join_stats')
+        result['camera_errors'] = line_out.get('camera_errors')
+    result['plc_sim_process'] = common.self_usage(time.perf_counter() - t_all)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='role', required=True)
+    line = sub.add_parser('line', help='(internal) the line process')
+    line.add_argument('--port', type=int, required=True)
+    line.add_argument('--artifact', type=Path, required=True)
+    line.add_argument('--events', type=Path, required=True)
+    line.add_argument('--out', type=Path, required=True)
+    line.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
+    ladder = sub.add_parser('ladder', help='run the closed loop at increasing rates')
+    ladder.add_argument('--model-kind', choices=sorted(common.MODEL_KINDS), default='demo')
+    ladder.add_argument('--rates', type=float, nargs='+', required=True,
+                        help='bolts per minute, in increasing order')
+    ladder.add_argument('--step-s', type=float, default=30.0)
+    ladder.add_argument('--confirm-s', type=float, default=0.0)
+    ladder.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
+    ladder.add_argument('--out', type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.role == 'line':
+        return line_child(args)
+    common.setup_env()
+    arch, input_size = common.MODEL_KINDS[args.model_kind]
+    artifact = common.make_artifact(
+        args.out.parent / 'models' / f'{args.model_kind}_{args.frame_size[0]}x'
+        f'{args.frame_size[1]}', arch, input_size, tuple(args.frame_size))
+    result = run_ladder(artifact, args.rates, step_s=args.step_s, out_dir=args.out.parent,
+                        frame_size=tuple(args.frame_size), confirm_s=args.confirm_s)
+    result.update({'model_kind': args.model_kind, 'input_size': list(input_size)})
+    common.write_json(args.out, result)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

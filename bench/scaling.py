@@ -1,0 +1,123 @@
+"""Scaling at the Inspector level: cameras per bolt (1, 2, 4, 8) and model input size.
+
+Both sweeps call the product's ``Inspector.inspect`` (ROI crop + ONE batched forward pass with
+Grad-CAM + fusion) on 1280x960 synthetic frames, plus ``render_mosaic`` (the worker's other
+job per bolt). No ROS: this isolates how the model side scales. Configurations are timed
+round-robin (one bolt of each per round), so a change in machine load hits all of them alike;
+each is also reported relative to the demo configuration (4 cameras, 112x224) of the same run.
+
+Throughput is what one classifier worker sustains: ``60 / p50(inspect + mosaic)`` bolts/min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import common
+
+CAMS = (1, 2, 4, 8)
+SIZES = ((112, 224), (224, 224), (224, 448))
+
+
+def build_inspector(input_size, n_cams: int, frame_size=common.FRAME_SIZE, model=None,
+                    arch: str = 'vgg16'):
+    from bolt_inspection.core import synth
+    from bolt_inspection.core.artifact import ModelArtifact, ModelMetadata
+    from bolt_inspection.core.inspector import Inspector
+    from bolt_inspection.core.model import build_tiny, build_vgg16
+    from bolt_inspection.core.roi import CameraConfig
+
+    if model is None:
+        model = (build_vgg16(tuple(input_size), weights='none', seed=0) if arch == 'vgg16'
+                 else build_tiny(tuple(input_size), filters=(8, 16, 32), seed=0))
+    boxes = synth.default_roi_boxes(frame_size, n_cams=n_cams)
+    meta = ModelMetadata(input_size=tuple(input_size), roi_boxes=boxes, threshold=0.5,
+                         gradcam_layer='block5_conv3' if arch == 'vgg16' else 'last_conv',
+                         frame_size=tuple(frame_size))
+    artifact = ModelArtifact(model=model, metadata=meta, path=Path('.'),
+                             model_id=f'bench-{input_size[0]}x{input_size[1]}')
+    inspector = Inspector(artifact, CameraConfig(frame_size=tuple(frame_size), boxes=boxes))
+    inspector.warm_up()
+    return inspector, model
+
+
+def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = 'vgg16') -> dict:
+    from bolt_inspection.core import synth
+
+    common.log(f'scaling: rendering {bolts} bolts for 1-8 cameras')
+    frames = {n: [{cam: synth.render_view(synth.bolt_spec(0, b), cam, frame_size,
+                                          n_cams=n).image for cam in range(n)}
+                  for b in range(bolts)] for n in CAMS}
+    configs = {}
+    base_model = None
+    for n in CAMS:
+        inspector, base_model = build_inspector(common.DEMO_INPUT, n, frame_size, base_model,
+                                                arch)
+        configs[f'cams{n}'] = {'sweep': 'cameras', 'cams': n,
+                               'input_size': list(common.DEMO_INPUT), 'inspector': inspector,
+                               'frames': frames[n]}
+    for size in SIZES:
+        if tuple(size) == common.DEMO_INPUT:
+            continue   # the 4-camera 112x224 configuration is cams4
+        inspector, _ = build_inspector(size, 4, frame_size, arch=arch)
+        configs[f'size{size[0]}x{size[1]}'] = {'sweep': 'input_size', 'cams': 4,
+                                               'input_size': list(size), 'inspector': inspector,
+                                               'frames': frames[4]}
+    samples = {name: {'inspect': [], 'inference': [], 'mosaic': []} for name in configs}
+    common.log(f'scaling: {len(configs)} configurations x {rounds} rounds (round-robin)')
+    for r in range(rounds):
+        for name, cfg in configs.items():
+            views = cfg['frames'][r % bolts]
+            inspector = cfg['inspector']
+            t0 = time.perf_counter()
+            inspection = inspector.inspect(views)
+            t1 = time.perf_counter()
+            inspector.render_mosaic(inspection, r)
+            t2 = time.perf_counter()
+            samples[name]['inspect'].append((t1 - t0) * 1e3)
+            samples[name]['inference'].append(inspection.timings_ms['inference'])
+            samples[name]['mosaic'].append((t2 - t1) * 1e3)
+    base = None
+    out = {}
+    for name, cfg in configs.items():
+        s = samples[name]
+        per_bolt = [a + b for a, b in zip(s['inspect'], s['mosaic'], strict=True)]
+        rec = {'sweep': cfg['sweep'], 'cams': cfg['cams'], 'input_size': cfg['input_size'],
+               'inspect_ms': common.stats(s['inspect']),
+               'inference_ms': common.stats(s['inference']),
+               'mosaic_ms': common.stats(s['mosaic']),
+               'worker_ms_per_bolt': common.stats(per_bolt)}
+        p50 = rec['worker_ms_per_bolt']['p50']
+        rec['throughput_bolts_per_min'] = 60000.0 / p50 if p50 else None
+        rec['throughput_views_per_s'] = cfg['cams'] * 1000.0 / p50 if p50 else None
+        rec['samples_inspect_ms'] = s['inspect']
+        out[name] = rec
+        if name == 'cams4':
+            base = rec
+    for rec in out.values():
+        rec['inspect_p50_vs_demo'] = (rec['inspect_ms']['p50'] / base['inspect_ms']['p50']
+                                      if base else None)
+    return {'level': 'Inspector (no ROS): inspect = ROI + batched forward pass with Grad-CAM '
+                     '+ fusion; mosaic = render_mosaic', 'frame_size': list(frame_size),
+            'arch': arch, 'rounds': rounds, 'configs': out}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--out', type=Path, required=True)
+    args = parser.parse_args(argv)
+    common.setup_env()
+    result = run(args.rounds)
+    result['process'] = common.self_usage()
+    common.write_json(args.out, result)
+    for name, rec in result['configs'].items():
+        common.log(f'scaling {name}: inspect p50 {rec["inspect_ms"]["p50"]:.0f} ms, '
+                   f'{rec["throughput_bolts_per_min"]:.1f} bolts/min')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Training cost: a stage-1 epoch on cached frozen features vs one that recomputes them, and the
+wall time of ``bolt-inspection reproduce --quick`` end to end.
+
+The epoch comparison calls the product's own helper, ``core.train.measure_stage1_epoch_times``
+(a clone of the model; the second of two epochs is timed so tracing is excluded), on VGG16 at
+the demo input size with real synthetic ROI crops. Both variants run back to back in this
+process, so the speed-up is a ratio under the same machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import common
+
+
+def stage1_timing(images: int, input_size=common.DEMO_INPUT, arch: str = 'vgg16',
+                  repeats: int = 1) -> dict:
+    import numpy as np
+
+    from bolt_inspection.core import synth
+    from bolt_inspection.core.model import build_tiny, build_vgg16
+    from bolt_inspection.core.roi import prepare_batch
+    from bolt_inspection.core.train import measure_stage1_epoch_times
+
+    size = (640, 480)   # crops are resized to the input anyway; rendering is not what we time
+    boxes = synth.default_roi_boxes(size)
+    frames, cams, labels = [], [], []
+    bolt = 0
+    while len(frames) < images:
+        spec = synth.bolt_spec(0, bolt)
+        for cam, view in enumerate(synth.render_bolt(spec, size)):
+            frames.append(view.image)
+            cams.append(cam)
+            labels.append(int(view.defect_visible))
+        bolt += 1
+    frames, cams, labels = frames[:images], cams[:images], labels[:images]
+    x = prepare_batch(frames, [boxes[c] for c in cams], tuple(input_size))
+    y = np.asarray(labels, np.int64)
+    if arch == 'vgg16':
+        model = build_vgg16(tuple(input_size), weights='none', seed=0)
+    else:
+        model = build_tiny(tuple(input_size), filters=(8, 16, 32), seed=0)
+    runs = [measure_stage1_epoch_times(model, x, y, batch_size=32, max_images=images)
+            for _ in range(repeats)]
+    best = min(runs, key=lambda r: r['speedup'])   # the least favourable run is reported
+    return {'arch': arch, 'input_size': list(input_size), 'images': images,
+            'runs': runs, **best}
+
+
+def reproduce_quick(out_dir: Path) -> dict:
+    """Run ``bolt-inspection reproduce --quick`` and time it (wall, CPU, peak RSS)."""
+    exe = Path(common.ROOT / '.venv' / 'bin' / 'bolt-inspection')
+    cmd = [str(exe) if exe.exists() else 'bolt-inspection', 'reproduce', '--quick', '--out',
+           str(out_dir), '--no-progress']
+    shutil.rmtree(out_dir, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    tail = (proc.stdout.strip().splitlines() or [''])[-3:]
+    return {'command': ' '.join(cmd[1:]).replace(str(common.ROOT) + '/', ''),
+            'returncode': proc.returncode, 'wall_s': wall, 'cpu_s': cpu,
+            'cpu_cores_avg': cpu / wall if wall else None,
+            'peak_rss_mb': after.ru_maxrss / 1024.0, 'stdout_tail': tail,
+            'stderr_tail': proc.stderr.strip().splitlines()[-3:] if proc.returncode else []}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--images', type=int, default=64)
+    parser.add_argument('--arch', choices=('vgg16', 'tiny'), default='vgg16')
+    parser.add_argument('--input-size', type=int, nargs=2, default=list(common.DEMO_INPUT))
+    parser.add_argument('--reproduce', action='store_true',
+                        help='also time `bolt-inspection reproduce --quick`')
+    parser.add_argument('--out', type=Path, required=True)
+    args = parser.parse_args(argv)
+    common.setup_env()
+    common.log(f'training: stage-1 epoch cached vs recomputed, {args.arch} '
+               f'{tuple(args.input_size)}, {args.images} images')
+    result = {'stage1': stage1_timing(args.images, tuple(args.input_size), args.arch)}
+    s = result['stage1']
+    common.log(f'stage-1 epoch: cached {s["cached_epoch_s"]:.3f} s, recomputed '
+               f'{s["recompute_epoch_s"]:.3f} s -> {s["speedup"]:.1f}x')
+    if args.reproduce:
+        common.log('training: bolt-inspection reproduce --quick (end to end)')
+        result['reproduce_quick'] = reproduce_quick(args.out.parent / 'reproduce_quick')
+        common.log(f'reproduce --quick: {result["reproduce_quick"]["wall_s"]:.0f} s wall, '
+                   f'rc {result["reproduce_quick"]["returncode"]}')
+    result['process'] = common.self_usage()
+    common.write_json(args.out, result)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
