@@ -31,7 +31,10 @@ def _line(context, *args, **kwargs):
     source = LaunchConfiguration('source').perform(context)
     specs = line_nodes(source=source,
                        model=LaunchConfiguration('model').perform(context),
-                       bag=LaunchConfiguration('bag').perform(context))
+                       bag=LaunchConfiguration('bag').perform(context),
+                       plc=LaunchConfiguration('plc').perform(context).lower() == 'true',
+                       plc_host=LaunchConfiguration('plc_host').perform(context),
+                       plc_port=LaunchConfiguration('plc_port').perform(context))
     actions = []
     for spec in specs:
         parameters = [str(share / 'config' / name) for name in spec.params_files]
@@ -76,13 +79,19 @@ def generate_launch_description():
             'rviz', default_value='false', choices=['true', 'false'],
             description='Start rviz2 with config/line.rviz'),
         DeclareLaunchArgument(
+            'plc', default_value='true', choices=['true', 'false'],
+            description='Start the PLC bridge (config/plc.yaml): the PLC bolt counter '
+                        'triggers the cameras and receives the verdicts (ignored for '
+                        'source:=bag)'),
+        DeclareLaunchArgument(
             'plc_sim', default_value='false', choices=['true', 'false'],
             description='Also start the PLC line simulator (bolt-inspection plc-sim)'),
         DeclareLaunchArgument(
             'plc_host', default_value='127.0.0.1',
             description='PLC (or simulator) Modbus TCP host'),
         DeclareLaunchArgument(
-            'plc_port', default_value='5020', description='PLC Modbus TCP port'),
+            'plc_port', default_value='5020',
+            description='PLC Modbus TCP port (502 on a real PLC)'),
         LogInfo(msg=['bolt_inspection line: source=', LaunchConfiguration('source'),
                      ' params=', LaunchConfiguration('params_file')]),
         OpaqueFunction(function=_line),

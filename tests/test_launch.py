@@ -22,8 +22,8 @@ from bolt_inspection.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'line.launch.py'
-ARGUMENTS = ('params_file', 'source', 'bag', 'model', 'rqt', 'rviz', 'plc_sim', 'plc_host',
-             'plc_port')
+ARGUMENTS = ('params_file', 'source', 'bag', 'model', 'rqt', 'rviz', 'plc', 'plc_sim',
+             'plc_host', 'plc_port')
 
 
 def _console_scripts() -> dict[str, str]:
@@ -134,7 +134,7 @@ def test_launch_arguments_are_declared_with_descriptions(monkeypatch, tmp_path):
 def test_launch_file_starts_the_line_nodes_as_lifecycle_nodes(monkeypatch, tmp_path):
     mod, classes = _load_launch(monkeypatch, tmp_path)
     context = {'params_file': '/p/line.yaml', 'source': 'bag', 'bag': '/b', 'model': '/m',
-               'rqt': 'true'}
+               'rqt': 'true', 'plc': 'true', 'plc_host': '127.0.0.1', 'plc_port': '5020'}
     actions = mod._line(context)
     nodes = [a.kwargs for a in actions if isinstance(a, classes['LifecycleNode'])]
     expected = graph.line_nodes(source='bag', bag='/b', model='/m')
@@ -145,3 +145,44 @@ def test_launch_file_starts_the_line_nodes_as_lifecycle_nodes(monkeypatch, tmp_p
     # No perspective file yet: rqt falls back to rqt_image_view on the Grad-CAM mosaic.
     viewers = [a.kwargs for a in actions if isinstance(a, classes['Node'])]
     assert viewers and viewers[0]['arguments'] == ['/inspection/gradcam']
+
+
+def test_plc_bridge_hook_reads_plc_yaml_and_overrides():
+    from bolt_inspection.commands.line import node_parameter_values
+    nodes = graph.line_nodes(plc=True, plc_host='10.0.0.5', plc_port='502')
+    bridge = nodes[-1]
+    assert [n.name for n in nodes][-2:] == ['cam3', 'plc_bridge']
+    assert bridge.executable in _console_scripts()
+    values = node_parameter_values(bridge, load_yaml(ROOT / 'config' / 'line.yaml'))
+    assert values['host'] == '10.0.0.5' and values['port'] == 502
+    assert values['registers']['bolt_counter'] == 1      # from config/plc.yaml
+    assert graph.drives_triggers(nodes)
+    assert 'plc_bridge' not in [n.name for n in graph.line_nodes(source='bag', bag='/b',
+                                                                 plc=True)]
+
+
+@pytest.mark.ros
+def test_composed_plc_bridge_gets_dotted_parameters(rclpy_context):
+    from bolt_inspection.commands.line import ComposedLine
+    specs = [s for s in graph.line_nodes(plc=True, plc_port=5999) if s.name == 'plc_bridge']
+    line = ComposedLine(specs, load_yaml(ROOT / 'config' / 'line.yaml'), context=rclpy_context)
+    try:
+        node = line.nodes['plc_bridge']
+        assert node.get_parameter('port').value == 5999
+        assert node.get_parameter('registers.verdict_code').value == 3
+    finally:
+        line.executor.shutdown()
+        for node in line.nodes.values():
+            node.destroy_node()
+
+
+def test_launch_file_adds_the_plc_bridge_after_the_cameras(monkeypatch, tmp_path):
+    mod, classes = _load_launch(monkeypatch, tmp_path)
+    context = {'params_file': '/p/line.yaml', 'source': 'synthetic', 'bag': '', 'model': '',
+               'rqt': 'false', 'plc': 'true', 'plc_host': '10.1.1.1', 'plc_port': '502'}
+    nodes = [a.kwargs for a in mod._line(context) if isinstance(a, classes['LifecycleNode'])]
+    assert [n['name'] for n in nodes] == ['classifier', 'cam0', 'cam1', 'cam2', 'cam3',
+                                          'plc_bridge']
+    bridge = nodes[-1]
+    assert bridge['parameters'] == [str(tmp_path / 'config' / 'plc.yaml'), '/p/line.yaml',
+                                    {'host': '10.1.1.1', 'port': 502}]

@@ -48,7 +48,8 @@ class NodeSpec:
 
 
 def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', folder: str = '',
-               device: str = '', cams: tuple[int, ...] = DEFAULT_CAMS) -> list[NodeSpec]:
+               device: str = '', cams: tuple[int, ...] = DEFAULT_CAMS, plc: bool = False,
+               plc_host: str = '', plc_port: int | str = 0) -> list[NodeSpec]:
     """Return the line's nodes for the given launch arguments.
 
     Args:
@@ -60,9 +61,15 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
         device: Device spec for ``source='device'`` ('' = each camera's from the params file;
             a value with ``{}`` is formatted with the camera index, e.g. ``/dev/video{}``).
         cams: Camera indices.
+        plc: Add the PLC bridge (it publishes /line/trigger from the PLC's bolt counter and
+            writes the verdicts back); its parameters come from ``config/plc.yaml``. Ignored for
+            ``source='bag'``, whose recorded triggers drive the line.
+        plc_host: PLC host override ('' = plc.yaml's).
+        plc_port: PLC port override (0 or '' = plc.yaml's).
 
     Returns:
-        Node specs in start order: the classifier, then the cameras (or the bag player).
+        Node specs in start order: the classifier, then the cameras (or the bag player), then
+        the PLC bridge.
 
     Raises:
         ConfigError: An unknown source, or ``source='bag'`` without a bag.
@@ -92,6 +99,16 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
         nodes.append(NodeSpec(f'cam{cam}', 'camera_node',
                               'bolt_inspection.nodes.camera_node:CameraNode',
                               parameters=params))
+    if plc and source != 'bag':
+        # Last: the classifier and the cameras are active before the first trigger.
+        plc_params: dict[str, Any] = {}
+        if plc_host:
+            plc_params['host'] = str(plc_host)
+        if plc_port and int(plc_port):
+            plc_params['port'] = int(plc_port)
+        nodes.append(NodeSpec('plc_bridge', 'plc_bridge_node',
+                              'bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
+                              parameters=plc_params, params_files=('plc.yaml',)))
     return nodes
 
 

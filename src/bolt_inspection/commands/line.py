@@ -52,6 +52,11 @@ def register(subparsers) -> None:
                         help='synthetic defect rate')
     parser.add_argument('--view-timeout', type=float, default=None,
                         help='classifier view_timeout_s')
+    parser.add_argument('--plc', action='store_true',
+                        help='add the PLC bridge (config/plc.yaml): the PLC triggers the bolts; '
+                             'runs until --bolts verdicts or Ctrl-C')
+    parser.add_argument('--plc-host', default='', help='PLC host (default: plc.yaml)')
+    parser.add_argument('--plc-port', type=int, default=0, help='PLC port (default: plc.yaml)')
     parser.set_defaults(func=run)
 
 
@@ -266,6 +271,44 @@ def drive(line: ComposedLine, driver, *, bolts: int, rate_per_min: float, first_
     return ids
 
 
+def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float) -> list[str]:
+    """Let the line's own trigger source run: a bag player to its end, or the PLC bridge until
+    ``bolts`` verdicts arrived; Ctrl-C stops either. Returns the bolt ids triggered."""
+    player = line.nodes.get('bag_player')
+    driver.interrupted = False
+    plc = 'plc_bridge' in line.nodes
+    if plc:
+        # The bridge connects in its worker after activation; retry until the PLC answers.
+        deadline = time.monotonic() + 15.0
+        while True:
+            ok, message = driver.call_trigger_service('/line/start')
+            if ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        print(f'conveyor start: {"ok" if ok else "FAILED"} {message}'.rstrip(), flush=True)
+    print('triggers come from ' + ('the bag' if player is not None else 'the PLC')
+          + ' (Ctrl-C to stop)', flush=True)
+    try:
+        if player is not None:
+            while not player.done.wait(0.2):
+                pass
+        else:
+            while len(driver.verdicts()) < bolts:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        driver.interrupted = True
+        print('interrupted: stopping the line', flush=True)
+    try:
+        if plc:
+            # Stop feeding bolts; the ones on the belt still get their verdicts.
+            ok, message = driver.call_trigger_service('/line/stop', timeout_s=5.0)
+            print(f'conveyor stop: {"ok" if ok else "FAILED"} {message}'.rstrip(), flush=True)
+        driver.wait_for_verdicts(len(driver.triggered_ids()), timeout_s=grace_s)
+    except KeyboardInterrupt:
+        pass
+    return driver.triggered_ids()
+
+
 def wait_for_subscribers(publisher, count: int, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while publisher.get_subscription_count() < count:
@@ -289,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_yaml(params_file)
     source = args.source or node_parameters(config, 'cam0').get('source', 'synthetic')
     specs = line_nodes(source=source, model=args.model or '', bag=args.bag or '',
-                       folder=args.folder or '', device=args.device or '')
+                       folder=args.folder or '', device=args.device or '', plc=args.plc,
+                       plc_host=args.plc_host, plc_port=args.plc_port)
     context = rclpy.Context()
     # Ctrl-C stays a KeyboardInterrupt in this thread, so the nodes are shut down in order.
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -303,20 +347,12 @@ def run(args: argparse.Namespace) -> int:
         timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0)) + 15.0
         print(f'line up: {", ".join(s.name for s in specs)} (params {params_file})',
               flush=True)
+        view_timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0))
         if drives_triggers(specs):
-            player = line.nodes.get('bag_player')
-            ids = []
-            try:
-                while player is not None and not player.done.wait(0.2):
-                    pass
-                time.sleep(float(line.parameters['classifier'].get('view_timeout_s', 1.0)) + 1)
-            except KeyboardInterrupt:
-                print('interrupted: stopping the line', flush=True)
-            ids = [r.bolt_id for r in driver.verdicts()]
+            ids = follow(line, driver, bolts=args.bolts, grace_s=view_timeout + 2.0)
         else:
             wait_for_subscribers(driver.trigger_pub, len(specs))
             time.sleep(0.5)  # subscriber side of the match (best-effort images)
-            view_timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0))
             ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
                         first_bolt=args.first_bolt, timeout_s=timeout,
                         grace_s=view_timeout + 2.0)

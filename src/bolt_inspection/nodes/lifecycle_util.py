@@ -61,14 +61,27 @@ def key_values(values: Mapping[str, Any]) -> list[KeyValue]:
     return out
 
 
+def flatten(values: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+    """Nested params-file mappings -> dotted names (``registers: {a: 1}`` -> ``registers.a``),
+    as ROS 2's params-file parser does."""
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f'{prefix}{name}'
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, key + '.'))
+        else:
+            flat[key] = value
+    return flat
+
+
 def to_parameters(values: Mapping[str, Any]) -> list[Parameter]:
     """A params-file mapping -> rclpy Parameters for ``parameter_overrides``.
 
-    YAML lists of ints must stay integer arrays and an empty list has no type, so empty lists are
-    dropped (the node's declared default applies).
+    Nested mappings become dotted names. YAML lists of ints must stay integer arrays and an empty
+    list has no type, so empty lists are dropped (the node's declared default applies).
     """
     params = []
-    for name, value in values.items():
+    for name, value in flatten(values).items():
         if isinstance(value, (list, tuple)):
             if not value:
                 continue

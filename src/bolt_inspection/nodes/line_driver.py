@@ -43,7 +43,8 @@ class VerdictRecord:
 
 @dataclass
 class DriverState:
-    triggers: dict[str, int] = field(default_factory=dict)   # bolt id -> trigger stamp ns
+    # bolt id -> trigger time ns: the stamp of our own triggers, the arrival of observed ones
+    triggers: dict[str, int] = field(default_factory=dict)
     verdicts: list[VerdictRecord] = field(default_factory=list)
     gradcam: list[Image] = field(default_factory=list)
 
@@ -65,11 +66,35 @@ class LineDriver(Node):
         self._cond = threading.Condition(self._lock)
         self._keep_gradcam = keep_gradcam
         self.trigger_pub = self.create_publisher(Header, trigger_topic, TRIGGER_QOS)
+        # Triggers from someone else (PLC bridge, bag player) are timed from their arrival here:
+        # a replayed trigger's stamp is from the recording.
+        self.create_subscription(Header, trigger_topic, self._on_trigger, TRIGGER_QOS)
         self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
                                  VERDICT_QOS)
         if keep_gradcam:
             self.create_subscription(Image, '/inspection/gradcam', self._on_gradcam,
                                      qos_profile_sensor_data)
+
+    def call_trigger_service(self, name: str, timeout_s: float = 10.0) -> tuple[bool, str]:
+        """Call a std_srvs/Trigger service (e.g. the PLC bridge's /line/start).
+
+        The executor spinning this node must run in another thread.
+        """
+        from std_srvs.srv import Trigger
+        client = self.create_client(Trigger, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                return False, f'service {name} not available'
+            future = client.call_async(Trigger.Request())
+            deadline = time.monotonic() + timeout_s
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                return False, f'service {name} did not answer within {timeout_s:.0f} s'
+            result = future.result()
+            return bool(result.success), str(result.message)
+        finally:
+            self.destroy_client(client)
 
     def trigger(self, bolt_id: int | str) -> int:
         """Publish one trigger for ``bolt_id`` stamped now; returns the stamp in ns."""
@@ -81,6 +106,16 @@ class LineDriver(Node):
             self.state.triggers[msg.frame_id] = stamp
         self.trigger_pub.publish(msg)
         return stamp
+
+    def _on_trigger(self, msg: Header) -> None:
+        now = self.get_clock().now().nanoseconds
+        with self._lock:
+            self.state.triggers.setdefault(msg.frame_id, now)
+
+    def triggered_ids(self) -> list[str]:
+        """Bolt ids triggered so far (by this driver or observed on the trigger topic)."""
+        with self._lock:
+            return list(self.state.triggers)
 
     def _on_verdict(self, msg: DiagnosticStatus) -> None:
         now = self.get_clock().now().nanoseconds
