@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                         help='a few dozen small bolts, tiny inputs, 2 epochs (CI smoke run)')
     parser.add_argument('--seed', type=int, default=0, help='dataset, split and init seed')
     parser.add_argument('--epochs', type=positive_int, default=None,
-                        help='override the epochs per model (default: 12 vgg16, 30 tiny, 2 quick)')
+                        help='override the epochs per model (default: 12 vgg16, 60 tiny, 2 quick)')
     parser.add_argument('--arch', choices=('vgg16', 'tiny'), default='vgg16',
                         help="network: the paper's VGG16, or a small CNN that converges from "
                              'random init in minutes on a busy CPU')
