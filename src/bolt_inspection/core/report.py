@@ -268,7 +268,10 @@ def plot_training_curves(history, out_png: str | Path, *, title: str = '') -> Pa
             for ax in axes:
                 ax.axvline(start + 0.5, color='grey', linestyle=':', linewidth=1)
         start += n
+    from matplotlib.ticker import MaxNLocator
+
     for ax, key in zip(axes, ('accuracy', 'loss'), strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel('epoch')
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
