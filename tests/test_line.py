@@ -182,3 +182,24 @@ def test_line_command_without_a_model_is_a_one_line_error(ros_domain_id, capfd):
     err = capfd.readouterr().err
     assert 'error: node classifier failed to configure' in err
     assert 'no model' in err and 'Traceback' not in err
+
+
+def test_line_command_with_the_plc_bridge_and_simulator(ros_domain_id, tiny_artifact, capfd):
+    """The closed loop: plc-sim counts bolts -> bridge triggers -> verdicts -> sorting gate."""
+    from bolt_inspection import cli
+    from bolt_inspection.plc_server import PlcSimulator
+    sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=240.0,
+                                   gate_delay_s=0.5, bolts=6, seed=SEED).start()
+    try:
+        code = cli.main(['line', '--plc', '--plc-port', str(sim.port), '--model',
+                         str(tiny_artifact), '--size', '320x240', '--bolts', '6',
+                         '--drain', '1.5'])
+        out = capfd.readouterr().out
+        assert code == 0, out
+        assert 'conveyor start: ok' in out
+        assert 'bolts triggered: 6, verdicts: 6' in out
+        summary = sim.summary()   # every bolt sorted by its verdict, none by the fail-safe
+        assert summary['verdicts'] == 6 and summary['sorted'] == 6, summary
+        assert summary['failsafe_rejects'] == 0 and summary['late_verdicts'] == 0, summary
+    finally:
+        sim.stop()

@@ -57,6 +57,9 @@ def register(subparsers) -> None:
                              'runs until --bolts verdicts or Ctrl-C')
     parser.add_argument('--plc-host', default='', help='PLC host (default: plc.yaml)')
     parser.add_argument('--plc-port', type=int, default=0, help='PLC port (default: plc.yaml)')
+    parser.add_argument('--drain', type=float, default=3.0,
+                        help='with --plc: seconds the conveyor keeps running after the last '
+                             'verdict so inspected bolts reach the sorting gate (default 3)')
     parser.set_defaults(func=run)
 
 
@@ -271,7 +274,8 @@ def drive(line: ComposedLine, driver, *, bolts: int, rate_per_min: float, first_
     return ids
 
 
-def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float) -> list[str]:
+def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float,
+           drain_s: float = 0.0) -> list[str]:
     """Let the line's own trigger source run: a bag player to its end, or the PLC bridge until
     ``bolts`` verdicts arrived; Ctrl-C stops either. Returns the bolt ids triggered."""
     player = line.nodes.get('bag_player')
@@ -295,6 +299,8 @@ def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float) -> list[st
         else:
             while len(driver.verdicts()) < bolts:
                 time.sleep(0.2)
+            # The inspected bolts are still on the belt between the cameras and the gate.
+            time.sleep(drain_s)
     except KeyboardInterrupt:
         driver.interrupted = True
         print('interrupted: stopping the line', flush=True)
@@ -349,7 +355,8 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
         view_timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0))
         if drives_triggers(specs):
-            ids = follow(line, driver, bolts=args.bolts, grace_s=view_timeout + 2.0)
+            ids = follow(line, driver, bolts=args.bolts, grace_s=view_timeout + 2.0,
+                         drain_s=max(0.0, args.drain))
         else:
             wait_for_subscribers(driver.trigger_pub, len(specs))
             time.sleep(0.5)  # subscriber side of the match (best-effort images)
