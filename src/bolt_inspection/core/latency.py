@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
-
-import numpy as np
 
 
 def percentile(values: Iterable[float], q: float) -> float:
     """Return the ``q``-th percentile (0..100) of ``values``, NaN when empty.
 
-    Uses the 'higher' method, so p99 of a small sample is an observed value, never an
-    interpolation below the worst case.
+    numpy's 'higher' method: p99 of a small sample is an observed value, never an interpolation
+    below the worst case. Plain Python, so the CLI does not import numpy for it.
     """
-    arr = np.asarray(list(values), dtype=float)
-    if arr.size == 0:
+    ordered = sorted(float(v) for v in values)
+    if not ordered:
         return float('nan')
-    return float(np.percentile(arr, q, method='higher'))
+    rank = math.ceil(min(max(q, 0.0), 100.0) / 100.0 * (len(ordered) - 1) - 1e-9)
+    return ordered[max(0, rank)]
 
 
 class LatencyStats:
@@ -41,7 +41,7 @@ class LatencyStats:
         return list(self._samples)
 
     def mean(self) -> float:
-        return float(np.mean(self._samples)) if self._samples else float('nan')
+        return sum(self._samples) / len(self._samples) if self._samples else float('nan')
 
     def p50(self) -> float:
         return percentile(self._samples, 50)
