@@ -346,3 +346,16 @@ def test_camera_node_device_source_and_diagnostics(rclpy_context, rig_factory, t
     values = {v.key: v.value for v in status.values}
     assert values['source'] == 'device' and values['state'] == 'open'
     assert 'frame_rate_hz' in values and status.hardware_id == 'cam3_optical_frame'
+
+
+def test_deactivation_answers_the_bolts_in_flight(rclpy_context, rig_factory):
+    node = _classifier(rclpy_context, view_timeout_s=5.0)
+    assert bring_up(node)
+    rig = rig_factory([node])
+    rig.wait_matched()
+    rig.bolt(8501, skip=(2, 3))                    # waits for two views that will not come
+    time.sleep(0.3)
+    bring_down(node)
+    verdict = rig.wait(8501, 1, timeout_s=3)['8501']
+    assert verdict.message == ('NG: classifier deactivated; missing view cam2; '
+                               'missing view cam3')

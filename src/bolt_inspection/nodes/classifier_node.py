@@ -237,7 +237,8 @@ class ClassifierNode(LifecycleNode):
         for timer in self._own_timers:
             self.destroy_timer(timer)
         self._subs, self._own_timers = [], []
-        self._active = False
+        with self._lock:
+            self._active = False
         # The worker finishes the bolts already queued (they have all their views), then exits.
         self._queue.put(None)
         if self._worker is not None:
@@ -245,6 +246,15 @@ class ClassifierNode(LifecycleNode):
             self._worker = None
         with self._lock:
             leftovers = self.joiner.flush(time.monotonic()) if self.joiner else []
+        # A callback that was running while we stopped may have queued a bolt after the worker's
+        # stop sentinel: answer it too, so no triggered bolt goes without a verdict.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                leftovers.append(job.bundle)
         for bundle in leftovers:
             self._publish_failure(bundle, reason)
 
