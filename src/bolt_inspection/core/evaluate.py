@@ -482,7 +482,8 @@ def _read_mask(record) -> np.ndarray | None:
 
 
 def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
-                batch_size: int = 16, progress: bool = False, desc: str = 'grad-cam'):
+                batch_size: int = 16, progress: bool = False, desc: str = 'grad-cam',
+                explainer=None):
     """Run an artifact with Grad-CAM over frames, in batches.
 
     Args:
@@ -492,6 +493,8 @@ def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
         batch_size: Views per forward pass.
         progress: Show a tqdm bar.
         desc: Bar label.
+        explainer: A :class:`~bolt_inspection.core.gradcam.GradCAM` of the artifact's model to
+            reuse across calls (building one traces a new TensorFlow graph).
 
     Returns:
         ``(p_ng (N,), heatmaps list of 2-D arrays, regions list of boxes)``.
@@ -502,8 +505,8 @@ def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
     from bolt_inspection.core.roi import prepare_batch
 
     meta = artifact.metadata
-    cam_layer = GradCAM(artifact.model, layer_name=meta.gradcam_layer,
-                        class_index=meta.ng_index)
+    cam_layer = explainer or GradCAM(artifact.model, layer_name=meta.gradcam_layer,
+                                     class_index=meta.ng_index)
     p_ng: list[float] = []
     heatmaps: list[np.ndarray] = []
     regions: list[Box] = []
@@ -577,12 +580,16 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
     input_size = tuple(meta.input_size)
     from tqdm import tqdm
 
+    from bolt_inspection.core.gradcam import GradCAM
+
+    explainer = GradCAM(artifact.model, layer_name=meta.gradcam_layer,
+                        class_index=meta.ng_index)
     bar = tqdm(total=len(records), desc='evaluate', unit='view', disable=not progress)
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         images = [read_image(r.image_path) for r in chunk]
         p_ng, heatmaps, regions = run_gradcam(artifact, images, [r.cam for r in chunk],
-                                              batch_size=batch_size)
+                                              batch_size=batch_size, explainer=explainer)
         for rec, image, p, heat, region in zip(chunk, images, p_ng, heatmaps, regions,
                                                strict=True):
             frame = (image.shape[1], image.shape[0])
