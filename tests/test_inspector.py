@@ -27,6 +27,7 @@ def test_inspect_four_views(inspector, tiny_artifact):  # noqa: F811
     views = _views()
     result = inspector.inspect(views)
     assert inspector.cams == (0, 1, 2, 3)
+    assert inspector.gradcam.score == 'logit'     # the loaded model's logits are reachable
     assert set(result.p_ng) == {0, 1, 2, 3} and all(0 <= p <= 1 for p in result.p_ng.values())
     assert set(result.timings_ms) == {'roi', 'inference', 'fusion'}
     width, height = TINY_INPUT_SIZE
