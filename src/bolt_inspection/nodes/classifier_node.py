@@ -100,7 +100,7 @@ class ClassifierNode(LifecycleNode):
                                     'pattern; {} = camera index', read_only=True)
         p['trigger_topic'] = declare(self, 'trigger_topic', '/line/trigger', 'Trigger topic',
                                      read_only=True)
-        p['view_timeout_s'] = declare(self, 'view_timeout_s', 1.0, 'A view later than this '
+        p['view_timeout_s'] = declare(self, 'view_timeout_s', 0.8, 'A view later than this '
                                       'after its trigger makes the bolt NG (missing view)',
                                       float_range=(0.01, 30.0))
         p['queue_size'] = declare(self, 'queue_size', 4, 'Bolts waiting for inference; beyond '
