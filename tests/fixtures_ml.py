@@ -83,7 +83,16 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
     return save_artifact(model, metadata, out_dir, history=hist)
 
 
+# Test modules import this fixture (or name this module in pytest_plugins); pytest then holds
+# one session-scoped definition per importing module. The cache makes them share one build.
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture(scope='session')
 def tiny_artifact(tmp_path_factory) -> Path:
     """A tiny trained model directory (see the module docstring); built once per session."""
-    return make_tiny_artifact(tmp_path_factory.mktemp('tiny_model') / 'model')
+    path = _BUILT.get('tiny')
+    if path is None or not (path / 'model.keras').is_file():
+        path = make_tiny_artifact(tmp_path_factory.mktemp('tiny_model') / 'model')
+        _BUILT['tiny'] = path
+    return path
