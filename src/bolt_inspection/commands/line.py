@@ -366,6 +366,12 @@ def run(args: argparse.Namespace) -> int:
         summary = summarize(driver.verdicts(), ids, synthetic_truth(line, ids))
         for text in summary.lines():
             print(text)
+        classifier = line.nodes.get('classifier')
+        if classifier is not None and classifier.join_wait.count:
+            print(f'  of which: trigger -> all views joined p50 {classifier.join_wait.p50():.1f} '
+                  f'ms (p99 {classifier.join_wait.p99():.1f}), inspection (ROI + model + '
+                  f'Grad-CAM) p50 {classifier.inspect_time.p50():.1f} ms '
+                  f'(p99 {classifier.inspect_time.p99():.1f})')
         if getattr(driver, 'interrupted', False):
             return 130
         return 0 if not summary.missing_ids else 1

@@ -125,6 +125,9 @@ class ClassifierNode(LifecycleNode):
         self.inspector = None
         self.joiner: ViewJoiner | None = None
         self.latency = LatencyStats()
+        # Where the time goes: trigger -> last view joined, and the Inspector's own work.
+        self.join_wait = LatencyStats()
+        self.inspect_time = LatencyStats()
         self.counts = {'verdicts': 0, 'ok': 0, 'ng': 0, 'overloaded': 0, 'errors': 0,
                        'timed_out': 0}
         self._lock = threading.Lock()
@@ -316,7 +319,10 @@ class ClassifierNode(LifecycleNode):
         views = {cam: bundle.views.get(cam) for cam in self.cams}
         inspection = None
         try:
+            self.join_wait.add((bundle.completed_at - bundle.triggered_at) * 1000.0)
+            start = time.perf_counter()
             inspection = inspector.inspect(views, dict(bundle.failures))
+            self.inspect_time.add((time.perf_counter() - start) * 1000.0)
             verdict, p_ng = inspection.verdict, dict(inspection.p_ng)
         except BoltInspectionError as exc:
             verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
@@ -392,6 +398,8 @@ class ClassifierNode(LifecycleNode):
         values = dict(self.counts)
         values.update({'latency_p50_ms': lat['p50_ms'], 'latency_p99_ms': lat['p99_ms'],
                        'latency_mean_ms': lat['mean_ms'], 'queue_depth': self._queue.qsize(),
+                       'join_wait_p50_ms': self.join_wait.p50(),
+                       'inspect_p50_ms': self.inspect_time.p50(),
                        'pending_bolts': joiner.pending if joiner else 0,
                        'model_id': self.inspector.model_id if self.inspector else ''})
         if joiner is not None:
