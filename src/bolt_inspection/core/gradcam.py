@@ -158,8 +158,12 @@ _GREY = (110, 110, 110)
 
 
 def _put_text(img, text, org, scale, colour=(255, 255, 255), thickness=1):
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2,
-                cv2.LINE_AA)
+    # A dark outline made of offset copies: a thicker stroke would also widen OpenCV's letter
+    # advance and leave ghost characters at the end of the text.
+    x, y = org
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1), (1, 1)):
+        cv2.putText(img, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
 
 

@@ -179,11 +179,21 @@ class Inspector:
         from bolt_inspection.core.gradcam import mosaic
 
         cams = list(self.cams[:4])
+        verdict = inspection.verdict
         labels = []
         for cam in cams:
             p = inspection.p_ng.get(cam)
-            labels.append(f'cam{cam} p_ng {p:.2f}' if p is not None else f'cam{cam}: no score')
-        verdict = inspection.verdict
+            if p is not None:
+                labels.append(f'cam{cam} p_ng {p:.2f}')
+                continue
+            # Say why on the tile itself: an operator looks at the picture, not the log.
+            why = 'no score'
+            for reason in verdict.reasons:
+                if reason == f'missing view cam{cam}':
+                    why = 'missing'
+                elif reason.startswith(f'cam{cam}: '):
+                    why = reason[len(f'cam{cam}: '):]
+            labels.append(f'cam{cam}: {why}'[:24])
         head = 'OK' if verdict.ok else 'NG'
         banner = f'{head}  bolt {bolt_id}'
         failures = [r for r in verdict.reasons if ': NG p=' not in r]
