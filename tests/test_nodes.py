@@ -359,3 +359,10 @@ def test_deactivation_answers_the_bolts_in_flight(rclpy_context, rig_factory):
     verdict = rig.wait(8501, 1, timeout_s=3)['8501']
     assert verdict.message == ('NG: classifier deactivated; missing view cam2; '
                                'missing view cam3')
+
+
+def test_cameras_that_do_not_match_the_model_fail_configure(rclpy_context, capfd):
+    node = _classifier(rclpy_context, cams=[0, 1])
+    assert not bring_up(node)
+    node.destroy_node()
+    assert "cams [0, 1] do not match the model's cameras [0, 1, 2, 3]" in capfd.readouterr().err

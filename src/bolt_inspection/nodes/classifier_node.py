@@ -166,6 +166,13 @@ class ClassifierNode(LifecycleNode):
             first = str(exc).splitlines()[0] if str(exc) else ''
             self.get_logger().error(f'cannot load model {model}: {type(exc).__name__}: {first}')
             return TransitionCallbackReturn.FAILURE
+        model_cams = tuple(getattr(self.inspector, 'cams', self.cams))
+        if set(model_cams) != set(self.cams):
+            # Every bolt would be NG ('missing view' or 'no ROI box'): refuse, say why.
+            self.get_logger().error(f"cams {list(self.cams)} do not match the model's cameras "
+                                    f'{sorted(model_cams)} ({model})')
+            self.inspector = None
+            return TransitionCallbackReturn.FAILURE
         warm_up = getattr(self.inspector, 'warm_up', None)
         if warm_up is not None:
             # The first forward pass traces the graph; do it now, not on the first bolt.
