@@ -158,9 +158,17 @@ def read_events(path: Path) -> list[dict]:
 
 def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Path,
                frame_size=common.FRAME_SIZE, gate_delay_s: float | None = None,
+               capacity_gate_s: float = 4.0, latency_rate: float | None = None,
                confirm_s: float = 0.0, stop_on_fail: bool = True,
                startup_timeout_s: float = 240.0) -> dict:
-    """Run the closed loop at each rate; optionally confirm the best rate for ``confirm_s``."""
+    """Run the closed loop at each rate; optionally confirm the best rate for ``confirm_s``.
+
+    The first step (``latency_rate``, well below capacity) uses the configured gate delay
+    (config/plc.yaml): the whole-loop latency and whether verdicts beat the configured gate.
+    The rate ladder and the confirmation run use ``capacity_gate_s``: with a gate that far
+    downstream a verdict is only late when the line falls behind, so the ladder measures
+    throughput capacity rather than single-bolt latency.
+    """
     from bolt_inspection.core.plc_contract import load_plc_config
     from bolt_inspection.core.plc_sim import ConveyorModel
     from bolt_inspection.plc_server import PlcSimulator, sim_with
@@ -173,6 +181,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
         p.unlink(missing_ok=True)
     plc, sim_cfg = load_plc_config()
     gate = sim_cfg.gate_delay_s if gate_delay_s is None else gate_delay_s
+    capacity_gate = max(gate, capacity_gate_s)
     port = free_port()
     # The conveyor stays stopped until a step starts: bolts only flow once the line is up.
     sim = PlcSimulator(plc, sim_with(sim_cfg, bolts=1, gate_delay_s=gate), host='127.0.0.1',
@@ -184,8 +193,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
         out_dir / 'loop_line_stderr.log', 'w'), env=os.environ.copy())
     steps = []
-    result: dict = {'port': port, 'gate_delay_s': gate, 'step_s': step_s,
-                    'line_cmd': ' '.join(cmd)}
+    result: dict = {'port': port, 'gate_delay_s': gate, 'capacity_gate_s': capacity_gate,
+                    'step_s': step_s, 'line_cmd': ' '.join(cmd)}
     try:
         deadline = time.monotonic() + startup_timeout_s
         while not any(e.get('event') == 'ready' for e in read_events(events_path)):
@@ -197,16 +206,16 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
         result['line_bring_up_s'] = ready['bring_up_s']
         time.sleep(1.0)   # the bridge connects and polls
 
-        def step(rate: float, seconds: float, kind: str) -> dict:
+        def step(rate: float, seconds: float, kind: str, gate_s: float) -> dict:
             bolts = max(3, int(round(rate * seconds / 60.0)))
-            cfg = sim_with(sim_cfg, rate_per_min=rate, bolts=bolts, gate_delay_s=gate)
+            cfg = sim_with(sim_cfg, rate_per_min=rate, bolts=bolts, gate_delay_s=gate_s)
             with sim.lock:
                 sim.model = ConveyorModel(cfg, sim.clock(), truth=sim.model.truth)
             time.sleep(max(0.5, 3 * plc.poll_period_s))   # the bridge resyncs to counter 0
             cpu_line0, cpu_sim0 = proc_cpu_s(child.pid), common.self_usage()['cpu_s']
             t0_wall, t0 = time.time(), time.perf_counter()
             sim.set_running(True)
-            timeout = bolts * 60.0 / rate + gate + 30.0
+            timeout = bolts * 60.0 / rate + gate_s + 30.0
             while not sim.summary()['done'] and time.perf_counter() - t0 < timeout:
                 if child.poll() is not None:
                     raise RuntimeError('line process died')
@@ -230,7 +239,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                   and summary['failsafe_rejects'] == 0 and dropped == 0 and overloaded == 0
                   and summary['sorted'] == bolts)
             rec = {
-                'kind': kind, 'rate_per_min': rate, 'bolts': bolts, 'wall_s': wall,
+                'kind': kind, 'rate_per_min': rate, 'gate_delay_s': gate_s, 'bolts': bolts,
+                'wall_s': wall,
                 'sustained': bool(ok), 'sorted': summary['sorted'],
                 'late_verdicts': summary['late_verdicts'],
                 'failsafe_rejects': summary['failsafe_rejects'],
@@ -253,14 +263,16 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                        f'{"sustained" if ok else "NOT sustained"}')
             return rec
 
+        if latency_rate:
+            steps.append(step(latency_rate, step_s, 'latency', gate))
         for rate in rates:
-            steps.append(step(rate, step_s, 'ladder'))
+            steps.append(step(rate, step_s, 'ladder', capacity_gate))
             if not steps[-1]['sustained'] and stop_on_fail:
                 break
-        good = [s for s in steps if s['sustained']]
+        good = [s for s in steps if s['sustained'] and s['kind'] == 'ladder']
         if confirm_s > 0 and good:
             best = max(s['rate_per_min'] for s in good)
-            steps.append(step(best, confirm_s, 'confirm'))
+            steps.append(step(best, confirm_s, 'confirm', capacity_gate))
     finally:
         result['line_peak_rss_mb_before_exit'] = common.vm_hwm_mb(child.pid)
         if child.poll() is None:
@@ -272,7 +284,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
         sim.stop()
     result['steps'] = steps
     confirmed = [s for s in steps if s['kind'] == 'confirm']
-    good = [s for s in steps if s['sustained']]
+    good = [s for s in steps if s['sustained'] and s['kind'] != 'latency']
     if confirmed:
         result['max_sustained_per_min'] = (confirmed[0]['rate_per_min']
                                            if confirmed[0]['sustained'] else None)
@@ -308,6 +320,10 @@ def main(argv=None) -> int:
                         help='bolts per minute, in increasing order')
     ladder.add_argument('--step-s', type=float, default=30.0)
     ladder.add_argument('--confirm-s', type=float, default=0.0)
+    ladder.add_argument('--latency-rate', type=float, default=None,
+                        help='first run a step at this rate with the configured gate delay')
+    ladder.add_argument('--capacity-gate-s', type=float, default=4.0,
+                        help='gate delay of the ladder and confirmation steps')
     ladder.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
     ladder.add_argument('--out', type=Path, required=True)
     args = parser.parse_args(argv)
@@ -319,7 +335,8 @@ def main(argv=None) -> int:
         args.out.parent / 'models' / f'{args.model_kind}_{args.frame_size[0]}x'
         f'{args.frame_size[1]}', arch, input_size, tuple(args.frame_size))
     result = run_ladder(artifact, args.rates, step_s=args.step_s, out_dir=args.out.parent,
-                        frame_size=tuple(args.frame_size), confirm_s=args.confirm_s)
+                        frame_size=tuple(args.frame_size), confirm_s=args.confirm_s,
+                        latency_rate=args.latency_rate, capacity_gate_s=args.capacity_gate_s)
     result.update({'model_kind': args.model_kind, 'input_size': list(input_size)})
     common.write_json(args.out, result)
     return 0

@@ -85,7 +85,7 @@ def plot_loop(loop: dict, path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind, marker in (('ladder', 'o'), ('confirm', 's')):
+    for kind, marker in (('latency', '^'), ('ladder', 'o'), ('confirm', 's')):
         sel = [s for s in steps if s['kind'] == kind]
         if not sel:
             continue
@@ -234,16 +234,20 @@ def markdown(result: dict) -> str:
     loop = result['sections'].get('loop') or {}
     if loop.get('steps'):
         out += [f'### 2-3. Closed loop: plc-sim (Modbus TCP) <-> bridge -> cameras -> '
-                f'classifier ({loop.get("model_kind")}, {loop.get("input_size")}), gate '
-                f'{loop["gate_delay_s"]} s after the camera', '',
-                '| run | bolts/min | bolts | bolt at camera -> verdict registers p50 / p99 | '
-                'classifier trigger -> publish p50 / p99 | late | fail-safe | dropped views | '
-                'overloaded | CPU line / plc-sim (cores) | sustained |',
-                '|---|---|---|---|---|---|---|---|---|---|---|']
+                f'classifier ({loop.get("model_kind")}, input {loop.get("input_size")})', '',
+                f'"latency" run: well below capacity, with the configured gate '
+                f'({loop["gate_delay_s"]} s after the camera, config/plc.yaml). "ladder" / '
+                f'"confirm" runs: gate {loop.get("capacity_gate_s")} s downstream, so a verdict '
+                'is late only when the line falls behind (capacity, not single-bolt latency).',
+                '', '| run | bolts/min | gate | bolts | bolt at camera -> verdict registers '
+                'p50 / p99 | classifier trigger -> publish p50 / p99 | late | fail-safe | '
+                'dropped views | overloaded | CPU line / plc-sim (cores) | sustained |',
+                '|---|---|---|---|---|---|---|---|---|---|---|---|']
         for s in loop['steps']:
             ll, cl = s['loop_latency_ms'], s['classifier_latency_ms']
             out.append(
-                f'| {s["kind"]} | {s["rate_per_min"]:.1f} | {s["bolts"]} | {_f(ll["p50"])} / '
+                f'| {s["kind"]} | {s["rate_per_min"]:.1f} | {s.get("gate_delay_s", "-")} s | '
+                f'{s["bolts"]} | {_f(ll["p50"])} / '
                 f'{_f(ll["p99"])} ms | {_f(cl["p50"])} / {_f(cl["p99"])} ms | '
                 f'{s["late_verdicts"]} | {s["failsafe_rejects"]} | {s["dropped_view_bolts"]} | '
                 f'{s["overloaded_bolts"]} | {_f(s["cpu_cores_line"], "{:.2f}")} / '
@@ -251,8 +255,9 @@ def markdown(result: dict) -> str:
                 f'{"yes" if s["sustained"] else "NO"} |')
         lp, sp = loop.get('line_process') or {}, loop.get('plc_sim_process') or {}
         out += ['', f'Highest sustained rate: **{_f(loop.get("max_sustained_per_min"), "{:.1f}")}'
-                f' bolts/min** (zero late verdicts, fail-safe rejects, dropped views, overloaded '
-                f'bolts). Peak RSS: line process {_f(lp.get("peak_rss_mb"))} MB '
+                f' bolts/min** (gate {loop.get("capacity_gate_s")} s; zero late verdicts, '
+                'fail-safe rejects, dropped views, overloaded bolts). Peak RSS: line process '
+                f'{_f(lp.get("peak_rss_mb"))} MB '
                 f'(CPU {_f(lp.get("cpu_s"), "{:.0f}")} s over {_f(lp.get("wall_s"), "{:.0f}")} s'
                 f' incl. start-up), plc-sim process {_f(sp.get("peak_rss_mb"))} MB (CPU '
                 f'{_f(sp.get("cpu_s"), "{:.0f}")} s). Line bring-up (model load + warm-up): '
@@ -295,6 +300,13 @@ def markdown(result: dict) -> str:
                        f'{_f(r["mosaic_ms"]["p50"], "{:.1f}")} ms | '
                        f'{_f(r["throughput_bolts_per_min"], "{:.1f}")} | '
                        f'{_f(r["throughput_views_per_s"], "{:.1f}")} |')
+        fwd = sc.get('forward_only_ms') or {}
+        if fwd.get('p50'):
+            out += ['', f"One forward pass with Grad-CAM (the Inspector's, 4 views 112x224) "
+                    f'costs {_f(sc["gradcam_over_forward_p50"], "{:.2f}")}x a plain forward '
+                    f'pass (p50 {_f(sc["configs"]["cams4"]["inference_ms"]["p50"])} vs '
+                    f'{_f(fwd["p50"])} ms); a separate predict + Grad-CAM pass would cost '
+                    f'{_f(1 + (sc["gradcam_over_forward_p50"] or 0), "{:.2f}")}x.']
         out.append('')
     if result.get('plots'):
         out += ['Plots: ' + ', '.join(f'`{p}`' for p in result['plots']), '']

@@ -42,6 +42,7 @@ MODES = {
     'quick': {
         'latency': {'demo': 20, 'vgg16_224': 10}, 'warm': 2, 'frame_size': common.FRAME_SIZE,
         'loop_model': 'demo', 'loop_fractions': (0.5, 0.75, 1.0), 'loop_step_s': 25.0,
+        'loop_capacity_gate_s': 4.0,
         'loop_confirm_s': 0.0, 'train_arch': 'vgg16', 'train_input': common.DEMO_INPUT,
         'train_images': 32, 'reproduce': False, 'scaling_rounds': 3, 'scaling_arch': 'vgg16',
     },
@@ -49,6 +50,7 @@ MODES = {
         'latency': {'demo': 200, 'vgg16_224': 200}, 'warm': 3,
         'frame_size': common.FRAME_SIZE, 'loop_model': 'demo',
         'loop_fractions': (0.4, 0.55, 0.7, 0.85, 1.0, 1.15), 'loop_step_s': 45.0,
+        'loop_capacity_gate_s': 4.0,
         'loop_confirm_s': 120.0, 'train_arch': 'vgg16', 'train_input': common.DEMO_INPUT,
         'train_images': 128, 'reproduce': True, 'scaling_rounds': 15, 'scaling_arch': 'vgg16',
     },
@@ -104,14 +106,18 @@ def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
             worker_ms = base['raw_inspect_ms']['p50'] + mosaic
         estimate = 60000.0 / worker_ms if worker_ms else 30.0
         rates = [round(f * estimate, 1) for f in cfg['loop_fractions']]
+        cfg = {**cfg, 'loop_latency_rate': round(0.3 * estimate, 1)}
     common.log(f'loop: {kind}, rates {rates} bolts/min, {cfg["loop_step_s"]:.0f} s each'
                + (f', then {cfg["loop_confirm_s"]:.0f} s at the best' if cfg['loop_confirm_s']
                   else ''))
     json_path = out / 'loop.json'
     cmd = [sys.executable, str(HERE / 'loop.py'), 'ladder', '--model-kind', kind,
            '--rates', *[str(r) for r in rates], '--step-s', str(cfg['loop_step_s']),
-           '--confirm-s', str(cfg['loop_confirm_s']), '--frame-size',
+           '--confirm-s', str(cfg['loop_confirm_s']),
+           '--capacity-gate-s', str(cfg.get('loop_capacity_gate_s', 4.0)), '--frame-size',
            str(cfg['frame_size'][0]), str(cfg['frame_size'][1]), '--out', str(json_path)]
+    if cfg.get('loop_latency_rate'):
+        cmd += ['--latency-rate', str(cfg['loop_latency_rate'])]
     proc = subprocess.run(cmd, env=os.environ.copy(), check=False)
     if proc.returncode != 0 or not json_path.is_file():
         return {'error': f'loop.py exited {proc.returncode} (see {out}/loop_line_stderr.log)'}

@@ -66,6 +66,13 @@ def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = '
                                                'input_size': list(size), 'inspector': inspector,
                                                'frames': frames[4]}
     samples = {name: {'inspect': [], 'inference': [], 'mosaic': []} for name in configs}
+    # A plain forward pass on the demo batch: what Grad-CAM costs on top of classifying.
+    import numpy as np
+
+    from bolt_inspection.core.keras_backend import tf
+    demo = configs['cams4']['inspector']
+    forward = tf().function(lambda x: demo.gradcam.model(x, training=False), reduce_retracing=True)
+    forward_ms = []
     common.log(f'scaling: {len(configs)} configurations x {rounds} rounds (round-robin)')
     for r in range(rounds):
         for name, cfg in configs.items():
@@ -79,6 +86,14 @@ def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = '
             samples[name]['inspect'].append((t1 - t0) * 1e3)
             samples[name]['inference'].append(inspection.timings_ms['inference'])
             samples[name]['mosaic'].append((t2 - t1) * 1e3)
+            if name == 'cams4':
+                batch = np.stack([inspection.crops[c][:, :, ::-1]
+                                  for c in sorted(inspection.crops)]).astype(np.float32)
+                if r == 0:
+                    forward(tf().constant(batch))   # trace outside the timing
+                t3 = time.perf_counter()
+                forward(tf().constant(batch)).numpy()
+                forward_ms.append((time.perf_counter() - t3) * 1e3)
     base = None
     out = {}
     for name, cfg in configs.items():
@@ -99,7 +114,11 @@ def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = '
     for rec in out.values():
         rec['inspect_p50_vs_demo'] = (rec['inspect_ms']['p50'] / base['inspect_ms']['p50']
                                       if base else None)
-    return {'level': 'Inspector (no ROS): inspect = ROI + batched forward pass with Grad-CAM '
+    grad = out['cams4']['inference_ms']['p50']
+    fwd = common.stats(forward_ms)
+    return {'forward_only_ms': fwd, 'gradcam_over_forward_p50': (grad / fwd['p50'] if
+                                                                  fwd['p50'] else None),
+            'level': 'Inspector (no ROS): inspect = ROI + batched forward pass with Grad-CAM '
                      '+ fusion; mosaic = render_mosaic', 'frame_size': list(frame_size),
             'arch': arch, 'rounds': rounds, 'configs': out}
 
