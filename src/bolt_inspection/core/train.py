@@ -87,7 +87,7 @@ class TrainConfig:
     dense_units: int = 256
     dropout: float = 0.5
     measure_timings: bool = True
-    timing_images: int = 128
+    timing_images: int = 64
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
