@@ -138,7 +138,9 @@ def plot_scaling(scaling: dict, path: Path) -> Path | None:
         twin.set_ylabel('bolts / min')
         lines = ax.get_legend_handles_labels()
         lines2 = twin.get_legend_handles_labels()
-        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc='upper left')
+        # On the twin axes, so no data point is drawn over the legend.
+        twin.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc='upper center',
+                    framealpha=0.9)
     fig.suptitle('Scaling at the Inspector level (ROI + batched forward pass with Grad-CAM + '
                  'fusion, + mosaic for throughput)', fontsize=10)
     fig.tight_layout()
@@ -179,8 +181,9 @@ def markdown(result: dict) -> str:
            f'| command | `{result["command"]}` ({result["wall_s"] / 60:.1f} min) |', '']
     lat = result['sections'].get('latency') or {}
     if lat:
+        frame = next((r['frame_size'] for r in lat.values() if 'frame_size' in r), ['?', '?'])
         out += ['### 1. Decision latency: trigger -> verdict published (composed line, 4 '
-                'synthetic 1280x960 cameras, one bolt in flight)', '',
+                f'synthetic {frame[0]}x{frame[1]} cameras, one bolt in flight)', '',
                 '| model | input | bolts | line p50 | line p99 | raw Grad-CAM pass p50 '
                 '(same 4-view batch) | overhead ratio p50 (target <= 1.2) | ratio without '
                 'camera render | p99 < 0.9 s |', '|---|---|---|---|---|---|---|---|---|']
@@ -197,8 +200,9 @@ def markdown(result: dict) -> str:
                 f'({"holds" if ratio and ratio <= RATIO_TARGET else "misses"}) | '
                 f'{_f(r["overhead_ratio_p50_excl_camera_render"], "{:.2f}")} | '
                 f'{"yes" if lp["p99"] and lp["p99"] < P99_BUDGET_MS else "NO"} |')
-        out += ['', 'Raw = `GradCAM(batch)` on the same 4 crops right after each verdict, in '
-                'the same process; the ratio is p50(line) / p50(raw). "Without camera render" '
+        out += ['', 'Raw = the one `GradCAM(batch)` call inside `Inspector.inspect` on the '
+                'same 4 frames right after each verdict, in the same process; the ratio is '
+                'p50(line) / p50(raw). "Without camera render" '
                 "subtracts the synthetic camera's render time per bolt (a real camera "
                 'delivers a frame instead).', '']
         first = next((r for r in lat.values() if 'stages_ms' in r), None)

@@ -161,7 +161,14 @@ def main(argv=None) -> int:
     parser.add_argument('--out', type=Path, default=common.DEFAULT_OUT)
     parser.add_argument('--results', type=Path, help='also write the markdown table here')
     parser.add_argument('--no-plots', action='store_true')
+    parser.add_argument('--from-json', type=Path,
+                        help='only redraw the plots and the table of an earlier bench.json')
     args = parser.parse_args(argv)
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        out = args.from_json.resolve().parent
+        result['plots'] = [] if args.no_plots else draw_plots(result, out)
+        return write_report(result, out, args.results)
     name = 'full' if args.full else 'smoke' if args.smoke else 'quick'
     cfg = dict(MODES[name])
     if args.reproduce:
@@ -205,31 +212,37 @@ def main(argv=None) -> int:
     result['load_avg_end'] = [round(x, 2) for x in os.getloadavg()]
     result['wall_s'] = time.perf_counter() - t0
     result['process'] = common.self_usage(result['wall_s'])
-    plots = []
-    if not args.no_plots:
-        s = result['sections']
-        for fn, data, file in ((report.plot_latency, s.get('latency'), 'latency.png'),
-                               (report.plot_loop, s.get('loop'), 'loop.png'),
-                               (report.plot_training, s.get('training'), 'training.png'),
-                               (report.plot_scaling, s.get('scaling'), 'scaling.png')):
-            if data and 'error' not in data:
-                try:
-                    path = fn(data, out / file)
-                except Exception as exc:  # noqa: BLE001 - a plot must not lose the numbers
-                    result['errors'].append(f'plot {file}: {exc}')
-                    continue
-                if path:
-                    plots.append(str(Path(path).relative_to(out.parent))
-                                 if out.parent in Path(path).parents else str(path))
-    result['plots'] = plots
+    result['plots'] = [] if args.no_plots else draw_plots(result, out)
     common.write_json(out / 'bench.json', result)
+    return write_report(result, out, args.results)
+
+
+def draw_plots(result: dict, out: Path) -> list[str]:
+    plots = []
+    s = result['sections']
+    for fn, data, file in ((report.plot_latency, s.get('latency'), 'latency.png'),
+                           (report.plot_loop, s.get('loop'), 'loop.png'),
+                           (report.plot_training, s.get('training'), 'training.png'),
+                           (report.plot_scaling, s.get('scaling'), 'scaling.png')):
+        if data and 'error' not in data:
+            try:
+                path = fn(data, out / file)
+            except Exception as exc:  # noqa: BLE001 - a plot must not lose the numbers
+                result['errors'].append(f'plot {file}: {exc}')
+                continue
+            if path:
+                plots.append(str(Path(path).relative_to(out.parent))
+                             if out.parent in Path(path).parents else str(path))
+    return plots
+
+
+def write_report(result: dict, out: Path, results: Path | None) -> int:
     text = report.markdown(result)
     (out / 'RESULTS.md').write_text(text + '\n', encoding='utf-8')
-    if args.results:
-        args.results.write_text(text + '\n', encoding='utf-8')
+    if results:
+        results.write_text(text + '\n', encoding='utf-8')
     print(text)
-    common.log(f'done in {result["wall_s"] / 60:.1f} min: {out / "bench.json"}, '
-               f'{out / "RESULTS.md"}')
+    common.log(f'{out / "bench.json"}, {out / "RESULTS.md"} ({result["wall_s"] / 60:.1f} min)')
     return 1 if result['errors'] else 0
 
 
