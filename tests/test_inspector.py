@@ -72,8 +72,11 @@ def test_inference_error_is_ng_not_an_exception(inspector, monkeypatch):
     monkeypatch.setattr(inspector, 'gradcam', boom)
     result = inspector.inspect(_views())
     assert not result.verdict.ok
-    assert result.verdict.message.startswith('NG: inference error: RuntimeError: out of memory')
-    assert '\n' not in result.verdict.message
+    assert result.verdict.message == 'NG: inference error: RuntimeError: out of memory second line'
+    assert result.p_ng == {0: None, 1: None, 2: None, 3: None}
+    # Not even a malformed call raises.
+    broken = inspector.inspect(None, failures={'x': 'y'})
+    assert broken.verdict.message.startswith('NG: inference error: ')
 
 
 def test_mosaic(inspector):

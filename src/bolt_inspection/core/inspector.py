@@ -129,24 +129,27 @@ class Inspector:
             The :class:`Inspection`; never raises for bad input.
         """
         t0 = time.perf_counter()
-        failures = {int(c): str(why) for c, why in (failures or {}).items()}
         crops: dict[int, np.ndarray] = {}
         p_ng: dict[int, float | None] = {}
         heatmaps: dict[int, np.ndarray] = {}
         extra: list[str] = []
         timings = {'roi': 0.0, 'inference': 0.0, 'fusion': 0.0}
+        inference_failed = False
+        reasons: dict[int, str] = {}
         try:
-            for cam in sorted(set(self.cams) | {int(c) for c in views}):
+            reasons.update({int(c): str(why) for c, why in (failures or {}).items()})
+            views = {int(cam): image for cam, image in views.items()}
+            for cam in sorted(set(self.cams) | set(views)):
                 image = views.get(cam)
-                if cam in failures or image is None:
+                if cam in reasons or image is None:
                     continue
                 if cam not in self.boxes:
-                    failures[cam] = f'no ROI box configured for camera {cam}'
+                    reasons[cam] = f'no ROI box configured for camera {cam}'
                     continue
                 try:
                     crops[cam] = self._crop(cam, image)
                 except BoltInspectionError as exc:
-                    failures[cam] = str(exc).removeprefix(f'cam{cam}: ')
+                    reasons[cam] = str(exc).removeprefix(f'cam{cam}: ')
             t1 = time.perf_counter()
             timings['roi'] = (t1 - t0) * 1000.0
             order = sorted(crops)
@@ -160,18 +163,22 @@ class Inspector:
                         heatmaps[cam] = cams[i]
                 except Exception as exc:  # noqa: BLE001 - any inference failure -> NG, no crash
                     extra.append(f'inference error: {_one_line(exc)}')
+                    inference_failed = True
                     p_ng = {}
                     heatmaps = {}
             t2 = time.perf_counter()
             timings['inference'] = (t2 - t1) * 1000.0
         except Exception as exc:  # noqa: BLE001 - a malformed views mapping must not crash
             extra.append(f'inference error: {_one_line(exc)}')
+            inference_failed = True
             t2 = time.perf_counter()
-        for cam in crops:
-            p_ng.setdefault(cam, None)
-        verdict = fuse(p_ng, self.threshold, self.cams, failures, extra_reasons=extra)
+        # Views that were there but not scored because inference failed are not "missing":
+        # the bolt-level reason already says why.
+        expected = [c for c in self.cams if not (inference_failed and c in crops)]
+        verdict = fuse(p_ng, self.threshold, expected, reasons, extra_reasons=extra)
         timings['fusion'] = (time.perf_counter() - t2) * 1000.0
-        return Inspection(verdict=verdict, p_ng=dict(verdict.p_ng), crops=crops,
+        scores = {cam: verdict.p_ng.get(cam) for cam in sorted(set(self.cams) | set(verdict.p_ng))}
+        return Inspection(verdict=verdict, p_ng=scores, crops=crops,
                           heatmaps=heatmaps, timings_ms=timings)
 
     def render_mosaic(self, inspection: Inspection, bolt_id) -> np.ndarray:
