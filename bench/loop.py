@@ -5,9 +5,8 @@ Two processes, as on a line PC next to a PLC:
 * this process runs the PLC simulator (``plc_server.PlcSimulator``, a real Modbus TCP server on
   127.0.0.1) and steps the conveyor rate;
 * a child process (``loop.py line ...``) runs the line: ``graph.line_nodes`` (4 synthetic
-  cameras + classifier) plus the PLC bridge node, composed like ``bolt-inspection line``. If the
-  node list already contains a bridge (the lead wiring the PLC into the line), it is used as is;
-  otherwise the bridge spec is appended here with the simulator's port.
+  cameras + classifier + PLC bridge, ``line_nodes(plc=True, plc_host, plc_port)``), composed like
+  ``bolt-inspection line --plc`` (with an older ``line_nodes`` the bridge spec is appended here).
 
 For each rate the simulator gets a fresh conveyor program (a PLC reset: the bridge sees its
 counter restart and resyncs, no reconnect), presses start, feeds ``rate * duration`` bolts and
@@ -24,6 +23,7 @@ fail-safe reject, no dropped view and no 'overloaded' bolt.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -83,8 +83,13 @@ def line_child(args) -> int:
     def emit(**record) -> None:
         events.write(json.dumps(record) + '\n')
 
-    specs = line_nodes(source='synthetic', model=str(args.artifact))
     bridge_params = {'host': '127.0.0.1', 'port': int(args.port)}
+    if 'plc' in inspect.signature(line_nodes).parameters:
+        # The product's own composition (what `bolt-inspection line --plc` runs).
+        specs = line_nodes(source='synthetic', model=str(args.artifact), plc=True,
+                           plc_host='127.0.0.1', plc_port=int(args.port))
+    else:
+        specs = line_nodes(source='synthetic', model=str(args.artifact))
     if not any(s.executable == 'plc_bridge_node' for s in specs):
         specs.append(NodeSpec('plc_bridge', 'plc_bridge_node',
                               'bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
