@@ -86,7 +86,7 @@ class LineSummary:
                f'trigger -> verdict latency: mean {self.mean_ms:.1f} ms, '
                f'p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms']
         if self.agreement is not None:
-            out.append(f'agreement with synthetic ground truth: {self.agreement:.1%} '
+            out.append(f'agreement with ground truth: {self.agreement:.1%} '
                        f'of {self.compared} bolts')
         for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1])[:5]:
             out.append(f'  {n} x {reason}')
@@ -232,17 +232,28 @@ def cli_overrides(args: argparse.Namespace, specs: list[NodeSpec]) -> dict[str, 
     return out
 
 
-def synthetic_truth(line: ComposedLine, bolt_ids: list[str]) -> dict[str, str] | None:
-    """Ground-truth labels of synthetic bolts (None unless the cameras render synthetic ones)."""
+def ground_truth(line: ComposedLine, bolt_ids: list[str]) -> dict[str, str] | None:
+    """Known labels of the triggered bolts: synthetic bolts from their spec, a dataset folder's
+    bolts from its labels.csv; None when the cameras see unknown bolts."""
     cams = [s for s in line.specs if s.executable == 'camera_node']
     if not cams:
         return None
     params = line.parameters[cams[0].name]
-    if params.get('source', 'synthetic') != 'synthetic':
-        return None
-    from bolt_inspection.core.synth import bolt_spec
-    seed, rate = int(params.get('seed', 0)), float(params.get('defect_rate', 0.5))
-    return {b: bolt_spec(seed, int(b), rate).label for b in bolt_ids}
+    source = params.get('source', 'synthetic')
+    if source == 'synthetic':
+        from bolt_inspection.core.synth import bolt_spec
+        seed, rate = int(params.get('seed', 0)), float(params.get('defect_rate', 0.5))
+        return {b: bolt_spec(seed, int(b), rate).label for b in bolt_ids}
+    folder = Path(str(params.get('folder', '')))
+    if source == 'folder' and (folder / 'labels.csv').is_file():
+        from bolt_inspection.core.dataset import load_dataset
+        labels = {b: views[0].bolt_label
+                  for b, views in load_dataset(folder).bolts().items() if views}
+        # Only bolts the folder has under that id: the others are replayed in folder order.
+        truth = {b: labels[str(int(b))] for b in bolt_ids
+                 if b.isdigit() and str(int(b)) in labels}
+        return truth or None
+    return None
 
 
 def drive(line: ComposedLine, driver, *, bolts: int, rate_per_min: float, first_bolt: int,
@@ -363,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
             ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
                         first_bolt=args.first_bolt, timeout_s=timeout,
                         grace_s=view_timeout + 2.0)
-        summary = summarize(driver.verdicts(), ids, synthetic_truth(line, ids))
+        summary = summarize(driver.verdicts(), ids, ground_truth(line, ids))
         for text in summary.lines():
             print(text)
         classifier = line.nodes.get('classifier')
