@@ -8,14 +8,14 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip('rclpy')
+rclpy = pytest.importorskip('rclpy')
 
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from bolt_inspection.core.errors import ModelError  # noqa: E402
+from bolt_inspection.core.errors import ConfigError, ModelError  # noqa: E402
 from bolt_inspection.core.fusion import fuse  # noqa: E402
 from bolt_inspection.nodes.camera_node import CameraNode  # noqa: E402
 from bolt_inspection.nodes.classifier_node import ClassifierNode  # noqa: E402
@@ -366,3 +366,28 @@ def test_cameras_that_do_not_match_the_model_fail_configure(rclpy_context, capfd
     assert not bring_up(node)
     node.destroy_node()
     assert "cams [0, 1] do not match the model's cameras [0, 1, 2, 3]" in capfd.readouterr().err
+
+
+def test_node_executables_bring_themselves_up_or_exit_with_one_line(ros_domain_id, tmp_path):
+    import subprocess
+    import sys
+    code = ('import sys; from bolt_inspection.nodes.camera_node import main; '
+            'sys.argv = ["camera_node"] + sys.argv[1:]; main()')
+    result = subprocess.run(
+        [sys.executable, '-c', code, '--ros-args', '-r', '__node:=cam2', '-p', 'source:=folder',
+         '-p', f'folder:={tmp_path / "missing"}'],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert 'cannot open camera source' in result.stderr and 'missing' in result.stderr
+    assert '[cam2]' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_record_names_topics_nobody_publishes(rclpy_context, tmp_path):
+    from bolt_inspection.nodes.bag_recorder import resolve_topics
+    node = rclpy.create_node('probe', context=rclpy_context)
+    try:
+        assert resolve_topics(node, ['/line/trigger']) == {'/line/trigger': 'std_msgs/msg/Header'}
+        with pytest.raises(ConfigError, match='cannot find the type of /nobody/here'):
+            resolve_topics(node, ['/nobody/here'], wait_s=0.3)
+    finally:
+        node.destroy_node()
