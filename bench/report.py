@@ -179,6 +179,7 @@ def markdown(result: dict) -> str:
            f'| software | Python {v.get("python")}, TensorFlow {v.get("tensorflow")}, Keras '
            f'{v.get("keras")}, OpenCV {v.get("cv2")}, pymodbus {v.get("pymodbus")} |',
            f'| command | `{result["command"]}` ({result["wall_s"] / 60:.1f} min) |', '']
+    out += targets(result)
     lat = result['sections'].get('latency') or {}
     if lat:
         frame = next((r['frame_size'] for r in lat.values() if 'frame_size' in r), ['?', '?'])
@@ -317,3 +318,46 @@ def markdown(result: dict) -> str:
     if result.get('errors'):
         out += ['Errors: ' + '; '.join(result['errors']), '']
     return '\n'.join(out)
+
+
+def targets(result: dict) -> list[str]:
+    """The issue's targets at a glance: measured value and whether it holds."""
+    rows = []
+    lat = result['sections'].get('latency') or {}
+    for r in lat.values():
+        if 'latency_published_ms' not in r:
+            continue
+        name = f'{r["label"]} {r["input_size"][0]}x{r["input_size"][1]}'
+        ratio = r['overhead_ratio_p50']
+        excl = _f(r['overhead_ratio_p50_excl_camera_render'], '{:.2f}')
+        verdict = 'holds' if ratio is not None and ratio <= RATIO_TARGET else 'misses'
+        rows.append(f'| p50 overhead ratio line / raw model, {name} | {_f(ratio, "{:.2f}")} '
+                    f'(without synthetic camera render {excl}) | <= 1.2 | {verdict} |')
+        p99 = r['latency_published_ms']['p99']
+        rows.append(f'| p99 trigger -> verdict, {name} ({r["bolts_measured"]} bolts) | '
+                    f'{_f(p99)} ms | < 900 ms | '
+                    f'{"holds" if p99 is not None and p99 < P99_BUDGET_MS else "misses"} |')
+    loop = result['sections'].get('loop') or {}
+    for s in loop.get('steps') or []:
+        if s['kind'] == 'latency':
+            ll = s['loop_latency_ms']
+            ok = s['late_verdicts'] == 0 and s['failsafe_rejects'] == 0
+            rows.append(f'| whole loop, bolt at camera -> verdict registers, p50 / p99 '
+                        f'({s["rate_per_min"]:.0f}/min) | {_f(ll["p50"])} / {_f(ll["p99"])} ms | '
+                        f'before the gate ({s["gate_delay_s"]} s); paper 0.9 s | '
+                        f'{"holds" if ok else "misses"} (gate); '
+                        f'{"holds" if ll["p99"] and ll["p99"] < P99_BUDGET_MS else "misses"}'
+                        ' (0.9 s) |')
+    if loop.get('steps'):
+        best = loop.get('max_sustained_per_min')
+        rows.append(f'| highest sustained rate, zero late / dropped (gate '
+                    f'{loop.get("capacity_gate_s")} s) | {_f(best, "{:.1f}")} bolts/min | '
+                    f'(measure) | {"measured" if best else "none sustained"} |')
+    tr = (result['sections'].get('training') or {}).get('stage1')
+    if tr:
+        rows.append(f'| stage-1 epoch speed-up, cached features | {tr["speedup"]:.1f}x | >= 5x | '
+                    f'{"holds" if tr["speedup"] >= SPEEDUP_TARGET else "misses"} |')
+    if not rows:
+        return []
+    return ['### Targets', '', '| target | measured | goal | verdict |', '|---|---|---|---|',
+            *rows, '']
