@@ -368,18 +368,34 @@ def test_cameras_that_do_not_match_the_model_fail_configure(rclpy_context, capfd
     assert "cams [0, 1] do not match the model's cameras [0, 1, 2, 3]" in capfd.readouterr().err
 
 
-def test_node_executables_bring_themselves_up_or_exit_with_one_line(ros_domain_id, tmp_path):
+def test_node_executable_with_a_bad_source_stays_unconfigured(ros_domain_id, tmp_path):
+    import signal
     import subprocess
     import sys
     code = ('import sys; from bolt_inspection.nodes.camera_node import main; '
             'sys.argv = ["camera_node"] + sys.argv[1:]; main()')
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, '-c', code, '--ros-args', '-r', '__node:=cam2', '-p', 'source:=folder',
          '-p', f'folder:={tmp_path / "missing"}'],
-        capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert 'cannot open camera source' in result.stderr and 'missing' in result.stderr
-    assert '[cam2]' in result.stderr and 'Traceback' not in result.stderr
+        stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if 'staying' in line or not line:
+                break
+        assert proc.poll() is None, 'the node must stay alive, unconfigured'
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = ''.join(lines)
+    assert 'cannot open camera source' in err and 'missing' in err and '[cam2]' in err
+    assert 'staying unconfigured' in err and 'ros2 lifecycle set /cam2 configure' in err
+    assert 'Traceback' not in err + proc.stderr.read()
 
 
 def test_record_names_topics_nobody_publishes(rclpy_context, tmp_path):

@@ -123,7 +123,9 @@ def lifecycle_main(node_cls, args: Iterable[str] | None = None, *, autostart: bo
     """``main()`` of a lifecycle node executable (ros2/demos talker shape).
 
     Brings the node up itself (``autostart``) so ``ros2 run`` and the launch file work without a
-    lifecycle manager; ``ros2 lifecycle set`` still works on the node afterwards.
+    lifecycle manager; ``ros2 lifecycle set`` still works on the node afterwards. A node whose
+    configure fails stays alive, unconfigured, so the operator can fix a parameter and
+    configure it again instead of restarting the launch.
     """
     rosenv.apply_defaults()
     rclpy.init(args=args)
@@ -133,10 +135,11 @@ def lifecycle_main(node_cls, args: Iterable[str] | None = None, *, autostart: bo
     code = 0
     try:
         if autostart and not bring_up(node):
-            node.get_logger().error('could not configure and activate; see the line above')
-            code = 1
-        else:
-            executor.spin()
+            name = node.get_fully_qualified_name()
+            node.get_logger().error(
+                f'staying {state_label(node)}: fix the parameter named above, then '
+                f'`ros2 lifecycle set {name} configure` and `... activate`')
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
