@@ -124,8 +124,9 @@ def lifecycle_main(node_cls, args: Iterable[str] | None = None, *, autostart: bo
 
     Brings the node up itself (``autostart``) so ``ros2 run`` and the launch file work without a
     lifecycle manager; ``ros2 lifecycle set`` still works on the node afterwards. A node whose
-    configure fails stays alive, unconfigured, so the operator can fix a parameter and
-    configure it again instead of restarting the launch.
+    configure fails stays alive, unconfigured, so the operator can fix the cause (plug the
+    camera in, put the model in place, set the classifier's ``model``) and configure it again
+    instead of restarting the launch.
     """
     rosenv.apply_defaults()
     rclpy.init(args=args)
@@ -137,8 +138,9 @@ def lifecycle_main(node_cls, args: Iterable[str] | None = None, *, autostart: bo
         if autostart and not bring_up(node):
             name = node.get_fully_qualified_name()
             node.get_logger().error(
-                f'staying {state_label(node)}: fix the parameter named above, then '
-                f'`ros2 lifecycle set {name} configure` and `... activate`')
+                f'staying {state_label(node)}: once the cause above is fixed (device plugged '
+                f'in, file in place, writable parameter set), `ros2 lifecycle set {name} '
+                'configure` then `activate` retries')
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
