@@ -407,3 +407,17 @@ def test_record_names_topics_nobody_publishes(rclpy_context, tmp_path):
             resolve_topics(node, ['/nobody/here'], wait_s=0.3)
     finally:
         node.destroy_node()
+
+
+def test_classifier_configures_after_the_model_parameter_is_fixed(rclpy_context):
+    def loader(model, cfg):
+        if model != '/models/good':
+            raise ModelError(f'{model}: model directory not found')
+        return FakeInspector()
+    node = ClassifierNode('classifier', context=rclpy_context, inspector_factory=loader,
+                          parameter_overrides=[Parameter('model', value='/models/typo')])
+    assert not bring_up(node) and state_label(node) == 'unconfigured'
+    node.set_parameters([Parameter('model', value='/models/good')])
+    assert bring_up(node) and state_label(node) == 'active'
+    bring_down(node)
+    node.destroy_node()
