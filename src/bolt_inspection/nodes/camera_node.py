@@ -147,13 +147,14 @@ class CameraNode(LifecycleNode):
         self._own_timers = []
 
     def _release(self) -> None:
-        if self.source is not None:
-            self.source.close()
-            self.source = None
-        for pub in (self._pub, self._diag_pub):
-            if pub is not None:
-                self.destroy_lifecycle_publisher(pub)
-        self._pub = self._diag_pub = None
+        with self._lock:  # not while a trigger callback is grabbing from the source
+            if self.source is not None:
+                self.source.close()
+                self.source = None
+            for pub in (self._pub, self._diag_pub):
+                if pub is not None:
+                    self.destroy_lifecycle_publisher(pub)
+            self._pub = self._diag_pub = None
 
     # -- frames ------------------------------------------------------------------------------
     def _on_trigger(self, msg: Header) -> None:
