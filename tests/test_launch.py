@@ -186,3 +186,18 @@ def test_launch_file_adds_the_plc_bridge_after_the_cameras(monkeypatch, tmp_path
     bridge = nodes[-1]
     assert bridge['parameters'] == [str(tmp_path / 'config' / 'plc.yaml'), '/p/line.yaml',
                                     {'host': '10.1.1.1', 'port': 502}]
+
+
+def test_rqt_uses_the_shipped_perspective_when_there_is_one(monkeypatch, tmp_path):
+    (tmp_path / 'config').mkdir()
+    (tmp_path / 'config' / 'line.perspective').write_text('{}')
+    mod, classes = _load_launch(monkeypatch, tmp_path)
+    context = {'params_file': '/p/line.yaml', 'source': 'synthetic', 'bag': '', 'model': '',
+               'rqt': 'true', 'plc': 'false', 'plc_host': '', 'plc_port': ''}
+    actions = mod._line(context)
+    [rqt] = [a.kwargs for a in actions if isinstance(a, classes['Node'])]
+    assert rqt['executable'] == 'rqt_gui'
+    assert rqt['arguments'] == ['--perspective-file',
+                                str(tmp_path / 'config' / 'line.perspective')]
+    names = [a.kwargs['name'] for a in actions if isinstance(a, classes['LifecycleNode'])]
+    assert 'plc_bridge' not in names                                  # plc:=false
