@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     parser.add_argument('--bag', help='bag directory for --source bag')
     parser.add_argument('--folder', help='dataset folder for --source folder')
     parser.add_argument('--device', help='device spec for --source device ({} = camera index)')
-    parser.add_argument('--bolts', type=positive_int, default=20, help='bolts to trigger')
+    parser.add_argument('--bolts', type=positive_int, default=20,
+                        help='bolts to trigger (with --plc: verdicts to wait for); default 20')
     parser.add_argument('--rate', type=float, default=60.0, help='bolts per minute (default 60)')
     parser.add_argument('--first-bolt', type=int, default=1, help='id of the first bolt')
     parser.add_argument('--size', type=size_wh, default=None,
