@@ -70,7 +70,7 @@ _CAM_DISTANCE_MM = 120.0
 # beyond it the surface is seen so obliquely that a defect is a sliver along the silhouette.
 VISIBLE_MAX_DEG = 84.0
 # Visible defect areas smaller than this (mm^2 on the image plane) are not counted.
-_MIN_VISIBLE_MM2 = 0.1
+_MIN_VISIBLE_MM2 = 0.15
 
 _COATING_COLOURS = {  # BGR of a lit, well-covered patch
     'blue': (190, 105, 35),
@@ -199,7 +199,7 @@ def _gaps(rng: np.random.Generator, sev: float, zs: float, length: float) -> lis
     near_end = rng.random() < 0.3
     gaps = []
     for i in range(n):
-        size = _lerp(1.4, 7.5, sev) * (1.0 if i == 0 else rng.uniform(0.5, 0.9))
+        size = _lerp(1.5, 8.0, sev) * (1.0 if i == 0 else rng.uniform(0.5, 0.9))
         aspect = rng.uniform(0.45, 1.0)
         a, b = size / 2, size * aspect / 2          # half axes: arc (mm) and along z (mm)
         if rng.random() < 0.5:
@@ -231,14 +231,14 @@ def _particles(rng: np.random.Generator, sev: float, zs: float, length: float) -
         phi = float((phi0 + rng.uniform(-40, 40) * (i > 0)) % 360)
         shade = [float(v) for v in rng.uniform(15, 60) * rng.uniform(0.8, 1.1, 3)]
         if kind == 'particle':
-            d = _lerp(0.55, 1.7, sev) * (1.0 if i == 0 else rng.uniform(0.6, 1.0))
+            d = _lerp(0.6, 2.4, sev) * (1.0 if i == 0 else rng.uniform(0.6, 1.0))
             zc = rng.uniform(zs + 0.3 + d / 2, zs + length - 0.3 - d / 2)
             items.append({'kind': kind, 'phi_deg': phi, 'z_mm': float(zc),
                           'a_mm': float(d / 2 * rng.uniform(0.8, 1.2)), 'b_mm': float(d / 2),
                           'shade': shade})
         else:
-            flen = _lerp(1.6, 5.0, sev)
-            width = _lerp(0.28, 0.42, sev)
+            flen = _lerp(1.8, 6.0, sev)
+            width = _lerp(0.3, 0.5, sev)
             zc = rng.uniform(zs + 0.4 + flen / 2, zs + length - 0.4 - flen / 2)
             ang = rng.uniform(0, math.pi)
             bend = rng.uniform(-0.6, 0.6)
