@@ -6,16 +6,19 @@ never see each other's nodes and no DDS traffic leaves 127.0.0.1.
 
 from __future__ import annotations
 
-import itertools
 import os
+import random
 
 import pytest
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-# Domain ids 1..100, spread by process id so parallel pytest runs on one machine do not collide.
-_DOMAIN_IDS = itertools.cycle(range(1 + os.getpid() % 50, 101))
+# Valid Linux domain ids are 0..101 and 215..232. Draw them without replacement in a random order
+# per pytest process, so two runs on one machine rarely share a domain at the same moment.
+_DOMAIN_POOL = list(range(1, 102)) + list(range(215, 233))
+random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), 'little')).shuffle(_DOMAIN_POOL)
+_DOMAIN_IDS = iter(_DOMAIN_POOL * 10)
 
 
 @pytest.fixture
