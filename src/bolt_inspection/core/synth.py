@@ -66,11 +66,13 @@ _MAX_TILT_DEG = 0.8
 _MAX_DROP_MM = 0.4
 _CAM_DISTANCE_MM = 120.0
 
-# A defect pixel counts as visible only where the surface faces the camera by less than this;
-# beyond it the surface is seen so obliquely that a defect is a sliver along the silhouette.
-VISIBLE_MAX_DEG = 84.0
-# Visible defect areas smaller than this (mm^2 on the image plane) are not counted.
-_MIN_VISIBLE_MM2 = 0.15
+# A defect pixel counts as visible where the surface faces the camera by less than this. At 90
+# every drawn defect pixel counts: a dark particle even at the limb reads as a notch, so calling
+# such a view OK would teach the model to ignore what it can see.
+VISIBLE_MAX_DEG = 90.0
+# Visible defect areas under this (mm^2 on the image plane; about 2x2 px once the ROI is scaled
+# to 112x224) vanish in the blur and noise, so such a view is labelled OK and its mask cleared.
+_MIN_VISIBLE_MM2 = 0.06
 
 _COATING_COLOURS = {  # BGR of a lit, well-covered patch
     'blue': (190, 105, 35),
