@@ -3,9 +3,21 @@
 The node list comes from :func:`bolt_inspection.graph.line_nodes` (the same function the launch
 file calls) and every node's parameters from the same params file (``config/line.yaml``). All
 nodes run in one MultiThreadedExecutor; the lifecycle nodes are configured and activated in
-order. Until a PLC bridge drives ``/line/trigger``, this command triggers ``--bolts`` bolts at
-``--rate`` bolts per minute itself, then prints a summary: bolts, OK/NG, latency, and for
-synthetic bolts the agreement with the ground truth.
+order.
+
+Who triggers the bolts:
+
+* default — the CLOSED LOOP: an in-process line PLC simulator
+  (:class:`bolt_inspection.plc_server.PlcSimulator`, Modbus TCP on 127.0.0.1, a free port) whose
+  conveyor brings ``--bolts`` bolts to the cameras at ``--rate`` per minute; the PLC bridge turns
+  its counter into ``/line/trigger`` and writes every verdict back; the simulated sorting gate
+  passes or rejects each bolt ``--gate-delay`` s later and scores the sort against the synthetic
+  scenario's truth (the cameras' seed and defect rate).
+* ``--plc-host/--plc-port`` (or ``--plc``) — a real (or separately started) PLC; no simulator.
+* ``--no-plc`` — no PLC at all: this command triggers the bolts itself.
+* ``--source bag`` — the recorded triggers.
+
+It prints a live tally every ``--tally-period`` s and a summary at the end (optionally as JSON).
 """
 
 from __future__ import annotations
@@ -29,11 +41,18 @@ from bolt_inspection.core.latency import percentile
 from bolt_inspection.graph import SOURCES, NodeSpec, drives_triggers, line_nodes
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        'line', help='run the inspection line (cameras + classifier) in one process',
-        description="Run the line's node graph (the launch file's node list) in one process "
-                    'from the same params file, trigger bolts and print a summary.')
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {text}')
+    return value
+
+
+def add_line_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bolt-inspection line`` (``demo`` passes them through)."""
     parser.add_argument('--params-file', type=Path, default=None,
                         help='params file (default: share/bolt_inspection/config/line.yaml)')
     parser.add_argument('--model', help='model artifact directory (classifier "model")')
@@ -43,24 +62,61 @@ def register(subparsers) -> None:
     parser.add_argument('--folder', help='dataset folder for --source folder')
     parser.add_argument('--device', help='device spec for --source device ({} = camera index)')
     parser.add_argument('--bolts', type=positive_int, default=20,
-                        help='bolts to trigger (with --plc: verdicts to wait for); default 20')
-    parser.add_argument('--rate', type=float, default=60.0, help='bolts per minute (default 60)')
-    parser.add_argument('--first-bolt', type=int, default=1, help='id of the first bolt')
+                        help='bolts to run: the simulated conveyor feeds this many and the run '
+                             'ends when all are sorted at the gate (external PLC: verdicts to '
+                             'wait for; --no-plc: bolts to trigger); default 20')
+    parser.add_argument('--rate', type=float, default=60.0,
+                        help='bolts per minute (the conveyor rate, or the trigger rate with '
+                             '--no-plc); default 60')
+    parser.add_argument('--gate-delay', type=_non_negative, default=None,
+                        help="seconds of conveyor travel camera station -> sorting gate "
+                             "(simulator; default: plc.yaml's, 2.0)")
+    parser.add_argument('--first-bolt', type=int, default=1,
+                        help='id of the first bolt with --no-plc (a PLC numbers its bolts from '
+                             '1 itself)')
     parser.add_argument('--size', type=size_wh, default=None,
                         help='camera frame size WxH (cameras "size" and classifier "frame_size")')
-    parser.add_argument('--seed', type=int, default=None, help='synthetic scenario seed')
+    parser.add_argument('--seed', type=int, default=None,
+                        help='synthetic scenario seed (cameras and simulator)')
     parser.add_argument('--defect-rate', type=fraction, default=None,
-                        help='synthetic defect rate')
+                        help='synthetic defect rate (cameras and simulator)')
     parser.add_argument('--view-timeout', type=float, default=None,
                         help='classifier view_timeout_s')
-    parser.add_argument('--plc', action='store_true',
-                        help='add the PLC bridge (config/plc.yaml): the PLC triggers the bolts; '
-                             'runs until --bolts verdicts or Ctrl-C')
-    parser.add_argument('--plc-host', default='', help='PLC host (default: plc.yaml)')
-    parser.add_argument('--plc-port', type=int, default=0, help='PLC port (default: plc.yaml)')
-    parser.add_argument('--drain', type=float, default=3.0,
-                        help='with --plc: seconds the conveyor keeps running after the last '
-                             'verdict so inspected bolts reach the sorting gate (default 3)')
+    plc = parser.add_argument_group('PLC (default: the closed loop with an in-process simulator)')
+    plc.add_argument('--plc-host', default='',
+                     help='use the EXTERNAL PLC at this host (no simulator; port from plc.yaml '
+                          'unless --plc-port)')
+    plc.add_argument('--plc-port', type=int, default=0,
+                     help='use the EXTERNAL PLC at this port (no simulator; host from plc.yaml '
+                          'unless --plc-host)')
+    plc.add_argument('--plc', action='store_true',
+                     help="use the EXTERNAL PLC at plc.yaml's host and port (no simulator)")
+    plc.add_argument('--no-plc', action='store_true',
+                     help='no PLC and no bridge: this command triggers --bolts bolts at --rate '
+                          'itself (the open loop)')
+    plc.add_argument('--drain', type=float, default=3.0,
+                     help='external PLC: seconds the conveyor keeps running after the last '
+                          'verdict so inspected bolts reach the sorting gate (default 3)')
+    parser.add_argument('--tally-period', type=_non_negative, default=5.0,
+                        help='seconds between live tally lines (0 = none); default 5')
+    parser.add_argument('--summary-out', type=Path, default=None, metavar='OUT.json',
+                        help='also write the final summary (line + sorting gate tally) as JSON')
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'line', help='run the closed inspection loop: PLC simulator + bridge + cameras + '
+                     'classifier',
+        description="Run the line's node graph (the launch file's node list) in one process "
+                    'from the same params file. By default the loop is closed by an in-process '
+                    'line PLC simulator on 127.0.0.1 (Modbus TCP, a free port): its conveyor '
+                    'brings --bolts synthetic bolts to the cameras at --rate per minute, the '
+                    'PLC bridge triggers the cameras and writes each verdict back, and the '
+                    'sorting gate --gate-delay s later passes or rejects the bolt (no verdict '
+                    'yet -> reject) and is scored against the scenario truth. Prints a live '
+                    'tally, and a summary when every bolt has been sorted or on Ctrl-C.',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_line_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -327,6 +383,160 @@ def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float,
     return driver.triggered_ids()
 
 
+def plc_mode(args: argparse.Namespace, source: str) -> str:
+    """Who triggers the bolts: 'sim' (default), 'external', 'none' (--no-plc) or 'bag'.
+
+    Raises:
+        ConfigError: --no-plc together with an external PLC option.
+    """
+    external = bool(args.plc or args.plc_host or args.plc_port)
+    if args.no_plc and external:
+        raise ConfigError('--no-plc contradicts --plc/--plc-host/--plc-port')
+    if args.plc_port and not 0 < args.plc_port <= 65535:
+        raise ConfigError(f'--plc-port: expected 1..65535, got {args.plc_port}')
+    if source == 'bag':
+        return 'bag'
+    if args.no_plc:
+        return 'none'
+    return 'external' if external else 'sim'
+
+
+def scenario_truth(params: Mapping[str, Any]):
+    """``bolt id -> 'OK'/'NG'`` for the simulator's scoring, from a camera's parameters:
+    the synthetic scenario, a dataset folder's labels.csv, else None (sorts not scored)."""
+    source = params.get('source', 'synthetic')
+    if source == 'synthetic':
+        return 'auto'
+    folder = Path(str(params.get('folder', '')))
+    if source == 'folder' and (folder / 'labels.csv').is_file():
+        from bolt_inspection.core.dataset import load_dataset
+        labels = {int(b): views[0].bolt_label
+                  for b, views in load_dataset(folder).bolts().items() if views and b.isdigit()}
+        return labels.get
+    return None
+
+
+def start_simulator(args: argparse.Namespace, camera_params: Mapping[str, Any]):
+    """The in-process line PLC of the closed loop, on 127.0.0.1 at a free port.
+
+    Its scenario (seed, defect rate) is the cameras', so it scores each sort against the truth
+    of the very bolts the cameras rendered.
+    """
+    from bolt_inspection.plc_server import PlcSimulator
+    if not args.rate > 0:
+        raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
+    overrides = {'rate_per_min': float(args.rate), 'bolts': int(args.bolts),
+                 'seed': int(camera_params.get('seed', 0)),
+                 'defect_rate': float(camera_params.get('defect_rate', 0.5))}
+    if args.gate_delay is not None:
+        overrides['gate_delay_s'] = float(args.gate_delay)
+    return PlcSimulator.from_config(host='127.0.0.1', port=0,
+                                    truth=scenario_truth(camera_params), **overrides).start()
+
+
+def verdict_tally(driver) -> str:
+    """Verdicts seen so far, as the live tally's second half."""
+    summary = summarize(driver.verdicts(), [])
+    text = f'verdicts {summary.verdicts} (OK {summary.ok} NG {summary.ng})'
+    if summary.verdicts and not math.isnan(summary.mean_ms):
+        text += f' latency mean {summary.mean_ms:.0f} ms max {summary.max_ms:.0f} ms'
+    return text
+
+
+def gate_lines(sim: Mapping[str, Any]) -> list[str]:
+    """The sorting gate's scored tally (a simulator summary) for the final summary."""
+    out = [f'sorting gate: {sim["sorted"]} bolts sorted (passed {sim["passed"]}, rejected '
+           f'{sim["rejected"]}); fail-safe rejects (no verdict at the gate) '
+           f'{sim["failsafe_rejects"]}, late verdicts {sim["late_verdicts"]}, still on the '
+           f'belt {sim["in_transit"]}']
+    if sim.get('scored'):
+        out.append(f'  vs truth: true pass {sim["true_pass"]}, false pass {sim["false_pass"]}, '
+                   f'true reject {sim["true_reject"]}, false reject {sim["false_reject"]} -> '
+                   f'sorting accuracy {sim["accuracy"]:.1%} of {sim["scored"]} bolts')
+    lat = sim.get('verdict_latency_ms') or {}
+    if lat.get('n'):
+        out.append(f'  camera station -> verdict at the PLC: p50 {lat["p50"]} ms, p95 '
+                   f'{lat["p95"]} ms, max {lat["max"]} ms (gate at '
+                   f'{sim["config"]["gate_delay_s"] * 1000:.0f} ms)')
+    if sim.get('failsafe_bolt_ids'):
+        out.append('  fail-safe rejected bolts: '
+                   + ', '.join(str(b) for b in sim['failsafe_bolt_ids'][:10]))
+    if sim.get('late_verdict_bolt_ids'):
+        out.append('  late verdicts for bolts: '
+                   + ', '.join(str(b) for b in sim['late_verdict_bolt_ids'][:10]))
+    return out
+
+
+def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
+                stall_s: float = 30.0) -> str:
+    """Run the simulated conveyor until every bolt of its scenario has been sorted.
+
+    Presses start (``/line/start`` through the bridge, as an operator would), prints a live
+    tally every ``tally_s`` seconds and re-presses start when the PLC's watchdog stopped the
+    conveyor. Ctrl-C: the bolts already inspected get their verdicts and ride on to the gate,
+    then ``/line/stop`` (a second Ctrl-C skips the wait).
+
+    Returns:
+        'done' (all sorted), 'interrupted' (Ctrl-C), 'stalled' (no bolt moved for ``stall_s``)
+        or 'no-start' (the PLC never started).
+    """
+    deadline = time.monotonic() + 15.0
+    while True:  # the bridge connects in its worker after activation
+        ok, message = driver.call_trigger_service('/line/start')
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    print(f'conveyor start: {"ok" if ok else "FAILED"} {message}'.rstrip(), flush=True)
+    if not ok:
+        return 'no-start'
+    print(f'closed loop: PLC simulator at {sim.host}:{sim.port}, '
+          f'{sim.sim.rate_per_min:g} bolts/min, gate delay {sim.sim.gate_delay_s:g} s, '
+          f'{sim.sim.bolts} bolts (Ctrl-C to stop)', flush=True)
+    outcome = 'done'
+    next_tally = time.monotonic() + tally_s
+    last_progress, progress_at = None, time.monotonic()
+    last_restart = 0.0
+    try:
+        while True:
+            state = sim.summary()
+            if state['done']:
+                break
+            now = time.monotonic()
+            progress = (state['bolts_in'], state['sorted'])
+            if progress != last_progress:
+                last_progress, progress_at = progress, now
+            elif now - progress_at > stall_s:
+                print(f'error: no bolt moved for {stall_s:.0f} s; stopping', flush=True)
+                outcome = 'stalled'
+                break
+            if not state['running'] and now - last_restart > 5.0:
+                # The PLC watchdog stopped the conveyor (stale heartbeat): press start again.
+                print('conveyor stopped by the PLC (heartbeat stale); pressing start',
+                      flush=True)
+                driver.call_trigger_service('/line/start', timeout_s=5.0)
+                last_restart = now
+            if tally_s and now >= next_tally:
+                print(f'{sim.summary_line()} | {verdict_tally(driver)}', flush=True)
+                next_tally += tally_s
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        outcome = 'interrupted'
+        driver.interrupted = True
+        print('interrupted: the inspected bolts ride on to the gate, then the conveyor stops '
+              '(Ctrl-C again to stop at once)', flush=True)
+        try:
+            driver.wait_for_verdicts(len(driver.triggered_ids()), timeout_s=grace_s)
+            time.sleep(sim.sim.gate_delay_s + 0.3)
+        except KeyboardInterrupt:
+            pass
+    try:
+        ok, message = driver.call_trigger_service('/line/stop', timeout_s=5.0)
+        print(f'conveyor stop: {"ok" if ok else "FAILED"} {message}'.rstrip(), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return outcome
+
+
 def wait_for_subscribers(publisher, count: int, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while publisher.get_subscription_count() < count:
@@ -334,6 +544,23 @@ def wait_for_subscribers(publisher, count: int, timeout_s: float = 10.0) -> bool
             return False
         time.sleep(0.05)
     return True
+
+
+def write_summary(path: Path, *, mode: str, summary: LineSummary, sim: dict | None,
+                  breakdown: dict | None) -> Path:
+    """The final summary as JSON: the line's verdicts and the sorting gate's scored tally."""
+    import dataclasses
+    import json
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(value):  # JSON has no NaN
+        return None if isinstance(value, float) and math.isnan(value) else value
+    line = {k: clean(v) for k, v in dataclasses.asdict(summary).items()}
+    path.write_text(json.dumps({'mode': mode, 'line': line, 'plc': sim,
+                                'latency_breakdown_ms': breakdown}, indent=2) + '\n',
+                    encoding='utf-8')
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -349,9 +576,20 @@ def run(args: argparse.Namespace) -> int:
     params_file = args.params_file or paths.config_path('line.yaml')
     config = load_yaml(params_file)
     source = args.source or node_parameters(config, 'cam0').get('source', 'synthetic')
+    mode = plc_mode(args, source)
+    sim = None
+    if mode == 'sim':
+        # The cameras' scenario (params file + options) is the simulator's scenario.
+        probe = line_nodes(source=source, model=args.model or '', folder=args.folder or '',
+                           device=args.device or '')
+        cam = next(s for s in probe if s.executable == 'camera_node')
+        cam_params = node_parameter_values(cam, config, cli_overrides(args, [cam])[cam.name])
+        sim = start_simulator(args, cam_params)
     specs = line_nodes(source=source, model=args.model or '', bag=args.bag or '',
-                       folder=args.folder or '', device=args.device or '', plc=args.plc,
-                       plc_host=args.plc_host, plc_port=args.plc_port)
+                       folder=args.folder or '', device=args.device or '',
+                       plc=mode in ('sim', 'external'),
+                       plc_host='127.0.0.1' if sim else args.plc_host,
+                       plc_port=sim.port if sim else args.plc_port)
     context = rclpy.Context()
     # Ctrl-C stays a KeyboardInterrupt in this thread, so the nodes are shut down in order.
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -366,7 +604,15 @@ def run(args: argparse.Namespace) -> int:
         print(f'line up: {", ".join(s.name for s in specs)} (params {params_file})',
               flush=True)
         view_timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0))
-        if drives_triggers(specs):
+        outcome = 'done'
+        if mode == 'sim':
+            wait_for_subscribers(driver.trigger_pub, len(specs))
+            time.sleep(0.5)  # subscriber side of the match (best-effort images)
+            outcome = closed_loop(driver, sim, grace_s=view_timeout + 2.0,
+                                  tally_s=args.tally_period,
+                                  stall_s=max(30.0, 3 * 60.0 / args.rate + 20.0))
+            ids = driver.triggered_ids()
+        elif drives_triggers(specs):
             ids = follow(line, driver, bolts=args.bolts, grace_s=view_timeout + 2.0,
                          drain_s=max(0.0, args.drain))
         else:
@@ -376,16 +622,32 @@ def run(args: argparse.Namespace) -> int:
                         first_bolt=args.first_bolt, timeout_s=timeout,
                         grace_s=view_timeout + 2.0)
         summary = summarize(driver.verdicts(), ids, ground_truth(line, ids))
+        print('--- summary ---')
         for text in summary.lines():
             print(text)
         classifier = line.nodes.get('classifier')
+        breakdown = None
         if classifier is not None and classifier.join_wait.count:
+            breakdown = {'join_wait_p50': classifier.join_wait.p50(),
+                         'join_wait_p99': classifier.join_wait.p99(),
+                         'inspection_p50': classifier.inspect_time.p50(),
+                         'inspection_p99': classifier.inspect_time.p99()}
             print(f'  of which: trigger -> all views joined p50 {classifier.join_wait.p50():.1f} '
                   f'ms (p99 {classifier.join_wait.p99():.1f}), inspection (ROI + model + '
                   f'Grad-CAM) p50 {classifier.inspect_time.p50():.1f} ms '
                   f'(p99 {classifier.inspect_time.p99():.1f})')
-        if getattr(driver, 'interrupted', False):
+        sim_summary = sim.summary() if sim is not None else None
+        if sim_summary is not None:
+            for text in gate_lines(sim_summary):
+                print(text)
+        if args.summary_out:
+            path = write_summary(args.summary_out, mode=mode, summary=summary, sim=sim_summary,
+                                 breakdown=breakdown)
+            print(f'summary written to {path}')
+        if getattr(driver, 'interrupted', False) or outcome == 'interrupted':
             return 130
+        if outcome != 'done':
+            return 1
         return 0 if not summary.missing_ids else 1
     except KeyboardInterrupt:
         print('interrupted', flush=True)
@@ -394,3 +656,5 @@ def run(args: argparse.Namespace) -> int:
         if line is not None:
             line.stop()
         context.try_shutdown()
+        if sim is not None:
+            sim.stop()
