@@ -1,7 +1,9 @@
-"""The inspection line: four cameras (or a bag), the classifier, optional rqt / rviz.
+"""The inspection line: four cameras (or a bag), the classifier, the PLC bridge, the inspection
+log and the operator web page, optional rqt / rviz.
 
     ros2 launch bolt_inspection line.launch.py model:=/path/to/model
     ros2 launch bolt_inspection line.launch.py source:=bag bag:=/path/to/bag model:=...
+    ros2 launch bolt_inspection line.launch.py model:=... hmi:=false log:=false
 
 The node list comes from bolt_inspection.graph.line_nodes(), the same function
 `bolt-inspection line` composes in one process, and every node reads the same params file.
@@ -34,7 +36,9 @@ def _line(context, *args, **kwargs):
                        bag=LaunchConfiguration('bag').perform(context),
                        plc=LaunchConfiguration('plc').perform(context).lower() == 'true',
                        plc_host=LaunchConfiguration('plc_host').perform(context),
-                       plc_port=LaunchConfiguration('plc_port').perform(context))
+                       plc_port=LaunchConfiguration('plc_port').perform(context),
+                       log=LaunchConfiguration('log').perform(context).lower() == 'true',
+                       hmi=LaunchConfiguration('hmi').perform(context).lower() == 'true')
     actions = []
     for spec in specs:
         parameters = [str(share / 'config' / name) for name in spec.params_files]
@@ -83,6 +87,14 @@ def generate_launch_description():
             description='Start the PLC bridge (config/plc.yaml): the PLC bolt counter '
                         'triggers the cameras and receives the verdicts (ignored for '
                         'source:=bag)'),
+        DeclareLaunchArgument(
+            'log', default_value='true', choices=['true', 'false'],
+            description='Start the inspection log (config/log.yaml): every verdict into '
+                        'SQLite, Grad-CAM evidence of NG bolts as PNG'),
+        DeclareLaunchArgument(
+            'hmi', default_value='true', choices=['true', 'false'],
+            description='Start the operator web page (config/hmi.yaml; '
+                        'http://127.0.0.1:8080 by default)'),
         DeclareLaunchArgument(
             'plc_sim', default_value='false', choices=['true', 'false'],
             description='Also start the PLC line simulator (bolt-inspection plc-sim)'),

@@ -49,7 +49,8 @@ class NodeSpec:
 
 def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', folder: str = '',
                device: str = '', cams: tuple[int, ...] = DEFAULT_CAMS, plc: bool = False,
-               plc_host: str = '', plc_port: int | str = 0) -> list[NodeSpec]:
+               plc_host: str = '', plc_port: int | str = 0, log: bool = False,
+               hmi: bool = False) -> list[NodeSpec]:
     """Return the line's nodes for the given launch arguments.
 
     Args:
@@ -66,10 +67,16 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
             ``source='bag'``, whose recorded triggers drive the line.
         plc_host: PLC host override ('' = plc.yaml's).
         plc_port: PLC port override (0 or '' = plc.yaml's).
+        log: Add the inspection log (every verdict into SQLite, NG evidence as PNG); its
+            parameters come from ``config/log.yaml``.
+        hmi: Add the operator web page (``config/hmi.yaml``: 127.0.0.1:8080 by default).
+            Off by default here because a second line on the same machine (a test, a bench
+            run) would collide on the port and the log file; the launch file turns both on.
 
     Returns:
-        Node specs in start order: the classifier, then the cameras (or the bag player), then
-        the PLC bridge.
+        Node specs in start order: the inspection log and the HMI (listeners first, so they see
+        every verdict), the classifier, then the cameras (or the bag player), then the PLC
+        bridge.
 
     Raises:
         ConfigError: An unknown source, or ``source='bag'`` without a bag.
@@ -81,10 +88,19 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
     classifier_params: dict[str, Any] = {'cams': [int(c) for c in cams]}
     if model:
         classifier_params['model'] = str(model)
+    nodes: list[NodeSpec] = []
+    # Listeners before the verdicts' producer: no verdict goes unlogged or uncounted.
+    if log:
+        nodes.append(NodeSpec('inspection_log', 'inspection_log_node',
+                              'bolt_inspection.nodes.inspection_log_node:InspectionLogNode',
+                              params_files=('log.yaml',)))
+    if hmi:
+        nodes.append(NodeSpec('hmi', 'hmi_node', 'bolt_inspection.nodes.hmi_node:HmiNode',
+                              params_files=('hmi.yaml',)))
     # The consumer first: the classifier is active before any frame or replayed trigger flows.
-    nodes = [NodeSpec('classifier', 'classifier_node',
+    nodes.append(NodeSpec('classifier', 'classifier_node',
                       'bolt_inspection.nodes.classifier_node:ClassifierNode',
-                      parameters=classifier_params)]
+                      parameters=classifier_params))
     if source == 'bag':
         nodes.append(NodeSpec('bag_player', 'bag_player',
                               'bolt_inspection.nodes.bag_player:BagPlayer',

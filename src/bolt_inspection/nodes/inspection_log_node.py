@@ -1,0 +1,286 @@
+"""Inspection log node: every /inspection/verdict into the SQLite traceability log.
+
+A thin adapter over :class:`bolt_inspection.core.inspection_log.InspectionLog` (which owns the
+writer thread, WAL, pruning and crash safety). This node only joins messages:
+
+* ``/line/trigger`` (std_msgs/Header) gives each bolt id its trigger stamp; the verdict message
+  carries the bolt id but not the stamp.
+* ``/inspection/verdict`` (DiagnosticStatus, reliable depth 100) becomes one row.
+* ``/inspection/gradcam`` (bgr8 mosaic, sensor data) carries ``header.stamp`` = the trigger
+  stamp, so it joins its verdict exactly by stamp. An NG verdict waits up to ``mosaic_wait_s``
+  for its mosaic (the classifier publishes it right after the verdict, on another topic, best
+  effort), then is written with or without it; an OK verdict is written at once.
+* ``/plc/delivery`` (DiagnosticStatus per verdict: ``hardware_id`` = bolt id, level OK =
+  written to the PLC, anything else = not delivered) sets the row's PLC delivery state. Until
+  the PLC bridge publishes it, rows stay ``pending``.
+
+Lifecycle: ``configure`` opens the database (a failure logs one line and returns FAILURE),
+``activate`` subscribes, ``deactivate`` writes what is held and flushes, ``cleanup`` closes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.core.inspection_log import (
+    DEFAULT_DB_PATH,
+    DEFAULT_MAX_IMAGE_BYTES,
+    InspectionLog,
+    VerdictRecord,
+)
+from bolt_inspection.nodes.lifecycle_util import declare, exit_main, key_values, stamp_to_ns
+
+TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# Bolts remembered for the joins: far more than are ever in flight between camera and gate.
+_REMEMBER = 1000
+_MOSAICS_KEPT = 16
+
+
+@dataclass
+class _Held:
+    record: VerdictRecord
+    deadline: float
+
+
+def _level(value) -> int:
+    if isinstance(value, (bytes, bytearray)):
+        return value[0] if value else 0
+    return int(value)
+
+
+class InspectionLogNode(LifecycleNode):
+    """Writes every verdict (and the Grad-CAM mosaic of NG bolts) to the inspection log."""
+
+    def __init__(self, node_name: str = 'inspection_log', *, context=None,
+                 parameter_overrides=None, **kw) -> None:
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
+                         **kw)
+        p = self._params = {}
+        p['db_path'] = declare(self, 'db_path', DEFAULT_DB_PATH, 'SQLite database (WAL); ~ is '
+                               'expanded', read_only=True)
+        p['image_dir'] = declare(self, 'image_dir', '', "Evidence PNG folder; '' = <db stem>"
+                                 '_images beside the database', read_only=True)
+        p['max_image_bytes'] = declare(self, 'max_image_bytes', DEFAULT_MAX_IMAGE_BYTES,
+                                       'Prune the oldest evidence images past this many bytes '
+                                       '(rows are kept)', int_range=(0, 2**62), read_only=True)
+        p['store_ok_images'] = declare(self, 'store_ok_images', False, 'Also keep the mosaic '
+                                       'of OK bolts', read_only=True)
+        p['synchronous'] = declare(self, 'synchronous', 'FULL', 'SQLite synchronous pragma: '
+                                   'FULL survives power cuts, NORMAL only process crashes',
+                                   read_only=True, constraints='OFF | NORMAL | FULL | EXTRA')
+        p['mosaic_wait_s'] = declare(self, 'mosaic_wait_s', 1.0, 'How long an NG verdict '
+                                     'waits for its Grad-CAM mosaic before it is written '
+                                     'without', float_range=(0.0, 30.0), read_only=True)
+        p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
+                                            '/diagnostics', float_range=(0.1, 60.0),
+                                            read_only=True)
+        self.log: InspectionLog | None = None
+        self._lock = threading.Lock()
+        self._triggers: OrderedDict[str, int] = OrderedDict()   # bolt id -> trigger stamp ns
+        self._mosaics: OrderedDict[int, Image] = OrderedDict()  # trigger stamp ns -> mosaic
+        self._held: dict[int, _Held] = {}                       # trigger stamp ns -> NG record
+        self.counts = {'verdicts': 0, 'mosaics_joined': 0, 'without_mosaic': 0,
+                       'unknown_trigger': 0, 'deliveries': 0, 'errors': 0}
+        self._entities: list = []
+        self._diag_pub = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self._params
+        try:
+            self.log = InspectionLog(p['db_path'], p['image_dir'] or None,
+                                     int(p['max_image_bytes']),
+                                     store_ok_images=bool(p['store_ok_images']),
+                                     synchronous=str(p['synchronous']))
+        except (BoltInspectionError, ValueError) as exc:
+            self.get_logger().error(f'cannot open the inspection log: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.get_logger().info(f'inspection log {self.log.path} (images {self.log.image_dir})')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        self._entities = [
+            self.create_subscription(Header, '/line/trigger', self._on_trigger, TRIGGER_QOS),
+            self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
+                                     VERDICT_QOS),
+            self.create_subscription(Image, '/inspection/gradcam', self._on_mosaic,
+                                     qos_profile_sensor_data),
+            self.create_subscription(DiagnosticStatus, '/plc/delivery', self._on_delivery,
+                                     VERDICT_QOS),
+            self.create_timer(0.1, self._write_overdue),
+            self.create_timer(self._params['diagnostics_period_s'], self._publish_diagnostics),
+        ]
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._close()
+        if self._diag_pub is not None:
+            self.destroy_lifecycle_publisher(self._diag_pub)
+            self._diag_pub = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self):
+        self._stop_inputs()
+        self._close()
+        return super().destroy_node()
+
+    def _stop_inputs(self) -> None:
+        for entity in self._entities:
+            if hasattr(entity, 'cancel'):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._entities = []
+        # Nothing held back is lost: the verdicts waiting for a mosaic are written without.
+        self._write_overdue(force=True)
+        if self.log is not None:
+            self.log.flush(timeout=10.0)
+
+    def _close(self) -> None:
+        log, self.log = self.log, None
+        if log is not None:
+            log.close()
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _on_trigger(self, msg: Header) -> None:
+        with self._lock:
+            self._triggers[msg.frame_id] = stamp_to_ns(msg.stamp)
+            self._triggers.move_to_end(msg.frame_id)
+            while len(self._triggers) > _REMEMBER:
+                self._triggers.popitem(last=False)
+
+    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+        values = {kv.key: kv.value for kv in msg.values}
+        now_ns = time.time_ns()
+        with self._lock:
+            trigger_ns = self._triggers.get(msg.hardware_id)
+        exact = trigger_ns is not None
+        if not exact:
+            # Trigger not seen (node started late, bag without triggers): estimate it from the
+            # classifier's trigger -> verdict latency; such a row cannot be joined to a mosaic.
+            try:
+                latency_ns = int(float(values.get('latency_ms', 'n/a')) * 1e6)
+            except ValueError:
+                latency_ns = 0
+            trigger_ns = now_ns - latency_ns
+            self.counts['unknown_trigger'] += 1
+        record = VerdictRecord.from_status(msg.hardware_id, msg.message, values,
+                                           trigger_ns=trigger_ns, created_ns=now_ns)
+        self.counts['verdicts'] += 1
+        wants_mosaic = exact and (not record.ok or self._params['store_ok_images'])
+        if not wants_mosaic:
+            self._write(record)
+            return
+        with self._lock:
+            mosaic = self._mosaics.pop(trigger_ns, None)
+            if mosaic is None:
+                self._held[trigger_ns] = _Held(record,
+                                               time.monotonic() + self._params['mosaic_wait_s'])
+                return
+        self._attach(record, mosaic)
+        self._write(record)
+
+    def _on_mosaic(self, msg: Image) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        with self._lock:
+            held = self._held.pop(stamp, None)
+            if held is None:
+                # The mosaic overtook its verdict (different topics): keep it a moment.
+                self._mosaics[stamp] = msg
+                while len(self._mosaics) > _MOSAICS_KEPT:
+                    self._mosaics.popitem(last=False)
+                return
+        self._attach(held.record, msg)
+        self._write(held.record)
+
+    def _on_delivery(self, msg: DiagnosticStatus) -> None:
+        ok = _level(msg.level) == _level(DiagnosticStatus.OK)
+        state = 'delivered' if ok else 'undelivered'
+        if self.log is not None:
+            self.log.set_delivery(msg.hardware_id, state)
+            self.counts['deliveries'] += 1
+
+    def _attach(self, record: VerdictRecord, mosaic: Image) -> None:
+        from bolt_inspection.nodes.image_conv import image_to_bgr
+        try:
+            record.mosaic = image_to_bgr(mosaic)
+            self.counts['mosaics_joined'] += 1
+        except BoltInspectionError as exc:
+            self.get_logger().warning(f'bolt {record.bolt_id}: mosaic not stored: {exc}',
+                                      throttle_duration_sec=5.0)
+
+    def _write_overdue(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            overdue = [k for k, h in self._held.items() if force or h.deadline <= now]
+            records = [self._held.pop(k).record for k in overdue]
+        for record in records:
+            self.counts['without_mosaic'] += 1
+            self._write(record)
+
+    def _write(self, record: VerdictRecord) -> None:
+        log = self.log
+        if log is None:
+            return
+        try:
+            log.record(record)
+        except (RuntimeError, ValueError) as exc:
+            self.counts['errors'] += 1
+            self.get_logger().error(f'bolt {record.bolt_id}: not logged: {exc}',
+                                    throttle_duration_sec=5.0)
+
+    # -- health ------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None or self.log is None:
+            return
+        stats = self.log.stats()
+        if not stats['alive']:
+            level, message = DiagnosticStatus.ERROR, f'writer stopped: {stats["last_error"]}'
+        elif stats['errors'] or self.counts['errors']:
+            level, message = DiagnosticStatus.WARN, (
+                f'{stats["written"]} verdicts logged, {stats["errors"] + self.counts["errors"]}'
+                f' error(s): {stats["last_error"]}')
+        else:
+            level, message = DiagnosticStatus.OK, f'{stats["written"]} verdicts logged'
+        with self._lock:
+            held = len(self._held)
+        values = {**self.counts, **{k: v for k, v in stats.items() if k != 'last_error'},
+                  'last_error': stats['last_error'], 'waiting_for_mosaic': held,
+                  'db_path': str(self.log.path)}
+        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: inspection log',
+                                  hardware_id=str(self.log.path), message=message,
+                                  values=key_values(values))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+
+def main(args=None) -> None:
+    exit_main(InspectionLogNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,181 @@
+"""The operator page in a real browser against the composed, closed-loop line.
+
+Synthetic cameras + the tiny model + the PLC bridge talking Modbus TCP to the in-process PLC
+simulator + the inspection log + the HMI node, all from graph.line_nodes as `bolt-inspection
+line` composes them. Debian's chromium (/usr/bin/chromium) is driven headless by playwright; the
+operator clicks Start, watches verdicts arrive, clicks Stop, and opens a stored NG bolt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('rclpy')
+sync_api = pytest.importorskip('playwright.sync_api',
+                               reason='pip install playwright (driving /usr/bin/chromium)')
+
+from bolt_inspection.commands.line import ComposedLine  # noqa: E402
+from bolt_inspection.core.config import load_yaml  # noqa: E402
+from bolt_inspection.core.latency import percentile  # noqa: E402
+from bolt_inspection.graph import line_nodes  # noqa: E402
+from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytest_plugins = ['fixtures_ml']
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+# No playwright-downloaded browser: the distribution's chromium, with nothing phoning home.
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run']
+SIZE = (320, 240)   # fixtures_ml.TINY_FRAME_SIZE
+SEED = 0
+SCREENSHOT_COPY = Path('/tmp/hmi_shot.png')
+
+# Installed before the page's own script: the wall-clock time each bolt's row first appeared.
+SEEN_SCRIPT = """
+window.__seen = {};
+new MutationObserver(() => {
+  const now = performance.timeOrigin + performance.now();
+  for (const row of document.querySelectorAll('#verdicts tr')) {
+    const bolt = row.dataset.bolt;
+    if (bolt && !(bolt in window.__seen)) window.__seen[bolt] = now;
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+def _text(page, element_id: str) -> str:
+    return page.locator(f'#{element_id}').inner_text()
+
+
+def _until(check, what: str, timeout_s: float = 20.0, period_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(period_s)
+    raise AssertionError(f'{what} (last: {value!r})')
+
+
+@pytest.fixture
+def closed_loop_line(rclpy_context, tiny_artifact, tmp_path):
+    from bolt_inspection.plc_server import PlcSimulator
+
+    sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=150.0,
+                                   gate_delay_s=0.5, seed=SEED).start()
+    db = tmp_path / 'inspection.db'
+    specs = line_nodes(source='synthetic', model=str(tiny_artifact), plc=True,
+                       plc_host='127.0.0.1', plc_port=sim.port, log=True, hmi=True)
+    overrides = {s.name: {'size': list(SIZE), 'seed': SEED}
+                 for s in specs if s.executable == 'camera_node'}
+    overrides['classifier'] = {'frame_size': list(SIZE), 'view_timeout_s': 0.5}
+    overrides['hmi'] = {'port': 0, 'log_db': str(db)}           # any free port on 127.0.0.1
+    overrides['inspection_log'] = {'db_path': str(db), 'synchronous': 'NORMAL'}
+    line = ComposedLine(specs, load_yaml(ROOT / 'config' / 'line.yaml'), context=rclpy_context,
+                        overrides=overrides)
+    probe = LineDriver('probe', context=rclpy_context)       # what /inspection/verdict carried
+    line.add_node(probe)
+    try:
+        line.start()
+        yield line, probe, sim, db
+    finally:
+        line.stop()
+        sim.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason='chromium not installed (apt-get install chromium)')
+def test_operator_page_on_the_closed_loop_line(closed_loop_line, tmp_path):
+    from bolt_inspection.core.inspection_log import read_verdicts
+
+    line, probe, sim, db = closed_loop_line
+    url = line.nodes['hmi'].url
+    assert url.startswith('http://127.0.0.1:')
+    assert sim.registers()['conveyor_run'] == 0               # nothing moves until Start
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={'width': 1600, 'height': 1000})
+            page.add_init_script(SEEN_SCRIPT)
+            page.goto(url + '/')
+            _until(lambda: _text(page, 'conn') == 'live', 'page never went live')
+            # The bridge connects to the PLC in its worker; the page shows when it has.
+            _until(lambda: 'conveyor stopped' in _text(page, 'running'),
+                   'page never showed the PLC conveyor state')
+
+            page.click('#btn-start')
+            _until(lambda: _text(page, 'control-msg') == 'start: conveyor running',
+                   'Start did not start the conveyor')
+            assert sim.registers()['conveyor_run'] == 1
+            _until(lambda: int(_text(page, 'count-total')) >= 6, 'verdicts did not arrive',
+                   timeout_s=30.0)
+            assert _text(page, 'verdict') in ('OK', 'NG')
+            _until(lambda: page.evaluate(
+                "document.getElementById('img-gradcam').naturalWidth") > 0,
+                'no Grad-CAM mosaic shown')
+
+            page.click('#btn-stop')
+            _until(lambda: _text(page, 'control-msg') == 'stop: conveyor stopped',
+                   'Stop did not stop the conveyor')
+            assert sim.registers()['conveyor_run'] == 0       # the simulated coil is off
+            _until(lambda: _text(page, 'running') == 'conveyor stopped', 'pill not updated')
+
+            # No new triggers now; let the bolts already triggered get their verdicts.
+            def settled():
+                before = len(probe.verdicts())
+                time.sleep(1.0)
+                return len(probe.verdicts()) == before and len(probe.triggered_ids()) == before
+
+            _until(settled, 'bolts in flight never got their verdicts', timeout_s=15.0,
+                   period_s=0.0)
+            published = probe.verdicts()
+            ok = sum(1 for r in published if r.message == 'OK')
+            expected = [str(len(published)), str(ok), str(len(published) - ok)]
+            _until(lambda: [_text(page, i) for i in ('count-total', 'count-ok', 'count-ng')]
+                   == expected, f'page counters do not add up to {expected}')
+            rows = page.locator('#verdicts tr')
+            assert rows.count() == min(50, len(published))
+            newest = max(published, key=lambda r: r.received_ns)
+            assert rows.first.get_attribute('data-bolt') == newest.bolt_id
+            health = _text(page, 'health')
+            for name in ('classifier', 'cam0', 'plc_bridge', 'inspection_log', 'PLC'):
+                assert name in health, health
+
+            seen = page.evaluate('window.__seen')
+            page.screenshot(path=str(tmp_path / 'hmi_line.png'))
+
+            ng = [r for r in published if r.message != 'OK']
+            if ng:
+                # A past NG bolt opens with its stored Grad-CAM mosaic from the inspection log.
+                page.locator(f'#verdicts tr[data-bolt="{ng[-1].bolt_id}"]').click()
+                _until(lambda: page.evaluate(
+                    "[...document.querySelectorAll('#detail-images img')]"
+                    '.some(i => i.naturalWidth > 0)'), 'stored NG mosaic not shown')
+                assert 'PLC pending' in _text(page, 'detail-info')
+                page.screenshot(path=str(tmp_path / 'hmi_detail.png'))
+        finally:
+            browser.close()
+
+    shutil.copy(tmp_path / 'hmi_line.png', SCREENSHOT_COPY)
+    # What the operator waits for: verdict received on the ROS graph -> row on the screen.
+    lag_ms = [seen[r.bolt_id] - r.received_ns / 1e6 for r in published if r.bolt_id in seen]
+    assert len(lag_ms) == len(published)
+    trigger_ms = [seen[r.bolt_id] - r.trigger_ns / 1e6 for r in published
+                  if r.trigger_ns is not None]
+    print(f'\nHMI: {len(published)} verdicts; verdict -> browser p50 '
+          f'{percentile(lag_ms, 50):.0f} ms, max {max(lag_ms):.0f} ms; trigger -> browser p50 '
+          f'{percentile(trigger_ms, 50):.0f} ms, max {max(trigger_ms):.0f} ms')
+    assert max(lag_ms) < 1000
+
+    assert line.nodes['inspection_log'].log.flush()
+    logged = read_verdicts(db, with_images=True)
+    assert sorted(v.bolt_id for v in logged) == sorted(r.bolt_id for r in published)
+    for verdict in logged:
+        if not verdict.ok:
+            assert [i.kind for i in verdict.images if i.state == 'stored'] == ['mosaic']
