@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -16,6 +12,7 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+from hmi_browser import browser_page, needs_chromium, text, until
 
 from bolt_inspection.core.errors import ConfigError
 from bolt_inspection.hmi.state import HmiState
@@ -322,101 +319,34 @@ def test_state_is_safe_under_concurrent_updates(serve):
     assert json.loads(_get(url + '/api/state')[2])['counters']['total'] == 800
 
 
-# -- the page in a real browser (Debian's chromium, driven over the DevTools protocol) -----------
-
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-
-
-async def _browse(url, profile, steps):
-    """Open ``url`` in headless chromium and run ``steps(js, shot)`` against the page."""
-    import aiohttp
-
-    proc = subprocess.Popen([CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu',
-                             '--no-first-run', f'--user-data-dir={profile}',
-                             '--remote-debugging-address=127.0.0.1',
-                             '--remote-debugging-port=0', 'about:blank'],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = profile / 'DevToolsActivePort'
-        for _ in range(600):                            # slow under a loaded CI machine
-            if port_file.is_file() and port_file.read_text().strip():
-                break
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            targets = await (await http.get(f'http://127.0.0.1:{port}/json')).json()
-            page = next(t for t in targets if t['type'] == 'page')
-            async with http.ws_connect(page['webSocketDebuggerUrl'], max_msg_size=0) as ws:
-                ids = iter(range(1, 10**6))
-
-                async def call(method, **params):
-                    msg_id = next(ids)
-                    await ws.send_json({'id': msg_id, 'method': method, 'params': params})
-                    while True:
-                        msg = await ws.receive_json(timeout=30)
-                        if msg.get('id') == msg_id:
-                            assert 'error' not in msg, msg
-                            return msg['result']
-
-                async def js(expression):
-                    result = await call('Runtime.evaluate', expression=expression,
-                                        returnByValue=True)
-                    return result['result'].get('value')
-
-                async def shot(path):
-                    data = (await call('Page.captureScreenshot', format='png'))['data']
-                    path.write_bytes(base64.b64decode(data))
-
-                await call('Emulation.setDeviceMetricsOverride', width=1600, height=1000,
-                           deviceScaleFactor=1, mobile=False)
-                await call('Page.navigate', url=url)
-                await steps(js, shot)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def _until(js, expression, expected, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await js(expression)
-        if value == expected:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f'{expression} = {value!r}, expected {expected!r}')
-
+# -- the page in a real browser (Debian's chromium, driven by playwright) ----------------------
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason='chromium not installed (apt-get install chromium)')
+@needs_chromium
 def test_page_in_headless_chromium(serve, tmp_path):
     url, state, controls = serve()
     frame = np.zeros((240, 320, 3), np.uint8)
     frame[60:180, 120:200] = (200, 90, 20)
-
-    async def steps(js, shot):
-        await _until(js, "document.getElementById('conn').textContent", 'live')
+    with browser_page() as page:
+        page.goto(url + '/')
+        until(lambda: text(page, 'conn') == 'live', 'page never went live')
         for n in range(1, 8):                           # verdicts arrive while the page is open
             state.on_verdict(n, n % 3 != 0, 'OK' if n % 3 else 'NG: missing view cam1',
                              {0: 0.1, 1: None}, 100.0 + n)
             state.on_image('gradcam', frame)
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
         state.on_status('plc_bridge', 0, 'connected')
-        await _until(js, "document.getElementById('count-total').textContent", '7')
-        counts = await js("['count-ok', 'count-ng'].map(i => +document.getElementById(i)"
-                          '.textContent)')
-        assert counts == [5, 2]                         # they add up to the verdicts sent
-        assert await js("document.querySelectorAll('#verdicts tr').length") == 7
-        assert await js("document.getElementById('verdict').textContent") == 'OK'
-        assert await js("document.querySelector('#verdicts tr td:nth-child(2)').textContent"
-                        ) == '7'
-        await _until(js, "document.getElementById('img-gradcam').naturalWidth", 320)
-        await js("document.getElementById('btn-stop').click()")
-        await _until(js, "document.getElementById('control-msg').textContent",
-                     'stop: conveyor stopped')
-        await shot(tmp_path / 'hmi.png')
-
-    asyncio.run(_browse(url, tmp_path / 'chromium', steps))
+        until(lambda: text(page, 'count-total') == '7', 'counter never reached 7')
+        assert [text(page, 'count-ok'), text(page, 'count-ng')] == ['5', '2']
+        assert page.locator('#verdicts tr').count() == 7
+        assert text(page, 'verdict') == 'OK'
+        assert page.locator('#verdicts tr').first.get_attribute('data-bolt') == '7'
+        assert 'missing view cam1' in text(page, 'verdicts')
+        until(lambda: page.evaluate("document.getElementById('img-gradcam').naturalWidth")
+              == 320, 'mosaic not shown')
+        page.click('#btn-stop')
+        until(lambda: text(page, 'control-msg') == 'stop: conveyor stopped', 'stop failed')
+        page.screenshot(path=str(tmp_path / 'hmi.png'))
     assert controls.calls == ['stop']
     screenshot = cv2.imread(str(tmp_path / 'hmi.png'))
     assert screenshot.shape[:2] == (1000, 1600)

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip('rclpy')
-sync_api = pytest.importorskip('playwright.sync_api',
-                               reason='pip install playwright (driving /usr/bin/chromium)')
+pytest.importorskip('playwright.sync_api',
+                    reason='pip install playwright (drives /usr/bin/chromium)')
+
+from hmi_browser import browser_page, needs_chromium, text, until  # noqa: E402
 
 from bolt_inspection.commands.line import ComposedLine  # noqa: E402
 from bolt_inspection.core.config import load_yaml  # noqa: E402
@@ -27,10 +29,6 @@ from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 pytest_plugins = ['fixtures_ml']
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-# No playwright-downloaded browser: the distribution's chromium, with nothing phoning home.
-CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                 '--disable-component-update', '--disable-sync', '--no-first-run']
 SIZE = (320, 240)   # fixtures_ml.TINY_FRAME_SIZE
 SEED = 0
 SCREENSHOT_COPY = Path('/tmp/hmi_shot.png')
@@ -46,21 +44,6 @@ new MutationObserver(() => {
   }
 }).observe(document, {childList: true, subtree: true});
 """
-
-
-def _text(page, element_id: str) -> str:
-    return page.locator(f'#{element_id}').inner_text()
-
-
-def _until(check, what: str, timeout_s: float = 20.0, period_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(period_s)
-    raise AssertionError(f'{what} (last: {value!r})')
 
 
 @pytest.fixture
@@ -89,7 +72,7 @@ def closed_loop_line(rclpy_context, tiny_artifact, tmp_path):
         sim.stop()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason='chromium not installed (apt-get install chromium)')
+@needs_chromium
 def test_operator_page_on_the_closed_loop_line(closed_loop_line, tmp_path):
     from bolt_inspection.core.inspection_log import read_verdicts
 
@@ -98,69 +81,63 @@ def test_operator_page_on_the_closed_loop_line(closed_loop_line, tmp_path):
     assert url.startswith('http://127.0.0.1:')
     assert sim.registers()['conveyor_run'] == 0               # nothing moves until Start
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={'width': 1600, 'height': 1000})
-            page.add_init_script(SEEN_SCRIPT)
-            page.goto(url + '/')
-            _until(lambda: _text(page, 'conn') == 'live', 'page never went live')
-            # The bridge connects to the PLC in its worker; the page shows when it has.
-            _until(lambda: 'conveyor stopped' in _text(page, 'running'),
-                   'page never showed the PLC conveyor state')
+    with browser_page(init_script=SEEN_SCRIPT) as page:
+        page.goto(url + '/')
+        until(lambda: text(page, 'conn') == 'live', 'page never went live')
+        # The bridge connects to the PLC in its worker; the page shows when it has.
+        until(lambda: 'conveyor stopped' in text(page, 'running'),
+              'page never showed the PLC conveyor state')
 
-            page.click('#btn-start')
-            _until(lambda: _text(page, 'control-msg') == 'start: conveyor running',
-                   'Start did not start the conveyor')
-            assert sim.registers()['conveyor_run'] == 1
-            _until(lambda: int(_text(page, 'count-total')) >= 6, 'verdicts did not arrive',
-                   timeout_s=30.0)
-            assert _text(page, 'verdict') in ('OK', 'NG')
-            _until(lambda: page.evaluate(
-                "document.getElementById('img-gradcam').naturalWidth") > 0,
-                'no Grad-CAM mosaic shown')
+        page.click('#btn-start')
+        until(lambda: text(page, 'control-msg') == 'start: conveyor running',
+              'Start did not start the conveyor')
+        assert sim.registers()['conveyor_run'] == 1
+        until(lambda: int(text(page, 'count-total')) >= 6, 'verdicts did not arrive',
+              timeout_s=30.0)
+        assert text(page, 'verdict') in ('OK', 'NG')
+        until(lambda: page.evaluate(
+            "document.getElementById('img-gradcam').naturalWidth") > 0,
+            'no Grad-CAM mosaic shown')
 
-            page.click('#btn-stop')
-            _until(lambda: _text(page, 'control-msg') == 'stop: conveyor stopped',
-                   'Stop did not stop the conveyor')
-            assert sim.registers()['conveyor_run'] == 0       # the simulated coil is off
-            _until(lambda: _text(page, 'running') == 'conveyor stopped', 'pill not updated')
+        page.click('#btn-stop')
+        until(lambda: text(page, 'control-msg') == 'stop: conveyor stopped',
+              'Stop did not stop the conveyor')
+        assert sim.registers()['conveyor_run'] == 0       # the simulated coil is off
+        until(lambda: text(page, 'running') == 'conveyor stopped', 'pill not updated')
 
-            # No new triggers now; let the bolts already triggered get their verdicts.
-            def settled():
-                before = len(probe.verdicts())
-                time.sleep(1.0)
-                return len(probe.verdicts()) == before and len(probe.triggered_ids()) == before
+        # No new triggers now; let the bolts already triggered get their verdicts.
+        def settled():
+            before = len(probe.verdicts())
+            time.sleep(1.0)
+            return len(probe.verdicts()) == before and len(probe.triggered_ids()) == before
 
-            _until(settled, 'bolts in flight never got their verdicts', timeout_s=15.0,
-                   period_s=0.0)
-            published = probe.verdicts()
-            ok = sum(1 for r in published if r.message == 'OK')
-            expected = [str(len(published)), str(ok), str(len(published) - ok)]
-            _until(lambda: [_text(page, i) for i in ('count-total', 'count-ok', 'count-ng')]
-                   == expected, f'page counters do not add up to {expected}')
-            rows = page.locator('#verdicts tr')
-            assert rows.count() == min(50, len(published))
-            newest = max(published, key=lambda r: r.received_ns)
-            assert rows.first.get_attribute('data-bolt') == newest.bolt_id
-            health = _text(page, 'health')
-            for name in ('classifier', 'cam0', 'plc_bridge', 'inspection_log', 'PLC'):
-                assert name in health, health
+        until(settled, 'bolts in flight never got their verdicts', timeout_s=15.0,
+              period_s=0.0)
+        published = probe.verdicts()
+        ok = sum(1 for r in published if r.message == 'OK')
+        expected = [str(len(published)), str(ok), str(len(published) - ok)]
+        until(lambda: [text(page, i) for i in ('count-total', 'count-ok', 'count-ng')]
+              == expected, f'page counters do not add up to {expected}')
+        rows = page.locator('#verdicts tr')
+        assert rows.count() == min(50, len(published))
+        newest = max(published, key=lambda r: r.received_ns)
+        assert rows.first.get_attribute('data-bolt') == newest.bolt_id
+        health = text(page, 'health')
+        for name in ('classifier', 'cam0', 'plc_bridge', 'inspection_log', 'PLC'):
+            assert name in health, health
 
-            seen = page.evaluate('window.__seen')
-            page.screenshot(path=str(tmp_path / 'hmi_line.png'))
+        seen = page.evaluate('window.__seen')
+        page.screenshot(path=str(tmp_path / 'hmi_line.png'))
 
-            ng = [r for r in published if r.message != 'OK']
-            if ng:
-                # A past NG bolt opens with its stored Grad-CAM mosaic from the inspection log.
-                page.locator(f'#verdicts tr[data-bolt="{ng[-1].bolt_id}"]').click()
-                _until(lambda: page.evaluate(
-                    "[...document.querySelectorAll('#detail-images img')]"
-                    '.some(i => i.naturalWidth > 0)'), 'stored NG mosaic not shown')
-                assert 'PLC pending' in _text(page, 'detail-info')
-                page.screenshot(path=str(tmp_path / 'hmi_detail.png'))
-        finally:
-            browser.close()
+        ng = [r for r in published if r.message != 'OK']
+        if ng:
+            # A past NG bolt opens with its stored Grad-CAM mosaic from the inspection log.
+            page.locator(f'#verdicts tr[data-bolt="{ng[-1].bolt_id}"]').click()
+            until(lambda: page.evaluate(
+                "[...document.querySelectorAll('#detail-images img')]"
+                '.some(i => i.naturalWidth > 0)'), 'stored NG mosaic not shown')
+            assert 'PLC pending' in text(page, 'detail-info')
+            page.screenshot(path=str(tmp_path / 'hmi_detail.png'))
 
     shutil.copy(tmp_path / 'hmi_line.png', SCREENSHOT_COPY)
     # What the operator waits for: verdict received on the ROS graph -> row on the screen.
