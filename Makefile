@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 # Every ROS process we start stays on this machine unless the user said otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Tools installed in the venv (hadolint, shellcheck, the project's scripts) are found by the tests.
+export PATH := $(abspath $(BIN)):$(PATH)
 DEMO_DIR ?= demo_out
 
 .PHONY: venv demo test lint browser bench clean
