@@ -111,8 +111,12 @@ def test_operator_page_on_the_closed_loop_line(closed_loop_line, tmp_path):
             time.sleep(1.0)
             return len(probe.verdicts()) == before and len(probe.triggered_ids()) == before
 
-        until(settled, 'bolts in flight never got their verdicts', timeout_s=15.0,
-              period_s=0.0)
+        try:
+            until(settled, 'bolts in flight never got their verdicts', timeout_s=15.0,
+                  period_s=0.0)
+        except AssertionError as exc:
+            raise AssertionError(f'{exc}: triggered {probe.triggered_ids()}, verdicts '
+                                 f'{[r.bolt_id for r in probe.verdicts()]}') from None
         published = probe.verdicts()
         ok = sum(1 for r in published if r.message == 'OK')
         expected = [str(len(published)), str(ok), str(len(published) - ok)]

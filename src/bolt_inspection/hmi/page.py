@@ -29,20 +29,27 @@ PAGE_HTML = """<!DOCTYPE html>
   .pill.ok { background: var(--ok); } .pill.ng { background: var(--ng); }
   .pill.warn { background: var(--warn); color: #111; }
   #control-msg { color: var(--muted); font-size: 13px; }
-  main { display: grid; grid-template-columns: minmax(0, 1fr) 430px; gap: 12px; padding: 12px; }
-  .panel { background: var(--panel); border-radius: 8px; padding: 10px; }
-  #verdict { font-size: 64px; font-weight: 800; text-align: center; border-radius: 8px;
-             padding: 6px; background: #333; letter-spacing: 4px; }
+  main { display: grid; grid-template-columns: minmax(0, 1fr) 440px; gap: 12px; padding: 12px;
+         height: calc(100vh - 58px); }
+  .panel { background: var(--panel); border-radius: 8px; padding: 10px; min-height: 0; }
+  section.panel { display: flex; flex-direction: column; }
+  #verdict { font-size: 72px; font-weight: 800; text-align: center; border-radius: 8px;
+             padding: 2px; background: #333; letter-spacing: 6px; line-height: 1.25; }
   #verdict.ok { background: var(--ok); } #verdict.ng { background: var(--ng); }
-  #verdict-detail { text-align: center; color: var(--text); margin: 6px 0 10px; font-size: 17px; }
-  .mosaic-frame { height: 52vh; background: #000; border-radius: 6px; }
-  #img-gradcam { display: block; width: 100%; height: 100%; object-fit: contain; }
+  #verdict-detail { text-align: center; color: var(--text); margin: 6px 0 10px; font-size: 18px;
+                    min-height: 24px; }
+  #verdict-detail .reason { color: #ff8a80; font-weight: 700; }
+  /* The mosaic (the decision, with Grad-CAM) beside the four live camera views. */
+  .views { flex: 1; min-height: 0; display: grid; grid-template-columns: 1fr 1fr; gap: 10px; }
+  .views figure { margin: 0; display: flex; flex-direction: column; min-height: 0; }
+  .views figcaption { color: var(--muted); font-size: 12px; padding-top: 3px; }
+  .frame { flex: 1; min-height: 0; background: #000; border-radius: 6px; }
+  .frame img { display: block; width: 100%; height: 100%; object-fit: contain; }
+  .cams { display: grid; grid-template-columns: 1fr 1fr; grid-template-rows: 1fr 1fr; gap: 8px;
+          min-height: 0; }
   /* No frame yet: keep the layout, hide the browser's broken-image icon and alt text. */
   img:not([src]) { visibility: hidden; }
-  .cams { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; margin-top: 8px; }
-  .cams figure { margin: 0; } .cams figcaption { color: var(--muted); font-size: 12px; }
-  .cams .frame { aspect-ratio: 4 / 3; background: #000; border-radius: 4px; }
-  .cams img { display: block; width: 100%; height: 100%; object-fit: contain; }
+  aside.panel { display: flex; flex-direction: column; }
   .counters { display: grid; grid-template-columns: repeat(3, 1fr); gap: 8px; }
   .counter { background: #2a3037; border-radius: 6px; padding: 6px 8px; }
   .counter .v { font-size: 26px; font-weight: 700; } .counter .k { color: var(--muted);
@@ -51,7 +58,7 @@ PAGE_HTML = """<!DOCTYPE html>
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
   td, th { padding: 3px 5px; text-align: left; border-bottom: 1px solid #2c323a; }
   th { color: var(--muted); font-weight: 500; }
-  #verdicts-wrap { max-height: 38vh; overflow-y: auto; }
+  #verdicts-wrap { flex: 1; min-height: 0; overflow-y: auto; }
   #verdicts tr { cursor: pointer; } #verdicts tr:hover { background: #2a3037; }
   .lvl { font-weight: 700; } .lvl-0 { color: var(--ok); } .lvl-1 { color: var(--warn); }
   .lvl-2 { color: var(--ng); } .lvl-3 { color: var(--stale); }
@@ -61,7 +68,10 @@ PAGE_HTML = """<!DOCTYPE html>
             display: none; }
   #detail.open { display: block; }
   #detail-images { display: flex; flex-wrap: wrap; gap: 10px; }
-  #detail-images figure { margin: 0; } #detail-images img { max-height: 40vh; max-width: 100%; }
+  #detail-images figure { margin: 0; }
+  #detail-images img { height: 62vh; max-width: 100%; object-fit: contain; background: #000; }
+  #clock { margin-left: auto; color: var(--muted); font-variant-numeric: tabular-nums; }
+  .counter .v, #verdicts td { font-variant-numeric: tabular-nums; }
 </style>
 </head>
 <body>
@@ -73,21 +83,26 @@ PAGE_HTML = """<!DOCTYPE html>
   <button id="btn-stop" type="button">Stop</button>
   <input id="token" type="password" placeholder="HMI token" autocomplete="off" hidden>
   <span id="control-msg"></span>
+  <span id="clock"></span>
 </header>
 <main>
   <section class="panel">
     <div id="verdict">&mdash;</div>
     <div id="verdict-detail">waiting for the first bolt</div>
-    <div class="mosaic-frame"><img id="img-gradcam" alt="Grad-CAM mosaic"></div>
-    <div class="cams">
-      <figure><div class="frame"><img id="img-cam0" alt="cam0"></div>
-        <figcaption>cam0</figcaption></figure>
-      <figure><div class="frame"><img id="img-cam1" alt="cam1"></div>
-        <figcaption>cam1</figcaption></figure>
-      <figure><div class="frame"><img id="img-cam2" alt="cam2"></div>
-        <figcaption>cam2</figcaption></figure>
-      <figure><div class="frame"><img id="img-cam3" alt="cam3"></div>
-        <figcaption>cam3</figcaption></figure>
+    <div class="views">
+      <figure><div class="frame"><img id="img-gradcam" alt="Grad-CAM mosaic"></div>
+        <figcaption>Grad-CAM of the last inspected bolt (red = where the model looked)
+        </figcaption></figure>
+      <div class="cams">
+        <figure><div class="frame"><img id="img-cam0" alt="cam0"></div>
+          <figcaption>cam0 live</figcaption></figure>
+        <figure><div class="frame"><img id="img-cam1" alt="cam1"></div>
+          <figcaption>cam1 live</figcaption></figure>
+        <figure><div class="frame"><img id="img-cam2" alt="cam2"></div>
+          <figcaption>cam2 live</figcaption></figure>
+        <figure><div class="frame"><img id="img-cam3" alt="cam3"></div>
+          <figcaption>cam3 live</figcaption></figure>
+      </div>
     </div>
   </section>
   <aside class="panel">
@@ -144,7 +159,14 @@ function render(s) {
   const v = s.latest;
   if (v) {
     text($('verdict'), v.verdict).className = v.ok ? 'ok' : 'ng';
-    text($('verdict-detail'), 'bolt ' + v.bolt_id + '  ' + v.message + '  ' + v.time);
+    const detail = $('verdict-detail'); detail.replaceChildren();
+    const parts = ['bolt ' + v.bolt_id, v.time, 'max p(NG) ' + fmt(maxP(v.p_ng), 2),
+                   fmt(v.latency_ms, 0) + ' ms'];
+    detail.append(parts.join('   \u00b7   '));
+    if (v.message.startsWith('NG: ')) {
+      const reason = document.createElement('div'); reason.className = 'reason';
+      detail.append(text(reason, v.message.slice(4)));
+    }
   }
   for (const [name, version] of Object.entries(s.images)) {
     if (shown[name] !== version) {
@@ -215,6 +237,8 @@ async function control(what) {
   }
 }
 
+function tick() { text($('clock'), new Date().toLocaleTimeString()); }
+tick(); setInterval(tick, 1000);
 $('btn-start').addEventListener('click', () => control('start'));
 $('btn-stop').addEventListener('click', () => control('stop'));
 $('detail-close').addEventListener('click', () => $('detail').classList.remove('open'));

@@ -1,0 +1,243 @@
+"""The inspection log node and the HMI node on a real rclpy graph (no model, no browser)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
+from bolt_inspection.nodes.hmi_node import HmiNode  # noqa: E402
+from bolt_inspection.nodes.image_conv import bgr_to_image  # noqa: E402
+from bolt_inspection.nodes.inspection_log_node import InspectionLogNode  # noqa: E402
+from bolt_inspection.nodes.lifecycle_util import (  # noqa: E402
+    bring_down,
+    bring_up,
+    key_values,
+    ns_to_stamp,
+    state_label,
+)
+
+pytestmark = pytest.mark.ros
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class Line(Node):
+    """Publishes what the classifier, the trigger source and the PLC bridge would."""
+
+    def __init__(self, context):
+        super().__init__('fake_line', context=context)
+        self.trigger = self.create_publisher(Header, '/line/trigger',
+                                             QoSProfile(depth=10,
+                                                        reliability=ReliabilityPolicy.RELIABLE))
+        self.verdict = self.create_publisher(DiagnosticStatus, '/inspection/verdict', RELIABLE)
+        self.gradcam = self.create_publisher(Image, '/inspection/gradcam',
+                                             qos_profile_sensor_data)
+        self.delivery = self.create_publisher(DiagnosticStatus, '/plc/delivery', RELIABLE)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def wait_matched(self, count=1, timeout_s=10.0):
+        deadline = time.monotonic() + timeout_s
+        pubs = (self.trigger, self.verdict, self.gradcam, self.delivery)
+        while any(p.get_subscription_count() < count for p in pubs):
+            assert time.monotonic() < deadline, 'subscriptions did not match'
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def send_trigger(self, bolt: int, stamp_ns: int):
+        self.trigger.publish(Header(stamp=ns_to_stamp(stamp_ns), frame_id=str(bolt)))
+
+    def send_verdict(self, bolt: int, message: str, latency_ms=120.0):
+        values = {'p_ng_cam0': 0.9 if message != 'OK' else 0.1, 'p_ng_cam1': None,
+                  'latency_ms': float(latency_ms), 'threshold': 0.5, 'model_id': 'm1'}
+        self.verdict.publish(DiagnosticStatus(
+            level=DiagnosticStatus.OK if message == 'OK' else DiagnosticStatus.ERROR,
+            name='bolt_inspection/verdict', message=message, hardware_id=str(bolt),
+            values=key_values(values)))
+
+    def send_mosaic(self, stamp_ns: int, value: int = 120):
+        mosaic = np.full((64, 48, 3), value, np.uint8)
+        self.gradcam.publish(bgr_to_image(mosaic, stamp=ns_to_stamp(stamp_ns),
+                                          frame_id='inspection'))
+
+    def send_delivery(self, bolt: int, delivered: bool):
+        self.delivery.publish(DiagnosticStatus(
+            level=DiagnosticStatus.OK if delivered else DiagnosticStatus.ERROR,
+            name='plc_bridge/delivery', hardware_id=str(bolt),
+            message='delivered' if delivered else 'PLC not reachable'))
+
+
+@pytest.fixture
+def graph(rclpy_context):
+    nodes = []
+    executor = MultiThreadedExecutor(num_threads=4, context=rclpy_context)
+
+    def add(node):
+        nodes.append(node)
+        executor.add_node(node)
+        return node
+
+    import threading
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield add
+    for node in reversed(nodes):
+        if hasattr(node, 'trigger_deactivate'):
+            bring_down(node)
+    executor.shutdown(timeout_sec=5.0)
+    thread.join(5.0)
+    for node in nodes:
+        node.destroy_node()
+
+
+def _until(check, what, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(what)
+
+
+def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rclpy_context,
+                                                                      tmp_path):
+    db = tmp_path / 'log.db'
+    log = graph(InspectionLogNode(context=rclpy_context, parameter_overrides=[
+        Parameter('db_path', value=str(db)), Parameter('mosaic_wait_s', value=0.3),
+        Parameter('synchronous', value='NORMAL'), Parameter('diagnostics_period_s', value=0.2)]))
+    line = graph(Line(rclpy_context))
+    diagnostics = []
+    line.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    assert bring_up(log)
+    line.wait_matched()
+    t0 = time.time_ns() - 10**9
+    stamps = {bolt: t0 + bolt * 1_000_000 for bolt in range(1, 5)}
+    for bolt, stamp in stamps.items():
+        line.send_trigger(bolt, stamp)
+    time.sleep(0.3)
+    line.send_verdict(1, 'NG')                       # verdict, then its mosaic
+    time.sleep(0.1)
+    line.send_mosaic(stamps[1], 201)
+    line.send_mosaic(stamps[2], 202)                 # mosaic overtakes its verdict
+    time.sleep(0.1)
+    line.send_verdict(2, 'NG: missing view cam1')
+    line.send_verdict(3, 'NG')                       # its mosaic never comes
+    line.send_verdict(4, 'OK')
+    line.send_verdict(5, 'NG', latency_ms=250.0)     # trigger never seen
+    line.send_delivery(1, True)
+    line.send_delivery(3, False)
+    _until(lambda: log.counts['verdicts'] == 5 and not log._held, 'verdicts not handled')
+    assert log.log.flush()
+
+    rows = {v.bolt_id: v for v in read_verdicts(db, with_images=True)}
+    assert sorted(rows) == ['1', '2', '3', '4', '5']
+    for bolt in range(1, 5):
+        assert rows[str(bolt)].trigger_ns == stamps[bolt]           # exact join key
+    assert abs(rows['5'].created_ns - rows['5'].trigger_ns - 250_000_000) < 1_000_000
+    for bolt, value in (('1', 201), ('2', 202)):
+        [image] = rows[bolt].images
+        assert image.kind == 'mosaic' and image.state == 'stored'
+        import cv2
+        assert cv2.imread(str(image.path))[0, 0, 0] == value      # the right bolt's mosaic
+    assert rows['3'].images == [] and rows['4'].images == []
+    assert rows['2'].reasons == ['missing view cam1'] and rows['2'].p_ng == {0: 0.9, 1: None}
+    assert rows['4'].ok and rows['4'].model_id == 'm1' and rows['4'].latency_ms == 120.0
+    assert [rows[b].plc_state for b in '12345'] == ['delivered', 'pending', 'undelivered',
+                                                     'pending', 'pending']
+    assert log.counts['without_mosaic'] == 1 and log.counts['mosaics_joined'] == 2
+    _until(lambda: any(s.name == 'inspection_log: inspection log'
+                       and s.message == '5 verdicts logged'
+                       for a in diagnostics for s in a.status), 'no diagnostics')
+
+
+def test_log_node_refuses_an_unusable_database(graph, rclpy_context, tmp_path):
+    bad = tmp_path / 'not_a.db'
+    bad.write_bytes(b'this is not sqlite' * 100)
+    log = graph(InspectionLogNode(context=rclpy_context, parameter_overrides=[
+        Parameter('db_path', value=str(bad))]))
+    assert not bring_up(log)
+    assert state_label(log) == 'unconfigured'
+
+
+def _post(url):
+    req = urllib.request.Request(url, data=b'{}', method='POST',
+                                 headers={'Content-Type': 'application/json'})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hmi_node_shows_topics_and_calls_the_line_services(graph, rclpy_context, tmp_path):
+    hmi = graph(HmiNode(context=rclpy_context, parameter_overrides=[
+        Parameter('port', value=0), Parameter('log_db', value='')]))
+    line = graph(Line(rclpy_context))
+    assert bring_up(hmi)
+    assert hmi.url.startswith('http://127.0.0.1:')
+    # No PLC bridge yet: the operator is told, nothing hangs.
+    status, body = _post(hmi.url + '/api/start')
+    assert status == 409 and 'service /line/start not available' in body['message']
+
+    calls = []
+
+    def service(what):
+        def handle(request, response):
+            calls.append(what)
+            response.success, response.message = True, f'conveyor {what}'
+            return response
+        return handle
+
+    line.create_service(Trigger, '/line/start', service('running'))
+    line.create_service(Trigger, '/line/stop', service('stopped'))
+    _until(lambda: hmi._trigger_clients['stop'].service_is_ready(), 'service not seen')
+    assert _post(hmi.url + '/api/stop') == (200, {'ok': True, 'message': 'conveyor stopped'})
+    assert _post(hmi.url + '/api/start') == (200, {'ok': True, 'message': 'conveyor running'})
+    assert calls == ['stopped', 'running']
+
+    deadline = time.monotonic() + 10
+    while line.verdict.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    line.send_verdict(11, 'OK')
+    line.send_verdict(12, 'NG: missing view cam1')
+    line.send_mosaic(1, 90)
+    line.diagnostics.publish(DiagnosticArray(status=[DiagnosticStatus(
+        level=DiagnosticStatus.WARN, name='cam2: camera', message='source reconnecting')]))
+
+    def snapshot():
+        with urllib.request.urlopen(hmi.url + '/api/state', timeout=10) as resp:
+            return json.loads(resp.read())
+
+    snap = _until(lambda: (s := snapshot())['counters']['total'] == 2
+                  and 'gradcam' in s['images'] and 'cam2: camera' in s['health'] and s,
+                  'HMI state not updated')
+    assert snap['counters']['ok'] == 1 and snap['counters']['ng'] == 1
+    assert snap['latest']['bolt_id'] == '12' and snap['latest']['p_ng'] == {'0': 0.9,
+                                                                              '1': None}
+    assert snap['health']['cam2: camera']['level_name'] == 'WARN'
+    with urllib.request.urlopen(hmi.url + '/image/gradcam.jpg', timeout=10) as resp:
+        assert resp.headers['Content-Type'] == 'image/jpeg'
+
+
+def test_hmi_node_refuses_a_public_bind_without_token(graph, rclpy_context):
+    hmi = graph(HmiNode(context=rclpy_context, parameter_overrides=[
+        Parameter('host', value='0.0.0.0'), Parameter('port', value=0)]))
+    assert not bring_up(hmi)
+    assert state_label(hmi) == 'unconfigured' and hmi.server is None
