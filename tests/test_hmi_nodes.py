@@ -173,6 +173,10 @@ def test_log_node_refuses_an_unusable_database(graph, rclpy_context, tmp_path):
         Parameter('db_path', value=str(bad))]))
     assert not bring_up(log)
     assert state_label(log) == 'unconfigured'
+    # The operator points it at a usable file and configures again, without a restart.
+    log.set_parameters([Parameter('db_path', value=str(tmp_path / 'good.db'))])
+    assert bring_up(log)
+    assert (tmp_path / 'good.db').is_file()
 
 
 def _post(url):
@@ -241,3 +245,23 @@ def test_hmi_node_refuses_a_public_bind_without_token(graph, rclpy_context):
         Parameter('host', value='0.0.0.0'), Parameter('port', value=0)]))
     assert not bring_up(hmi)
     assert state_label(hmi) == 'unconfigured' and hmi.server is None
+    hmi.set_parameters([Parameter('host', value='127.0.0.1')])
+    assert bring_up(hmi) and hmi.url.startswith('http://127.0.0.1:')
+
+
+@pytest.mark.parametrize('node_cls, config', [(InspectionLogNode, 'log.yaml'),
+                                              (HmiNode, 'hmi.yaml')])
+def test_shipped_params_files_name_only_declared_parameters(rclpy_context, node_cls, config):
+    """rclpy silently ignores an unknown key: a typo in the file would be a lost setting."""
+    from bolt_inspection.core.config import load_yaml, node_parameters
+    from bolt_inspection.paths import config_path
+
+    node = node_cls(context=rclpy_context)
+    try:
+        params = node_parameters(load_yaml(config_path(config)), node.get_name())
+        assert params
+        for name, value in params.items():
+            assert node.has_parameter(name), f'{config}: {name} is not a parameter of the node'
+            assert node.get_parameter(name).type_ == Parameter(name, value=value).type_, name
+    finally:
+        node.destroy_node()

@@ -40,12 +40,14 @@ class HmiNode(LifecycleNode):
         super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
                          **kw)
         p = self._params = {}
+        # host, port and token are writable: a refused bind is fixed by setting them and
+        # configuring again (`ros2 lifecycle set /hmi configure`), no restart needed.
         p['host'] = declare(self, 'host', '127.0.0.1', 'Bind address; anything but loopback '
-                            'requires token', read_only=True)
-        p['port'] = declare(self, 'port', 8080, 'TCP port (0 = any free port)',
-                            int_range=(0, 65535), read_only=True)
+                            'requires token; read on configure')
+        p['port'] = declare(self, 'port', 8080, 'TCP port (0 = any free port); read on '
+                            'configure', int_range=(0, 65535))
         p['token'] = declare(self, 'token', '', 'Secret for Start/Stop (X-HMI-Token); required '
-                             'when host is not loopback', read_only=True)
+                             'when host is not loopback; read on configure')
         p['log_db'] = declare(self, 'log_db', '~/.ros/bolt_inspection/inspection.db',
                               "Inspection log whose stored images a clicked bolt shows ('' = "
                               'none)', read_only=True)
@@ -85,6 +87,8 @@ class HmiNode(LifecycleNode):
         from bolt_inspection.hmi.state import HmiState
 
         p = self._params
+        for name in ('host', 'port', 'token'):
+            p[name] = self.get_parameter(name).value
         self.config = HmiConfig(host=p['host'], port=int(p['port']), token=p['token'],
                                 log_db=p['log_db'], log_image_dir=p['log_image_dir'],
                                 jpeg_quality=int(p['jpeg_quality']),

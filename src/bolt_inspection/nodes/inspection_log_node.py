@@ -67,8 +67,10 @@ class InspectionLogNode(LifecycleNode):
         super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
                          **kw)
         p = self._params = {}
+        # Writable: a database that cannot be opened is fixed by pointing db_path elsewhere
+        # and configuring again, no restart needed.
         p['db_path'] = declare(self, 'db_path', DEFAULT_DB_PATH, 'SQLite database (WAL); ~ is '
-                               'expanded', read_only=True)
+                               'expanded; read on configure')
         p['image_dir'] = declare(self, 'image_dir', '', "Evidence PNG folder; '' = <db stem>"
                                  '_images beside the database', read_only=True)
         p['max_image_bytes'] = declare(self, 'max_image_bytes', DEFAULT_MAX_IMAGE_BYTES,
@@ -98,6 +100,7 @@ class InspectionLogNode(LifecycleNode):
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._params
+        p['db_path'] = self.get_parameter('db_path').value
         try:
             self.log = InspectionLog(p['db_path'], p['image_dir'] or None,
                                      int(p['max_image_bytes']),
