@@ -174,6 +174,8 @@ function render(s) {
       $('img-' + name).src = '/image/' + name + '.jpg?v=' + version;
     }
   }
+  // Start is pointless while the PLC reports the conveyor running; Stop always stays live.
+  $('btn-start').disabled = s.running === true;
   const running = $('running');
   if (s.running === null || s.running === undefined) {
     text(running, 'conveyor ?').className = 'pill';
