@@ -183,4 +183,5 @@ def _check_operator_page(line, probe, sim, db, tmp_path):
     assert sorted(v.bolt_id for v in logged) == sorted(r.bolt_id for r in published)
     for verdict in logged:
         if not verdict.ok:
-            assert [i.kind for i in verdict.images if i.state == 'stored'] == ['mosaic']
+            assert [(i.kind, i.cam) for i in verdict.images if i.state == 'stored'] == [
+                ('crop', 0), ('crop', 1), ('crop', 2), ('crop', 3), ('mosaic', None)]

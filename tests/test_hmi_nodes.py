@@ -50,10 +50,12 @@ class Line(Node):
                                              qos_profile_sensor_data)
         self.delivery = self.create_publisher(DiagnosticStatus, '/plc/delivery', RELIABLE)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.cams = [self.create_publisher(Image, f'/cam{k}/image_raw', qos_profile_sensor_data)
+                     for k in range(4)]
 
     def wait_matched(self, count=1, timeout_s=10.0):
         deadline = time.monotonic() + timeout_s
-        pubs = (self.trigger, self.verdict, self.gradcam, self.delivery)
+        pubs = (self.trigger, self.verdict, self.gradcam, self.delivery, *self.cams)
         while any(p.get_subscription_count() < count for p in pubs):
             assert time.monotonic() < deadline, 'subscriptions did not match'
             time.sleep(0.05)
@@ -74,6 +76,12 @@ class Line(Node):
         mosaic = np.full((64, 48, 3), value, np.uint8)
         self.gradcam.publish(bgr_to_image(mosaic, stamp=ns_to_stamp(stamp_ns),
                                           frame_id='inspection'))
+
+    def send_views(self, stamp_ns: int, size=(320, 240)):
+        for cam, pub in enumerate(self.cams):
+            frame = np.full((size[1], size[0], 3), 10 * (cam + 1), np.uint8)
+            pub.publish(bgr_to_image(frame, stamp=ns_to_stamp(stamp_ns),
+                                     frame_id=f'cam{cam}_optical_frame'))
 
     def send_delivery(self, bolt: int, delivered: bool):
         self.delivery.publish(DiagnosticStatus(
@@ -130,6 +138,8 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
     stamps = {bolt: t0 + bolt * 1_000_000 for bolt in range(1, 5)}
     for bolt, stamp in stamps.items():
         line.send_trigger(bolt, stamp)
+    line.send_views(stamps[1])
+    line.send_views(stamps[4])
     time.sleep(0.3)
     line.send_verdict(1, 'NG')                       # verdict, then its mosaic
     time.sleep(0.1)
@@ -150,11 +160,22 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
     for bolt in range(1, 5):
         assert rows[str(bolt)].trigger_ns == stamps[bolt]           # exact join key
     assert abs(rows['5'].created_ns - rows['5'].trigger_ns - 250_000_000) < 1_000_000
+    import cv2
     for bolt, value in (('1', 201), ('2', 202)):
-        [image] = rows[bolt].images
-        assert image.kind == 'mosaic' and image.state == 'stored'
-        import cv2
-        assert cv2.imread(str(image.path))[0, 0, 0] == value      # the right bolt's mosaic
+        mosaic = rows[bolt].images[-1]
+        assert mosaic.kind == 'mosaic' and mosaic.state == 'stored'
+        assert cv2.imread(str(mosaic.path))[0, 0, 0] == value     # the right bolt's mosaic
+    # Bolt 1's four views, cut to cameras.yaml's boxes scaled from 1280x960 to 320x240.
+    crops = rows['1'].images[:-1]
+    assert [(i.kind, i.cam, i.state) for i in crops] == [('crop', k, 'stored') for k in range(4)]
+    from bolt_inspection.core.roi import load_camera_config, scale_boxes
+    shipped = load_camera_config()
+    boxes = scale_boxes(shipped.boxes, shipped.frame_size, (320, 240))
+    for image in crops:
+        crop = cv2.imread(str(image.path))
+        _, _, w, h = boxes[image.cam]
+        assert crop.shape == (h, w, 3) and crop[0, 0, 0] == 10 * (image.cam + 1)
+    assert [i.kind for i in rows['2'].images] == ['mosaic']     # no views were sent for it
     assert rows['3'].images == [] and rows['4'].images == []
     assert rows['2'].reasons == ['missing view cam1'] and rows['2'].p_ng == {0: 0.9, 1: None}
     assert rows['4'].ok and rows['4'].model_id == 'm1' and rows['4'].latency_ms == 120.0

@@ -67,9 +67,9 @@ PAGE_HTML = """<!DOCTYPE html>
             padding: 14px; overflow: auto; box-shadow: 0 0 0 100vmax rgba(0,0,0,.6);
             display: none; }
   #detail.open { display: block; }
-  #detail-images { display: flex; flex-wrap: wrap; gap: 10px; }
+  #detail-images { display: flex; gap: 10px; overflow-x: auto; }
   #detail-images figure { margin: 0; }
-  #detail-images img { height: 62vh; max-width: 100%; object-fit: contain; background: #000; }
+  #detail-images img { height: 58vh; object-fit: contain; background: #000; }
   #clock { margin-left: auto; color: var(--muted); font-variant-numeric: tabular-nums; }
   .counter .v, #verdicts td { font-variant-numeric: tabular-nums; }
 </style>
@@ -213,7 +213,10 @@ async function showBolt(boltId) {
   text($('detail-info'), [d.message, 'p(NG) ' + (probs || '-'), 'PLC ' + d.plc_state,
                           'model ' + (d.model_id || '-'),
                           new Date(d.created_ns / 1e6).toLocaleString()].join('   |   '));
-  for (const img of d.images) {
+  // The Grad-CAM mosaic (the decision) first, then the ROI crops the model saw.
+  const ordered = d.images.filter((i) => i.kind === 'mosaic')
+    .concat(d.images.filter((i) => i.kind !== 'mosaic'));
+  for (const img of ordered) {
     const fig = document.createElement('figure');
     const cap = document.createElement('figcaption');
     text(cap, (img.kind === 'mosaic' ? 'Grad-CAM mosaic' : 'cam' + img.cam + ' ROI') +

@@ -10,6 +10,9 @@ writer thread, WAL, pruning and crash safety). This node only joins messages:
   stamp, so it joins its verdict exactly by stamp. An NG verdict waits up to ``mosaic_wait_s``
   for its mosaic (the classifier publishes it right after the verdict, on another topic, best
   effort), then is written with or without it; an OK verdict is written at once.
+* ``/camN/image_raw`` (sensor data, ``header.stamp`` = the trigger stamp): each view is cut to
+  its ROI box from ``camera_config`` (config/cameras.yaml, scaled to the frame size) on arrival
+  and kept for a few bolts, so an NG row gets the four ROI crops the classifier judged.
 * ``/plc/delivery`` (DiagnosticStatus per verdict: ``hardware_id`` = bolt id, level OK =
   written to the PLC, anything else = not delivered) sets the row's PLC delivery state. Until
   the PLC bridge publishes it, rows stay ``pending``.
@@ -45,6 +48,7 @@ VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # Bolts remembered for the joins: far more than are ever in flight between camera and gate.
 _REMEMBER = 1000
 _MOSAICS_KEPT = 16
+_CROPS_KEPT = 16          # bolts whose ROI crops are kept waiting for their verdict
 
 
 @dataclass
@@ -84,6 +88,15 @@ class InspectionLogNode(LifecycleNode):
         p['mosaic_wait_s'] = declare(self, 'mosaic_wait_s', 1.0, 'How long an NG verdict '
                                      'waits for its Grad-CAM mosaic before it is written '
                                      'without', float_range=(0.0, 30.0), read_only=True)
+        p['store_crops'] = declare(self, 'store_crops', True, 'Keep the ROI crop of every view '
+                                   'of an NG bolt (from /camN/image_raw)', read_only=True)
+        p['camera_config'] = declare(self, 'camera_config', '', "cameras.yaml with the ROI "
+                                     "boxes; '' = the shipped one (boxes scale with the frame "
+                                     'size)', read_only=True)
+        p['cams'] = declare(self, 'cams', [0, 1, 2, 3], 'Cameras whose crops are kept',
+                            read_only=True)
+        p['camera_topic'] = declare(self, 'camera_topic', '/cam{}/image_raw', 'Camera topic '
+                                    'pattern; {} = camera index', read_only=True)
         p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
                                             '/diagnostics', float_range=(0.1, 60.0),
                                             read_only=True)
@@ -92,8 +105,11 @@ class InspectionLogNode(LifecycleNode):
         self._triggers: OrderedDict[str, int] = OrderedDict()   # bolt id -> trigger stamp ns
         self._mosaics: OrderedDict[int, Image] = OrderedDict()  # trigger stamp ns -> mosaic
         self._held: dict[int, _Held] = {}                       # trigger stamp ns -> NG record
+        self._crops: OrderedDict[int, dict] = OrderedDict()     # trigger stamp ns -> cam -> crop
+        self.camera_config = None
         self.counts = {'verdicts': 0, 'mosaics_joined': 0, 'without_mosaic': 0,
-                       'unknown_trigger': 0, 'deliveries': 0, 'errors': 0}
+                       'unknown_trigger': 0, 'deliveries': 0, 'crops_stored': 0,
+                       'crop_errors': 0, 'errors': 0}
         self._entities: list = []
         self._diag_pub = None
 
@@ -101,6 +117,13 @@ class InspectionLogNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._params
         p['db_path'] = self.get_parameter('db_path').value
+        if p['store_crops']:
+            from bolt_inspection.core.roi import load_camera_config
+            try:
+                self.camera_config = load_camera_config(p['camera_config'] or None)
+            except BoltInspectionError as exc:
+                self.get_logger().error(f'cannot read the ROI boxes: {exc}')
+                return TransitionCallbackReturn.FAILURE
         try:
             self.log = InspectionLog(p['db_path'], p['image_dir'] or None,
                                      int(p['max_image_bytes']),
@@ -124,6 +147,9 @@ class InspectionLogNode(LifecycleNode):
             self.create_subscription(DiagnosticStatus, '/plc/delivery', self._on_delivery,
                                      VERDICT_QOS),
             self.create_timer(0.1, self._write_overdue),
+            *[self.create_subscription(Image, self._params['camera_topic'].format(cam),
+                                       self._view_callback(int(cam)), qos_profile_sensor_data)
+              for cam in (self._params['cams'] if self.camera_config is not None else ())],
             self.create_timer(self._params['diagnostics_period_s'], self._publish_diagnostics),
         ]
         return result
@@ -219,6 +245,33 @@ class InspectionLogNode(LifecycleNode):
         self._attach(held.record, msg)
         self._write(held.record)
 
+    def _view_callback(self, cam: int):
+        from bolt_inspection.core.roi import crop_roi, scale_boxes
+        from bolt_inspection.nodes.image_conv import image_to_bgr
+
+        def callback(msg: Image) -> None:
+            config = self.camera_config
+            if config is None or cam not in config.boxes:
+                return
+            try:
+                frame = image_to_bgr(msg)
+                size = (frame.shape[1], frame.shape[0])
+                box = (config.boxes[cam] if size == tuple(config.frame_size) else
+                       scale_boxes({cam: config.boxes[cam]}, config.frame_size, size)[cam])
+                # A copy: the crop must not keep the whole frame alive while it waits.
+                crop = crop_roi(frame, box, f'cam{cam}').copy()
+            except BoltInspectionError as exc:
+                self.counts['crop_errors'] += 1
+                self.get_logger().warning(f'cam{cam}: no ROI crop: {exc}',
+                                          throttle_duration_sec=10.0)
+                return
+            stamp = stamp_to_ns(msg.header.stamp)
+            with self._lock:
+                self._crops.setdefault(stamp, {})[cam] = crop
+                while len(self._crops) > _CROPS_KEPT:
+                    self._crops.popitem(last=False)
+        return callback
+
     def _on_delivery(self, msg: DiagnosticStatus) -> None:
         ok = _level(msg.level) == _level(DiagnosticStatus.OK)
         state = 'delivered' if ok else 'undelivered'
@@ -248,6 +301,11 @@ class InspectionLogNode(LifecycleNode):
         log = self.log
         if log is None:
             return
+        with self._lock:
+            crops = self._crops.pop(record.trigger_ns, None)
+        if crops and (not record.ok or self._params['store_ok_images']):
+            record.crops = crops
+            self.counts['crops_stored'] += len(crops)
         try:
             log.record(record)
         except (RuntimeError, ValueError) as exc:
