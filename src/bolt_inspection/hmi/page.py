@@ -69,7 +69,7 @@ PAGE_HTML = """<!DOCTYPE html>
   #detail.open { display: block; }
   #detail-images { display: flex; gap: 10px; overflow-x: auto; }
   #detail-images figure { margin: 0; }
-  #detail-images img { height: 58vh; object-fit: contain; background: #000; }
+  #detail-images img { height: 50vh; object-fit: contain; background: #000; }
   #clock { margin-left: auto; color: var(--muted); font-variant-numeric: tabular-nums; }
   .counter .v, #verdicts td { font-variant-numeric: tabular-nums; }
 </style>
