@@ -34,6 +34,8 @@ setup(
             'classifier_node = bolt_inspection.nodes.classifier_node:main',
             'plc_bridge_node = bolt_inspection.nodes.plc_bridge_node:main',
             'bag_player = bolt_inspection.nodes.bag_player:main',
+            'inspection_log_node = bolt_inspection.nodes.inspection_log_node:main',
+            'hmi_node = bolt_inspection.nodes.hmi_node:main',
         ],
     },
 )
