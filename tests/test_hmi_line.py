@@ -150,6 +150,7 @@ def _check_operator_page(line, probe, sim, db, tmp_path):
         newest = max(published, key=lambda r: r.received_ns)
         assert rows.first.get_attribute('data-bolt') == newest.bolt_id
         health = text(page, 'health')
+        assert 'passed' in health and 'rejected' in health        # the PLC's gate tally
         for name in ('classifier', 'cam0', 'plc_bridge', 'inspection_log', 'PLC'):
             assert name in health, health
 

@@ -186,7 +186,13 @@ function render(s) {
   const health = $('health'); health.replaceChildren();
   for (const [name, h] of Object.entries(s.health)) {
     const row = health.insertRow();
-    cell(row, h.level_name, 'lvl lvl-' + h.level); cell(row, name); cell(row, h.message);
+    cell(row, h.level_name, 'lvl lvl-' + h.level); cell(row, name);
+    // The sorting gate's own tally, as the PLC counts it (/plc/status).
+    const gate = name === 'PLC' && h.values.pass_count !== undefined
+      && h.values.pass_count !== 'n/a'
+      ? '  \u00b7  gate: ' + h.values.pass_count + ' passed, ' + h.values.reject_count +
+        ' rejected' : '';
+    cell(row, h.message + gate);
   }
   if (!Object.keys(s.health).length) cell(health.insertRow(), 'no status yet');
   const rows = $('verdicts'); rows.replaceChildren();
