@@ -113,8 +113,10 @@ class HmiNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         from bolt_inspection.hmi.app import HmiServer, create_app
 
+        # 50 ms: a verdict reaches the screen well within the line's 0.9 s budget; a snapshot
+        # costs microseconds, so checking 20 times a second per open page is cheap.
         app = create_app(self.state, on_start=self._start, on_stop=self._stop,
-                         config=self.config)
+                         config=self.config, poll_s=0.05)
         server = HmiServer(app, self.config.host, self.config.port)
         try:
             server.start()
