@@ -738,8 +738,7 @@ def _camera_effects(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     wb = rng.uniform(0.95, 1.05, 3) * gain
     offset = rng.uniform(-6, 6)
     lut = np.clip(np.arange(256, dtype=np.float32)[:, None] * wb[None, :] + offset, 0, 255)
-    lut = lut.astype(np.uint8)
-    out = cv2.merge([cv2.LUT(img[..., c], lut[:, c]) for c in range(3)])
+    out = cv2.LUT(img, lut.astype(np.uint8).reshape(256, 1, 3))   # one pass, per-channel table
     sigma = rng.uniform(0.4, 1.1) * min(img.shape[0] / REF_SIZE[1], img.shape[1] / REF_SIZE[0])
     if sigma > 0.25:
         out = cv2.GaussianBlur(out, (0, 0), sigma)
