@@ -247,3 +247,18 @@ def test_cli_unreadable_image(tmp_path):
     (tmp_path / 'NG' / 'bad_cam0.png').write_bytes(b'garbage, not a PNG')
     line = _one_error_line(_cli('dataset', str(tmp_path)))
     assert 'bad_cam0.png' in line and 'not a decodable image' in line
+
+
+def test_contact_sheet_of_a_folder_dataset(tmp_path):
+    from bolt_inspection.core.synth import contact_sheet
+
+    for cam in range(2):
+        _write(tmp_path / 'data' / 'NG' / f'b1_cam{cam}.png', np.zeros((60, 80, 3), np.uint8))
+        _write(tmp_path / 'data' / 'OK' / f'b2_cam{cam}.png', np.zeros((60, 80, 3), np.uint8))
+    sheet_path = contact_sheet(load_dataset(tmp_path / 'data'), tmp_path / 'sheet.png',
+                               tile_width=80)
+    sheet = cv2.imread(str(sheet_path))
+    assert sheet.shape == (2 * 64 + 4, 2 * 84 + 4, 3)   # 2 bolts x 2 cameras, 4 px gutters
+    # Caption bars: red for the NG bolt's views, green for the OK one.
+    assert sheet[5, 5, 2] > 100 and sheet[5, 5, 1] < 50
+    assert sheet[69, 5, 1] > 80 and sheet[69, 5, 2] < 50
