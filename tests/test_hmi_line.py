@@ -166,6 +166,8 @@ def _check_operator_page(line, probe, sim, db, tmp_path):
                 '.some(i => i.naturalWidth > 0)'), 'stored NG mosaic not shown')
             assert 'PLC pending' in text(page, 'detail-info')
             page.screenshot(path=str(tmp_path / 'hmi_detail.png'))
+            page.keyboard.press('Escape')
+            assert not page.is_visible('#detail')
 
     shutil.copy(tmp_path / 'hmi_line.png', SCREENSHOT_COPY)
     # What the operator waits for: verdict received on the ROS graph -> row on the screen.

@@ -253,6 +253,9 @@ tick(); setInterval(tick, 1000);
 $('btn-start').addEventListener('click', () => control('start'));
 $('btn-stop').addEventListener('click', () => control('stop'));
 $('detail-close').addEventListener('click', () => $('detail').classList.remove('open'));
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape') $('detail').classList.remove('open');
+});
 const events = new EventSource('/events');
 events.addEventListener('state', (e) => render(JSON.parse(e.data)));
 events.onopen = () => { text($('conn'), 'live').className = 'pill ok'; };
