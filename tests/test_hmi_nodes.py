@@ -260,6 +260,16 @@ def test_hmi_node_shows_topics_and_calls_the_line_services(graph, rclpy_context,
     with urllib.request.urlopen(hmi.url + '/image/gradcam.jpg', timeout=10) as resp:
         assert resp.headers['Content-Type'] == 'image/jpeg'
 
+    # An open page (live SSE stream) does not hold up deactivation, and the port is freed.
+    stream = urllib.request.urlopen(hmi.url + '/events', timeout=10)
+    assert stream.readline().startswith(b'event: state')
+    started = time.monotonic()
+    assert hmi.trigger_deactivate() is not None and state_label(hmi) == 'inactive'
+    assert time.monotonic() - started < 5.0
+    stream.close()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(hmi.url + '/api/state', timeout=2)
+
 
 def test_hmi_node_refuses_a_public_bind_without_token(graph, rclpy_context):
     hmi = graph(HmiNode(context=rclpy_context, parameter_overrides=[
