@@ -167,6 +167,7 @@ class Line:
         self.triggers: list = []
         self.diagnostics: list = []
         self.plc_status: list = []
+        self.deliveries: list = []
         self.Trigger = Trigger
         self.Status = DiagnosticStatus
         overrides = {**FAST, 'port': port if port is not None else sim.port, **params}
@@ -180,6 +181,8 @@ class Line:
                                       lambda m: self.diagnostics.append(m.status[0]), 10)
         self.peer.create_subscription(DiagnosticStatus, '/plc/status', self.plc_status.append,
                                       STATUS_QOS)
+        self.peer.create_subscription(DiagnosticStatus, '/plc/delivery', self.deliveries.append,
+                                      VERDICT_QOS)
         self.start_client = self.peer.create_client(Trigger, '/line/start')
         self.stop_client = self.peer.create_client(Trigger, '/line/stop')
         self.executor = MultiThreadedExecutor(context=context)
@@ -385,6 +388,11 @@ def test_modbus_exception_response_is_retried_then_reported_with_the_bolt_id(
     assert stats['verdict_write_errors'] == 4 and stats['connected']
     bolt, why = stats['undelivered_recent'][0]
     assert bolt == 6 and 'DEVICE FAILURE' in why
+    # Each verdict's fate is published per bolt (the inspection log records it).
+    assert wait_for(lambda: len(line.deliveries) == 2)
+    fate = {d.hardware_id: d for d in line.deliveries}
+    assert fate['5'].level == line.Status.OK and fate['5'].message == 'delivered'
+    assert fate['6'].level == line.Status.ERROR and 'DEVICE FAILURE' in fate['6'].message
 
 
 @pytest.mark.ros

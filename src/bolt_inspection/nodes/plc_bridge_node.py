@@ -13,7 +13,9 @@ MultiThreadedExecutor of ``main()`` / ``bolt-inspection line`` nothing else wait
 
 Topics: /line/trigger (std_msgs/Header, reliable depth 10; stamp = when the bridge saw the
 counter change, frame_id = bolt id), /inspection/verdict (in, reliable depth 100), /plc/status
-(DiagnosticStatus, transient local depth 1), /diagnostics.
+(DiagnosticStatus, transient local depth 1), /plc/delivery (DiagnosticStatus per verdict,
+reliable depth 100: ``hardware_id`` = bolt id, level OK = written and acknowledged by the PLC,
+ERROR = given up, with the reason; the inspection log records it per bolt), /diagnostics.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class PlcBridgeNode(LifecycleNode):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._entities: list = []
-        self._trigger_pub = self._status_pub = self._diag_pub = None
+        self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
         self._reset_state()
         # Every failure is reported by this node with the bolt id; pymodbus' own log lines
         # ("No response received...") would only duplicate them on stderr.
@@ -153,9 +155,11 @@ class PlcBridgeNode(LifecycleNode):
         self._trigger_pub = self.create_publisher(Header, '/line/trigger', TRIGGER_QOS)
         self._status_pub = self.create_publisher(DiagnosticStatus, '/plc/status', STATUS_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._delivery_pub = self.create_publisher(DiagnosticStatus, '/plc/delivery',
+                                                   VERDICT_QOS)
         services = MutuallyExclusiveCallbackGroup()
         self._entities = [
-            self._trigger_pub, self._status_pub, self._diag_pub,
+            self._trigger_pub, self._status_pub, self._diag_pub, self._delivery_pub,
             self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
                                      VERDICT_QOS),
             self.create_service(Trigger, '/line/start',
@@ -221,7 +225,7 @@ class PlcBridgeNode(LifecycleNode):
             else:
                 self.destroy_subscription(entity)
         self._entities = []
-        self._trigger_pub = self._status_pub = self._diag_pub = None
+        self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
 
     # -- ROS callbacks (never touch the socket) ----------------------------------------------
 
@@ -414,10 +418,11 @@ class PlcBridgeNode(LifecycleNode):
         with self._lock:
             expired = self.book.expire(now)
         for item in expired:
+            reason = item.last_error or 'PLC not reachable'
             self.get_logger().error(
                 f'verdict for bolt {item.bolt_id} ({"OK" if item.code == 1 else "NG"}) NOT '
-                f'delivered: {item.last_error or "PLC not reachable"}; the PLC rejects it '
-                f'(fail-safe)')
+                f'delivered: {reason}; the PLC rejects it (fail-safe)')
+            self._publish_delivery(item, f'not delivered: {reason}')
 
     def _write_verdict(self, client, item: PendingVerdict) -> None:
         c = self.config
@@ -435,11 +440,27 @@ class PlcBridgeNode(LifecycleNode):
                 self.get_logger().error(
                     f'verdict for bolt {item.bolt_id} NOT delivered after {item.attempts} '
                     f'attempt(s): {_exc_text(rr)}; the PLC rejects it (fail-safe)')
+                self._publish_delivery(item, f'not delivered: {_exc_text(rr)}', ms)
             return
         with self._lock:
             self.book.ack(item)
             self.counters['verdicts_written'] += 1
             self.write_ms.append(ms)
+        self._publish_delivery(item, 'delivered', ms)
+
+    def _publish_delivery(self, item: PendingVerdict, message: str,
+                          write_ms: float | None = None) -> None:
+        """Tell the line what became of one verdict (OK = in the PLC, ERROR = given up)."""
+        pub = self._delivery_pub
+        if pub is None:
+            return
+        level = DiagnosticStatus.OK if message == 'delivered' else DiagnosticStatus.ERROR
+        values = {'code': item.code, 'attempts': item.attempts}
+        if write_ms is not None:
+            values['write_ms'] = round(write_ms, 2)
+        pub.publish(DiagnosticStatus(level=level, name=f'{self.get_name()}/delivery',
+                                     message=message, hardware_id=str(item.bolt_id),
+                                     values=key_values(values)))
 
     def _poll(self, client) -> None:
         c = self.config
