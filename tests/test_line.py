@@ -167,8 +167,8 @@ def test_classifier_restart_mid_run_recovers(line_factory, core_inspector):
 
 def test_line_command_prints_a_summary(ros_domain_id, tiny_artifact, capsys):
     from bolt_inspection import cli
-    code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240', '--bolts', '5',
-                     '--rate', '600', '--first-bolt', '7801', '--seed', str(SEED)])
+    code = cli.main(['line', '--no-plc', '--model', str(tiny_artifact), '--size', '320x240',
+                     '--bolts', '5', '--rate', '600', '--first-bolt', '7801', '--seed', str(SEED)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert 'bolts triggered: 5, verdicts: 5' in out
@@ -178,17 +178,18 @@ def test_line_command_prints_a_summary(ros_domain_id, tiny_artifact, capsys):
 
 def test_line_command_without_a_model_is_a_one_line_error(ros_domain_id, capfd):
     from bolt_inspection import cli
-    assert cli.main(['line', '--size', '320x240', '--bolts', '1']) == 2
+    assert cli.main(['line', '--no-plc', '--size', '320x240', '--bolts', '1']) == 2
     err = capfd.readouterr().err
     assert 'error: node classifier failed to configure' in err
     assert 'no model' in err and 'Traceback' not in err
 
 
-def test_line_command_with_the_plc_bridge_and_simulator(ros_domain_id, tiny_artifact, capfd):
-    """The closed loop: plc-sim counts bolts -> bridge triggers -> verdicts -> sorting gate."""
+def test_line_command_with_an_external_plc(ros_domain_id, tiny_artifact, capfd):
+    """--plc-port: a separately started PLC (here plc-sim) counts bolts -> bridge triggers ->
+    verdicts -> sorting gate; the command starts no simulator of its own."""
     from bolt_inspection import cli
     from bolt_inspection.plc_server import PlcSimulator
-    sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=240.0,
+    sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=120.0,
                                    gate_delay_s=0.5, bolts=6, seed=SEED).start()
     try:
         code = cli.main(['line', '--plc', '--plc-port', str(sim.port), '--model',
@@ -198,6 +199,7 @@ def test_line_command_with_the_plc_bridge_and_simulator(ros_domain_id, tiny_arti
         assert code == 0, out
         assert 'conveyor start: ok' in out
         assert 'bolts triggered: 6, verdicts: 6' in out
+        assert 'PLC simulator at' not in out and 'sorting gate:' not in out
         summary = sim.summary()   # every bolt sorted by its verdict, none by the fail-safe
         assert summary['verdicts'] == 6 and summary['sorted'] == 6, summary
         assert summary['failsafe_rejects'] == 0 and summary['late_verdicts'] == 0, summary
@@ -211,7 +213,7 @@ def test_line_command_replays_a_dataset_folder(ros_domain_id, tiny_artifact, tmp
     from bolt_inspection.core.synth import generate_dataset
     generate_dataset(tmp_path / 'ds', seed=SEED, bolts=4, size=TINY_FRAME_SIZE,
                      first_bolt_id=7900, progress=False)
-    code = cli.main(['line', '--source', 'folder', '--folder', str(tmp_path / 'ds'),
+    code = cli.main(['line', '--no-plc', '--source', 'folder', '--folder', str(tmp_path / 'ds'),
                      '--model', str(tiny_artifact), '--size', '320x240', '--bolts', '4',
                      '--rate', '600', '--first-bolt', '7900'])
     out = capfd.readouterr().out
@@ -222,3 +224,75 @@ def test_line_command_replays_a_dataset_folder(ros_domain_id, tiny_artifact, tmp
     expected_ok = sum(core_decision(core_inspector, b).verdict.ok for b in range(7900, 7904))
     assert f'(OK {expected_ok}, NG {4 - expected_ok}' in out
     assert 'agreement with ground truth' in out and 'of 4 bolts' in out
+
+
+def test_line_runs_the_closed_loop_by_default(ros_domain_id, tiny_artifact, tmp_path, capfd):
+    """No PLC option: an in-process simulator feeds N bolts, every one is sorted exactly once by
+    its own verdict, the scored tally adds up, and the summary JSON says the same."""
+    import json
+
+    from bolt_inspection import cli
+    from bolt_inspection.core.synth import bolt_spec
+    bolts = 10
+    code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240',
+                     '--bolts', str(bolts), '--rate', '60', '--gate-delay', '1.5',
+                     '--seed', '3', '--defect-rate', '0.4', '--tally-period', '2',
+                     '--summary-out', str(tmp_path / 'summary.json')])
+    out = capfd.readouterr().out
+    assert code == 0, out
+    assert 'conveyor start: ok' in out and 'conveyor stop: ok' in out
+    assert '[plc-sim] RUN' in out and '| verdicts ' in out          # the live tally
+    assert f'bolts triggered: {bolts}, verdicts: {bolts}' in out
+    assert f'sorting gate: {bolts} bolts sorted' in out and 'sorting accuracy' in out
+    data = json.loads((tmp_path / 'summary.json').read_text())
+    plc, line = data['plc'], data['line']
+    assert data['mode'] == 'sim' and line['verdicts'] == bolts and not line['missing_ids']
+    # Every bolt passed or rejected exactly once, none by the fail-safe, no verdict late.
+    assert plc['bolts_in'] == plc['sorted'] == bolts and plc['in_transit'] == 0
+    assert plc['passed'] + plc['rejected'] == bolts
+    assert plc['failsafe_rejects'] == 0 and plc['late_verdicts'] == 0, plc
+    assert plc['verdicts'] == bolts
+    assert plc['passed'] == line['ok'] and plc['rejected'] == line['ng']
+    # Scored against the cameras' scenario (seed 3, defect rate 0.4), bolts 1..N.
+    truth_ng = sum(bolt_spec(3, n, 0.4).label == 'NG' for n in range(1, bolts + 1))
+    assert plc['true_reject'] + plc['false_pass'] == truth_ng
+    assert plc['true_pass'] + plc['false_reject'] == bolts - truth_ng
+    assert plc['config']['seed'] == 3 and plc['config']['defect_rate'] == 0.4
+    assert plc['accuracy'] == pytest.approx(
+        (plc['true_pass'] + plc['true_reject']) / bolts, abs=1e-3)
+    assert plc['accuracy'] == pytest.approx(line['agreement'], abs=1e-3)
+
+
+def test_line_closed_loop_ctrl_c_drains_stops_and_exits_130(ros_domain_id, tiny_artifact,
+                                                             tmp_path, capfd, monkeypatch):
+    """Ctrl-C mid-run: the inspected bolts still reach the gate by their verdicts, the conveyor
+    is stopped, the summary is printed and written, exit code 130."""
+    import json
+
+    from bolt_inspection import cli
+    from bolt_inspection.commands import line as line_cmd
+    real = line_cmd.verdict_tally
+    calls = []
+
+    def interrupting_tally(driver):
+        calls.append(1)
+        if len(calls) == 2:     # at the second tally line, as if the user pressed Ctrl-C
+            raise KeyboardInterrupt
+        return real(driver)
+    monkeypatch.setattr(line_cmd, 'verdict_tally', interrupting_tally)
+    code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240',
+                     '--bolts', '500', '--rate', '60', '--gate-delay', '1.0',
+                     '--tally-period', '2', '--summary-out', str(tmp_path / 's.json')])
+    out = capfd.readouterr().out
+    assert code == 130, out
+    assert 'interrupted' in out and 'conveyor stop: ok' in out and '--- summary ---' in out
+    plc = json.loads((tmp_path / 's.json').read_text())['plc']
+    assert 0 < plc['sorted'] < 500 and not plc['running']
+    assert plc['passed'] + plc['rejected'] == plc['sorted']
+    assert plc['failsafe_rejects'] == 0 and plc['late_verdicts'] == 0, plc
+
+
+def test_line_rejects_contradicting_plc_options(ros_domain_id, capfd):
+    from bolt_inspection import cli
+    assert cli.main(['line', '--no-plc', '--plc-port', '5020']) == 2
+    assert 'error: --no-plc contradicts' in capfd.readouterr().err
