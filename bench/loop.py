@@ -327,6 +327,8 @@ def main(argv=None) -> int:
     ladder.add_argument('--confirm-s', type=float, default=0.0)
     ladder.add_argument('--latency-rate', type=float, default=None,
                         help='first run a step at this rate with the configured gate delay')
+    ladder.add_argument('--keep-going', action='store_true',
+                        help='run every rate even after one is not sustained')
     ladder.add_argument('--capacity-gate-s', type=float, default=4.0,
                         help='gate delay of the ladder and confirmation steps')
     ladder.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
@@ -341,7 +343,8 @@ def main(argv=None) -> int:
         f'{args.frame_size[1]}', arch, input_size, tuple(args.frame_size))
     result = run_ladder(artifact, args.rates, step_s=args.step_s, out_dir=args.out.parent,
                         frame_size=tuple(args.frame_size), confirm_s=args.confirm_s,
-                        latency_rate=args.latency_rate, capacity_gate_s=args.capacity_gate_s)
+                        latency_rate=args.latency_rate, capacity_gate_s=args.capacity_gate_s,
+                        stop_on_fail=not args.keep_going)
     result.update({'model_kind': args.model_kind, 'input_size': list(input_size)})
     common.write_json(args.out, result)
     return 0

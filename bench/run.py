@@ -42,7 +42,7 @@ MODES = {
     'quick': {
         'latency': {'demo': 20, 'vgg16_224': 10}, 'warm': 2, 'frame_size': common.FRAME_SIZE,
         'loop_model': 'demo', 'loop_fractions': (0.5, 0.75, 1.0), 'loop_step_s': 25.0,
-        'loop_capacity_gate_s': 4.0,
+        'loop_capacity_gate_s': 4.0, 'loop_stop_on_fail': False,
         'loop_confirm_s': 0.0, 'train_arch': 'vgg16', 'train_input': common.DEMO_INPUT,
         'train_images': 32, 'reproduce': False, 'scaling_rounds': 3, 'scaling_arch': 'vgg16',
     },
@@ -50,7 +50,7 @@ MODES = {
         'latency': {'demo': 200, 'vgg16_224': 200}, 'warm': 3,
         'frame_size': common.FRAME_SIZE, 'loop_model': 'demo',
         'loop_fractions': (0.4, 0.55, 0.7, 0.85, 1.0, 1.15), 'loop_step_s': 45.0,
-        'loop_capacity_gate_s': 4.0,
+        'loop_capacity_gate_s': 4.0, 'loop_stop_on_fail': False,
         'loop_confirm_s': 120.0, 'train_arch': 'vgg16', 'train_input': common.DEMO_INPUT,
         'train_images': 128, 'reproduce': True, 'scaling_rounds': 15, 'scaling_arch': 'vgg16',
     },
@@ -116,6 +116,8 @@ def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
            '--confirm-s', str(cfg['loop_confirm_s']),
            '--capacity-gate-s', str(cfg.get('loop_capacity_gate_s', 4.0)), '--frame-size',
            str(cfg['frame_size'][0]), str(cfg['frame_size'][1]), '--out', str(json_path)]
+    if not cfg.get('loop_stop_on_fail', True):
+        cmd.append('--keep-going')
     if cfg.get('loop_latency_rate'):
         cmd += ['--latency-rate', str(cfg['loop_latency_rate'])]
     proc = subprocess.run(cmd, env=os.environ.copy(), check=False)
