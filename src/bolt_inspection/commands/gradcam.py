@@ -82,7 +82,7 @@ def run(args) -> int:
         big = cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         if big.max() > 0:
             row, col = np.unravel_index(int(np.argmax(big)), big.shape)
-            size = max(12, min(w, h) // 12)
+            size = max(9, min(w, h) // 20)  # small: it must not hide what it points at
             cv2.drawMarker(out, (int(col), int(row)), (0, 0, 0), cv2.MARKER_TILTED_CROSS,
                            size, max(3, size // 4))
             cv2.drawMarker(out, (int(col), int(row)), (255, 255, 255),
