@@ -161,6 +161,40 @@ def read_events(path: Path) -> list[dict]:
     return out
 
 
+def conveyor_class():
+    """ConveyorModel that also remembers camera time and first verdict write of EVERY bolt.
+
+    The model's own ``verdict_latencies`` only holds verdicts that beat the gate; a late verdict
+    must count in the p99 too (it is the worst case, not a missing sample).
+    """
+    from bolt_inspection.core.plc_contract import wrap16
+    from bolt_inspection.core.plc_sim import ConveyorModel
+
+    class BenchConveyor(ConveyorModel):
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            self.bench_camera: dict[int, float] = {}
+            self.bench_written: dict[int, float] = {}
+
+        def _travel_until(self, start, end):
+            events = super()._travel_until(start, end)
+            for key, when in self.camera_times.items():
+                self.bench_camera.setdefault(key, when)
+            return events
+
+        def write_verdict(self, bolt_reg, code, now):
+            self.bench_written.setdefault(wrap16(bolt_reg), now)
+            return super().write_verdict(bolt_reg, code, now)
+
+        def bench_latencies(self) -> tuple[list[float], int]:
+            """Camera -> first verdict write of every bolt; and how many got none."""
+            lat = [self.bench_written[k] - t for k, t in self.bench_camera.items()
+                   if k in self.bench_written]
+            return lat, len(self.bench_camera) - len(lat)
+
+    return BenchConveyor
+
+
 def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Path,
                frame_size=common.FRAME_SIZE, gate_delay_s: float | None = None,
                capacity_gate_s: float = 4.0, latency_rate: float | None = None,
@@ -175,7 +209,6 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
     throughput capacity rather than single-bolt latency.
     """
     from bolt_inspection.core.plc_contract import load_plc_config
-    from bolt_inspection.core.plc_sim import ConveyorModel
     from bolt_inspection.plc_server import PlcSimulator, sim_with
 
     common.setup_env()
@@ -215,7 +248,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
             bolts = max(3, int(round(rate * seconds / 60.0)))
             cfg = sim_with(sim_cfg, rate_per_min=rate, bolts=bolts, gate_delay_s=gate_s)
             with sim.lock:
-                sim.model = ConveyorModel(cfg, sim.clock(), truth=sim.model.truth)
+                sim.model = conveyor_class()(cfg, sim.clock(), truth=sim.model.truth)
             time.sleep(max(0.5, 3 * plc.poll_period_s))   # the bridge resyncs to counter 0
             cpu_line0, cpu_sim0 = proc_cpu_s(child.pid), common.self_usage()['cpu_s']
             t0_wall, t0 = time.time(), time.perf_counter()
@@ -232,7 +265,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
             with sim.lock:
                 model = sim.model
                 summary = model.summary()
-                lat = list(model.verdict_latencies)
+                lat, no_verdict = model.bench_latencies()
             t1_wall = time.time()
             ev = [e for e in read_events(events_path)
                   if 'bolt' in e and t0_wall - 1.0 <= e['t'] <= t1_wall]
@@ -253,7 +286,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                 'other_ng_with_reason': other_fail, 'verdict_events': len(ev),
                 'heartbeat_trips': summary['heartbeat_trips'],
                 'accuracy_vs_truth': summary['accuracy'],
-                'loop_latency_ms': common.stats(lat, 1e3),
+                'loop_latency_ms': common.stats(lat, 1e3), 'bolts_without_verdict': no_verdict,
                 'classifier_latency_ms': common.stats(
                     [e['latency_ms'] for e in ev if e.get('latency_ms') is not None]),
                 'loop_latency_samples_ms': [x * 1e3 for x in lat],

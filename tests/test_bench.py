@@ -71,7 +71,7 @@ def test_loop_section_sorts_every_bolt_and_reports_both_processes(smoke):
     loop = smoke[1]['sections']['loop']
     step = loop['steps'][0]
     assert step['sorted'] == step['bolts'] > 0
-    assert step['loop_latency_ms']['n'] == step['bolts']
+    assert step['loop_latency_ms']['n'] == step['bolts'] and step['bolts_without_verdict'] == 0
     assert _positive(step['loop_latency_ms']['p50'])
     for proc in ('line_process', 'plc_sim_process'):
         assert _positive(loop[proc]['peak_rss_mb']) and _positive(loop[proc]['cpu_s'])
