@@ -160,6 +160,9 @@ def main(argv=None) -> int:
     parser.add_argument('--reproduce', action='store_true',
                         help='also time `bolt-inspection reproduce --quick` (on in --full)')
     parser.add_argument('--bolts', type=int, help='bolts per latency run (overrides the mode)')
+    parser.add_argument('--rates', type=float, nargs='+',
+                        help='closed-loop rates in bolts/min (default: from the latency run); '
+                             'the lowest also runs first at the configured gate')
     parser.add_argument('--out', type=Path, default=common.DEFAULT_OUT)
     parser.add_argument('--results', type=Path, help='also write the markdown table here')
     parser.add_argument('--no-plots', action='store_true')
@@ -177,6 +180,9 @@ def main(argv=None) -> int:
         cfg['reproduce'] = True
     if args.bolts:
         cfg['latency'] = dict.fromkeys(cfg['latency'], args.bolts)
+    if args.rates:
+        rates = sorted(args.rates)
+        cfg.update(loop_rates=tuple(rates), loop_latency_rate=rates[0])
     only = [s.strip() for s in args.only.split(',') if s.strip()]
     unknown = set(only) - set(SECTIONS)
     if unknown:
