@@ -157,11 +157,66 @@ def train_demo_model(args: argparse.Namespace, data: Path, model_dir: Path) -> P
         shutil.rmtree(partial)
     start = time.monotonic()
     train(load_dataset(data), config, partial, progress=True)
+    calibrate_for_sorting(partial, data)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     partial.rename(model_dir)
     print(f'demo model trained in {time.monotonic() - start:.0f} s: {model_dir}', flush=True)
     return model_dir
+
+
+def bolt_threshold(p_by_bolt: dict[str, float], truth: dict[str, str]) -> tuple[float, float]:
+    """The view threshold that sorts the most validation BOLTS right (a bolt is NG when its
+    highest view score reaches it), as the middle of the best interval.
+
+    Returns:
+        ``(threshold, bolt accuracy at it)``.
+    """
+    scores = sorted(set(p_by_bolt.values()))
+    # Candidate cut points: between consecutive bolt scores, plus both ends.
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.0]
+
+    def accuracy(t: float) -> float:
+        return sum((p >= t) == (truth[b] == 'NG') for b, p in p_by_bolt.items()) / len(p_by_bolt)
+    best = max(accuracy(t) for t in cuts)
+    good = [t for t in cuts if accuracy(t) == best]
+    return good[len(good) // 2], best
+
+
+def calibrate_for_sorting(model_dir: Path, data: Path) -> None:
+    """Set the model's threshold for BOLT-level accuracy on its validation bolts.
+
+    Training calibrates the per-view threshold for a view recall; the sorting gate is scored
+    per bolt (NG if any of four views is), where a per-view false alarm rate compounds over the
+    views. Writes the new threshold into ``metadata.json`` (the model file is unchanged).
+    """
+    from collections import defaultdict
+
+    from bolt_inspection.core.artifact import load_artifact
+    from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.train import load_views
+    artifact = load_artifact(model_dir)
+    meta = artifact.metadata
+    val = {str(b) for b in meta.training.get('val_bolts', [])}
+    records = [r for r in load_dataset(data).records if r.bolt_id in val]
+    if not records:
+        return
+    views = load_views(records, meta.roi_boxes, tuple(meta.input_size), progress=False)
+    p_ng = artifact.model.predict(views, verbose=0)[:, 1]
+    by_bolt: dict[str, float] = defaultdict(float)
+    truth = {}
+    for record, p in zip(records, p_ng, strict=True):
+        by_bolt[record.bolt_id] = max(by_bolt[record.bolt_id], float(p))
+        truth[record.bolt_id] = record.bolt_label
+    threshold, acc = bolt_threshold(dict(by_bolt), truth)
+    print(f'sorting threshold: {threshold:.3f} (validation bolt accuracy {acc:.3f} on '
+          f'{len(by_bolt)} bolts; view-recall threshold was {meta.threshold:.3f})', flush=True)
+    data_json = json.loads((model_dir / 'metadata.json').read_text())
+    data_json['training']['view_recall_threshold'] = meta.threshold
+    data_json['training']['bolt_threshold'] = {'threshold': threshold, 'val_bolt_accuracy': acc,
+                                               'val_bolts': len(by_bolt)}
+    data_json['threshold'] = threshold
+    (model_dir / 'metadata.json').write_text(json.dumps(data_json, indent=2) + '\n')
 
 
 def line_args(args: argparse.Namespace, model_dir: Path, summary: Path) -> argparse.Namespace:
