@@ -97,6 +97,11 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
     plc.add_argument('--drain', type=float, default=3.0,
                      help='external PLC: seconds the conveyor keeps running after the last '
                           'verdict so inspected bolts reach the sorting gate (default 3)')
+    parser.add_argument('--log', action='store_true',
+                        help='add the inspection log node (config/log.yaml: every verdict into '
+                             'SQLite, NG evidence as PNG)')
+    parser.add_argument('--hmi', action='store_true',
+                        help='add the operator web page (config/hmi.yaml: 127.0.0.1:8080)')
     parser.add_argument('--tally-period', type=_non_negative, default=5.0,
                         help='seconds between live tally lines (0 = none); default 5')
     parser.add_argument('--summary-out', type=Path, default=None, metavar='OUT.json',
@@ -597,7 +602,8 @@ def run(args: argparse.Namespace) -> int:
                        folder=args.folder or '', device=args.device or '',
                        plc=mode in ('sim', 'external'),
                        plc_host='127.0.0.1' if sim else args.plc_host,
-                       plc_port=sim.port if sim else args.plc_port)
+                       plc_port=sim.port if sim else args.plc_port,
+                       log=getattr(args, 'log', False), hmi=getattr(args, 'hmi', False))
     context = rclpy.Context()
     # Ctrl-C stays a KeyboardInterrupt in this thread, so the nodes are shut down in order.
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -613,8 +619,10 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
         view_timeout = float(line.parameters['classifier'].get('view_timeout_s', 1.0))
         outcome = 'done'
+        # The cameras, the classifier and the driver itself listen to /line/trigger.
+        listeners = 1 + sum(s.executable in ('camera_node', 'classifier_node') for s in specs)
         if mode == 'sim':
-            wait_for_subscribers(driver.trigger_pub, len(specs))
+            wait_for_subscribers(driver.trigger_pub, listeners)
             time.sleep(0.5)  # subscriber side of the match (best-effort images)
             outcome = closed_loop(driver, sim, grace_s=view_timeout + 2.0,
                                   tally_s=args.tally_period,
@@ -624,7 +632,7 @@ def run(args: argparse.Namespace) -> int:
             ids = follow(line, driver, bolts=args.bolts, grace_s=view_timeout + 2.0,
                          drain_s=max(0.0, args.drain))
         else:
-            wait_for_subscribers(driver.trigger_pub, len(specs))
+            wait_for_subscribers(driver.trigger_pub, listeners)
             time.sleep(0.5)  # subscriber side of the match (best-effort images)
             ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
                         first_bolt=args.first_bolt, timeout_s=timeout,
