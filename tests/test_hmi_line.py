@@ -164,7 +164,8 @@ def _check_operator_page(line, probe, sim, db, tmp_path):
             until(lambda: page.evaluate(
                 "[...document.querySelectorAll('#detail-images img')]"
                 '.some(i => i.naturalWidth > 0)'), 'stored NG mosaic not shown')
-            assert 'PLC pending' in text(page, 'detail-info')
+            # The bridge acknowledged the verdict write (/plc/delivery) before the click.
+            assert 'PLC delivered' in text(page, 'detail-info')
             page.screenshot(path=str(tmp_path / 'hmi_detail.png'))
             page.keyboard.press('Escape')
             assert not page.is_visible('#detail')
@@ -184,6 +185,7 @@ def _check_operator_page(line, probe, sim, db, tmp_path):
     assert line.nodes['inspection_log'].log.flush()
     logged = read_verdicts(db, with_images=True)
     assert sorted(v.bolt_id for v in logged) == sorted(r.bolt_id for r in published)
+    assert {v.plc_state for v in logged} == {'delivered'}     # every verdict reached the PLC
     for verdict in logged:
         if not verdict.ok:
             assert [(i.kind, i.cam) for i in verdict.images if i.state == 'stored'] == [
