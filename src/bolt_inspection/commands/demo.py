@@ -166,24 +166,6 @@ def train_demo_model(args: argparse.Namespace, data: Path, model_dir: Path) -> P
     return model_dir
 
 
-def bolt_threshold(p_by_bolt: dict[str, float], truth: dict[str, str]) -> tuple[float, float]:
-    """The view threshold that sorts the most validation BOLTS right (a bolt is NG when its
-    highest view score reaches it), as the middle of the best interval.
-
-    Returns:
-        ``(threshold, bolt accuracy at it)``.
-    """
-    scores = sorted(set(p_by_bolt.values()))
-    # Candidate cut points: between consecutive bolt scores, plus both ends.
-    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.0]
-
-    def accuracy(t: float) -> float:
-        return sum((p >= t) == (truth[b] == 'NG') for b, p in p_by_bolt.items()) / len(p_by_bolt)
-    best = max(accuracy(t) for t in cuts)
-    good = [t for t in cuts if accuracy(t) == best]
-    return good[len(good) // 2], best
-
-
 def calibrate_for_sorting(model_dir: Path, data: Path) -> None:
     """Set the model's threshold for BOLT-level accuracy on its validation bolts.
 
@@ -195,6 +177,7 @@ def calibrate_for_sorting(model_dir: Path, data: Path) -> None:
 
     from bolt_inspection.core.artifact import load_artifact
     from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.threshold import bolt_sorting_threshold
     from bolt_inspection.core.train import load_views
     artifact = load_artifact(model_dir)
     meta = artifact.metadata
@@ -209,7 +192,7 @@ def calibrate_for_sorting(model_dir: Path, data: Path) -> None:
     for record, p in zip(records, p_ng, strict=True):
         by_bolt[record.bolt_id] = max(by_bolt[record.bolt_id], float(p))
         truth[record.bolt_id] = record.bolt_label
-    threshold, acc = bolt_threshold(dict(by_bolt), truth)
+    threshold, acc = bolt_sorting_threshold(dict(by_bolt), truth)
     print(f'sorting threshold: {threshold:.3f} (validation bolt accuracy {acc:.3f} on '
           f'{len(by_bolt)} bolts; view-recall threshold was {meta.threshold:.3f})', flush=True)
     data_json = json.loads((model_dir / 'metadata.json').read_text())

@@ -56,6 +56,42 @@ def calibrate_threshold(p_ng, y_true, target_recall: float = 0.99) -> float:
     return float(ng_scores[k - 1])
 
 
+def bolt_sorting_threshold(p_by_bolt: dict[str, float],
+                           truth: dict[str, str]) -> tuple[float, float]:
+    """The view threshold that sorts the most bolts right, for the sorting gate.
+
+    A bolt is NG when its highest view score reaches the threshold; per-view false alarms
+    compound over the four views, so a threshold calibrated per view rejects too many OK bolts.
+    Among the cut points with the best bolt accuracy, the middle one is returned (the widest
+    margin on both sides).
+
+    Args:
+        p_by_bolt: Highest view NG probability per bolt id.
+        truth: Bolt label per bolt id ('OK' / 'NG').
+
+    Returns:
+        ``(threshold, bolt accuracy at it)``.
+
+    Raises:
+        ValueError: No bolts, or a bolt without a label.
+    """
+    if not p_by_bolt:
+        raise ValueError('no bolts to calibrate on')
+    missing = set(p_by_bolt) - set(truth)
+    if missing:
+        raise ValueError(f'{len(missing)} bolt(s) without a label, e.g. {sorted(missing)[0]}')
+    scores = sorted(set(p_by_bolt.values()))
+    # Candidate cut points: between consecutive bolt scores, plus both ends.
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.0]
+
+    def accuracy(t: float) -> float:
+        return sum((p >= t) == (truth[b] == 'NG') for b, p in p_by_bolt.items()) / len(p_by_bolt)
+    by_cut = {t: accuracy(t) for t in cuts}
+    best = max(by_cut.values())
+    good = [t for t in cuts if by_cut[t] == best]
+    return good[len(good) // 2], best
+
+
 def recall_at(p_ng, y_true, threshold: float) -> float:
     """NG recall of the rule ``p_ng >= threshold`` (nan when there is no NG view)."""
     scores = np.asarray(p_ng, dtype=np.float64).ravel()
