@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bolt_inspection.core import sysinfo
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / 'bench_out'
 FRAME_SIZE = (1280, 960)           # the synthetic rig's camera frames (config/line.yaml)
@@ -96,21 +98,7 @@ class CpuWindow:
 
 def machine() -> dict[str, Any]:
     """The machine and software the numbers were measured on."""
-    cpu = ''
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path('/proc/meminfo').read_text().splitlines():
-            if line.startswith('MemTotal:'):
-                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
+    cpu, mem_gb = sysinfo.cpu_model(), sysinfo.memory_gb()
     versions = {'python': platform.python_version()}
     for name in ('tensorflow', 'keras', 'numpy', 'cv2', 'pymodbus', 'rclpy'):
         try:

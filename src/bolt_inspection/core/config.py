@@ -7,6 +7,7 @@ same file works with ``ros2 launch`` and with ``bolt-inspection line``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,18 @@ def node_parameters(config: dict[str, Any], node_name: str) -> dict[str, Any]:
             raise ConfigError(f'{key}: expected a mapping with a "ros__parameters" mapping')
         merged.update(entry.get('ros__parameters') or {})
     return merged
+
+
+def flatten(values: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+    """Nested params-file mappings -> dotted names, as ROS 2's params-file parser does.
+
+    ``{'registers': {'bolt_counter': 1}}`` becomes ``{'registers.bolt_counter': 1}``.
+    """
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f'{prefix}{name}'
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, key + '.'))
+        else:
+            flat[key] = value
+    return flat

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bolt_inspection.core.config import load_yaml, node_parameters
+from bolt_inspection.core.config import flatten, load_yaml, node_parameters
 from bolt_inspection.core.errors import ConfigError
 
 #: Registers are 16 bit: the counter, bolt id and tallies wrap here.
@@ -128,18 +128,6 @@ class SimConfig:
     defect_rate: float = 0.5
     bolts: int = 0
     summary_period_s: float = 5.0
-
-
-def flatten(params: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-    """Flatten nested mappings into ROS-style dotted keys (``registers.bolt_counter``)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + '.'))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _typed(key: str, value: Any, kind: type, low, high, where: str):

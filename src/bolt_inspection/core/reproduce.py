@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bolt_inspection.core import sysinfo
+
 
 @dataclass(frozen=True)
 class StudyPlan:
@@ -234,14 +236,7 @@ class StudyResult:
 
 def machine_info() -> dict:
     """CPU, cores, OS and library versions for the report."""
-    cpu = platform.processor() or ''
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = sysinfo.cpu_model()
     info = {'cpu': cpu or 'unknown', 'cores': os.cpu_count(),
             'os': platform.platform(), 'python': platform.python_version()}
     try:
@@ -250,10 +245,7 @@ def machine_info() -> dict:
         info.update(versions())
     except Exception as exc:  # noqa: BLE001 - the report must not fail over a version string
         info['versions_error'] = str(exc)
-    try:
-        info['load_average'] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
+    info['load_average'] = [round(v, 2) for v in os.getloadavg()]
     return info
 
 

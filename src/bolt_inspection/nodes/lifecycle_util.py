@@ -19,6 +19,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from bolt_inspection import rosenv
+from bolt_inspection.core.config import flatten
 
 
 def declare(node, name: str, default: Any, description: str, *, read_only: bool = False,
@@ -59,19 +60,6 @@ def key_values(values: Mapping[str, Any]) -> list[KeyValue]:
             text = str(value)
         out.append(KeyValue(key=str(key), value=text))
     return out
-
-
-def flatten(values: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-    """Nested params-file mappings -> dotted names (``registers: {a: 1}`` -> ``registers.a``),
-    as ROS 2's params-file parser does."""
-    flat: dict[str, Any] = {}
-    for name, value in values.items():
-        key = f'{prefix}{name}'
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, key + '.'))
-        else:
-            flat[key] = value
-    return flat
 
 
 def to_parameters(values: Mapping[str, Any]) -> list[Parameter]:
