@@ -21,7 +21,12 @@ from std_msgs.msg import Header
 from bolt_inspection.core.camera_source import CameraSourceConfig, FrameSource, make_source
 from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.nodes.image_conv import bgr_to_image
-from bolt_inspection.nodes.lifecycle_util import declare, exit_main, key_values
+from bolt_inspection.nodes.lifecycle_util import (
+    declare,
+    exit_main,
+    key_values,
+    publish_diagnostics,
+)
 
 TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -205,9 +210,7 @@ class CameraNode(LifecycleNode):
             values=key_values({'source': self._params['source'], 'state': state,
                                'frame_rate_hz': self.frame_rate(), 'published': self.published,
                                'errors': self.errors, 'last_error': last_error}))
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(array)
+        publish_diagnostics(self, self._diag_pub, status)
 
 
 def main(args=None) -> None:

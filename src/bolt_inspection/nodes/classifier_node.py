@@ -43,6 +43,7 @@ from bolt_inspection.nodes.lifecycle_util import (
     exit_main,
     key_values,
     ns_to_stamp,
+    publish_diagnostics,
     stamp_to_ns,
 )
 
@@ -419,9 +420,7 @@ class ClassifierNode(LifecycleNode):
             message=(f"{self.counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
                      if self.counts['verdicts'] else 'waiting for bolts'),
             values=key_values(values))
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        pub.publish(array)
+        publish_diagnostics(self, pub, status)
 
 
 def main(args=None) -> None:

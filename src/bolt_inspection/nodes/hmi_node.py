@@ -25,7 +25,12 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.nodes.lifecycle_util import declare, exit_main, key_values
+from bolt_inspection.nodes.lifecycle_util import (
+    declare,
+    exit_main,
+    key_values,
+    publish_diagnostics,
+)
 
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -257,9 +262,7 @@ class HmiNode(LifecycleNode):
             hardware_id=self.url, message=f'serving {self.url}/',
             values=key_values({'url': self.url, 'dropped_images': self.dropped_images,
                                'token_required': bool(self.config.token)}))
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(array)
+        publish_diagnostics(self, self._diag_pub, status)
 
 
 def main(args=None) -> None:

@@ -41,7 +41,13 @@ from bolt_inspection.core.inspection_log import (
     InspectionLog,
     VerdictRecord,
 )
-from bolt_inspection.nodes.lifecycle_util import declare, exit_main, key_values, stamp_to_ns
+from bolt_inspection.nodes.lifecycle_util import (
+    declare,
+    exit_main,
+    key_values,
+    publish_diagnostics,
+    stamp_to_ns,
+)
 
 TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -334,9 +340,7 @@ class InspectionLogNode(LifecycleNode):
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: inspection log',
                                   hardware_id=str(self.log.path), message=message,
                                   values=key_values(values))
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(array)
+        publish_diagnostics(self, self._diag_pub, status)
 
 
 def main(args=None) -> None:

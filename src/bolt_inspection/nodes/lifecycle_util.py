@@ -8,7 +8,7 @@ from typing import Any
 
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -81,6 +81,13 @@ def to_parameters(values: Mapping[str, Any]) -> list[Parameter]:
                 value = [str(v) for v in value]
         params.append(Parameter(name, value=value))
     return params
+
+
+def publish_diagnostics(node, publisher, status) -> None:
+    """Publish one node's ``DiagnosticStatus`` on /diagnostics, stamped with the node's clock."""
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = node.get_clock().now().to_msg()
+    publisher.publish(array)
 
 
 def state_label(node: LifecycleNode) -> str:

@@ -53,7 +53,12 @@ from bolt_inspection.core.plc_contract import (
     load_plc_config,
     parse_plc_config,
 )
-from bolt_inspection.nodes.lifecycle_util import declare, exit_main, key_values
+from bolt_inspection.nodes.lifecycle_util import (
+    declare,
+    exit_main,
+    key_values,
+    publish_diagnostics,
+)
 
 TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -646,9 +651,7 @@ class PlcBridgeNode(LifecycleNode):
         if self._diag_pub is None or self.config is None:
             return
         msg = self._status_msg(self.stats())
-        array = DiagnosticArray(status=[msg])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(array)
+        publish_diagnostics(self, self._diag_pub, msg)
         self._publish_status()
 
 
