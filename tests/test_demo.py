@@ -66,17 +66,3 @@ def test_demo_with_a_model_for_other_frames_trains_a_new_one(tmp_path, tiny_arti
     assert existing_model(tmp_path / 'none', (320, 240)) == 'no model yet'
     (tmp_path / 'model' / 'model.keras').write_bytes(b'not a model')
     assert existing_model(tmp_path / 'model', (320, 240)).startswith('unusable')
-
-
-
-def test_bolt_threshold_sorts_the_most_bolts_right():
-    from bolt_inspection.commands.demo import bolt_threshold
-    # Per bolt: the highest view score. A view threshold of 0.5 would reject OK bolt 'c'
-    # (one noisy view at 0.6); the best bolt-level cut lies between 0.6 and 0.9.
-    p = {'a': 0.95, 'b': 0.9, 'c': 0.6, 'd': 0.1, 'e': 0.05}
-    truth = {'a': 'NG', 'b': 'NG', 'c': 'OK', 'd': 'OK', 'e': 'OK'}
-    threshold, acc = bolt_threshold(p, truth)
-    assert acc == 1.0 and 0.6 < threshold <= 0.9
-    # Not separable: the best cut still gets 4 of 5 right.
-    threshold, acc = bolt_threshold({**p, 'c': 0.97}, truth)
-    assert acc == 0.8
