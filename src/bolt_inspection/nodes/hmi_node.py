@@ -27,6 +27,7 @@ from std_srvs.srv import Trigger
 from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
+    destroy_entities,
     exit_main,
     key_values,
     publish_diagnostics,
@@ -173,12 +174,7 @@ class HmiNode(LifecycleNode):
         return super().destroy_node()
 
     def _stop_serving(self) -> None:
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
+        destroy_entities(self, self._entities)
         server, self.server = self.server, None
         if server is not None:
             server.stop()

@@ -43,6 +43,7 @@ from bolt_inspection.core.inspection_log import (
 )
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
+    destroy_entities,
     exit_main,
     key_values,
     publish_diagnostics,
@@ -183,12 +184,7 @@ class InspectionLogNode(LifecycleNode):
         return super().destroy_node()
 
     def _stop_inputs(self) -> None:
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
+        destroy_entities(self, self._entities)
         # Nothing held back is lost: the verdicts waiting for a mosaic are written without.
         self._write_overdue(force=True)
         if self.log is not None:

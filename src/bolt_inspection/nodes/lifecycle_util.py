@@ -83,6 +83,22 @@ def to_parameters(values: Mapping[str, Any]) -> list[Parameter]:
     return params
 
 
+def destroy_entities(node, entities: list) -> None:
+    """Destroy the timers, publishers, services and subscriptions a node created, and empty
+    the list (what ``on_cleanup`` / ``destroy_node`` of each lifecycle node does)."""
+    for entity in entities:
+        if hasattr(entity, 'cancel'):
+            entity.cancel()
+            node.destroy_timer(entity)
+        elif hasattr(entity, 'publish'):
+            node.destroy_publisher(entity)
+        elif hasattr(entity, 'srv_type'):
+            node.destroy_service(entity)
+        else:
+            node.destroy_subscription(entity)
+    entities.clear()
+
+
 def publish_diagnostics(node, publisher, status) -> None:
     """Publish one node's ``DiagnosticStatus`` on /diagnostics, stamped with the node's clock."""
     array = DiagnosticArray(status=[status])

@@ -55,6 +55,7 @@ from bolt_inspection.core.plc_contract import (
 )
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
+    destroy_entities,
     exit_main,
     key_values,
     publish_diagnostics,
@@ -219,17 +220,7 @@ class PlcBridgeNode(LifecycleNode):
             self.get_logger().error('Modbus worker did not stop within its timeout')
 
     def _destroy_entities(self) -> None:
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                entity.cancel()
-                self.destroy_timer(entity)
-            elif hasattr(entity, 'publish'):
-                self.destroy_publisher(entity)
-            elif hasattr(entity, 'srv_type'):
-                self.destroy_service(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
+        destroy_entities(self, self._entities)
         self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
 
     # -- ROS callbacks (never touch the socket) ----------------------------------------------
