@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import cv2
@@ -58,6 +59,67 @@ def test_synthetic_source_renders_the_same_view_as_core():
     assert np.array_equal(frame, expected)
     with pytest.raises(ImageError, match='not a decimal'):
         src.grab('bolt-x')
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith('synthetic-prefetch')]
+
+
+def test_synthetic_prefetch_gives_each_bolt_its_own_render_in_any_order():
+    synth = pytest.importorskip('bolt_inspection.core.synth')
+    cfg = CameraSourceConfig(source='synthetic', cam=1, size=(160, 120), seed=4)
+    src = make_source(cfg)
+    src.open()
+    # In order (prefetch hits), then skipped, repeated and backwards ids (prefetch misses).
+    order = ['1', '2', '3', '7', '7', '5', '6', '2', '3']
+    frames = [src.grab(bolt) for bolt in order]
+    src.close()
+    for bolt, frame in zip(order, frames, strict=True):
+        expected = synth.render_view(synth.bolt_spec(4, int(bolt), 0.5), 1, (160, 120)).image
+        assert np.array_equal(frame, expected), f'bolt {bolt}'
+    # 1, 2, 3 follow 0 (the warm-up), 6 follows 5, 3 follows 2: served from the prefetch.
+    assert (src.prefetch_hits, src.prefetch_misses) == (5, 4)
+    assert not _prefetch_threads()
+    # Frames handed out are independent arrays, never one buffer reused.
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(frames) for b in frames[i + 1:])
+
+
+def test_synthetic_prefetch_off_and_close_leave_no_threads():
+    cfg = CameraSourceConfig(source='synthetic', size=(160, 120), prefetch=False)
+    src = make_source(cfg)
+    src.open()
+    src.grab('1')
+    assert src.prefetch_hits == 0 and not _prefetch_threads()
+    src.close()
+    src = make_source(CameraSourceConfig(source='synthetic', size=(160, 120)))
+    src.open()
+    src.grab('1')
+    src.close()                 # joins the prefetch of bolt 2 that is still rendering
+    assert src.state == 'closed' and not _prefetch_threads()
+    with pytest.raises(ImageError, match='not open'):
+        src.grab('2')
+
+
+def test_synthetic_grab_is_thread_safe():
+    synth = pytest.importorskip('bolt_inspection.core.synth')
+    src = make_source(CameraSourceConfig(source='synthetic', size=(96, 72), seed=2))
+    src.open()
+    got: dict[int, list[np.ndarray]] = {k: [] for k in range(1, 9)}
+
+    def worker():
+        for bolt in range(1, 9):
+            got[bolt].append(src.grab(str(bolt)))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    src.close()
+    for bolt, frames in got.items():
+        expected = synth.render_view(synth.bolt_spec(2, bolt, 0.5), 0, (96, 72)).image
+        assert len(frames) == 3 and all(np.array_equal(f, expected) for f in frames)
+    assert not _prefetch_threads()
 
 
 def test_folder_source_replays_bolt_by_id_then_in_order(tmp_path):

@@ -5,7 +5,9 @@ reports its :attr:`FrameSource.state` (``closed``, ``open``, ``reconnecting``) a
 :attr:`FrameSource.last_error` for /diagnostics. No ROS here; the camera node only calls these.
 
 * :class:`SyntheticSource` renders view ``cam`` of bolt ``n`` of the synthetic rig
-  (``core.synth.bolt_spec(seed, n)``), so the same bolt id always gives the same image.
+  (``core.synth.bolt_spec(seed, n)``), so the same bolt id always gives the same image. After
+  serving bolt ``n`` it renders bolt ``n + 1`` on a background thread (the line's bolt ids are
+  sequential), so the next trigger usually finds its frame ready instead of rendering it then.
 * :class:`FolderSource` replays a dataset folder, one bolt per trigger: the bolt of that id when
   the folder has it (``images/<id:06d>_cam<k>.png``, the layout ``bolt-inspection synth`` writes),
   otherwise the next one in order; a plain folder of images is replayed in sorted order.
@@ -52,6 +54,7 @@ class CameraSourceConfig:
         resize: Resize folder/device frames to ``size``.
         reconnect_min_s: First reconnect delay after a device drops.
         reconnect_max_s: Longest reconnect delay (the delay doubles up to this).
+        prefetch: Synthetic: render bolt n+1 in the background after serving bolt n.
     """
 
     source: str = 'synthetic'
@@ -66,6 +69,7 @@ class CameraSourceConfig:
     resize: bool = False
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
+    prefetch: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with one line naming the first bad field."""
@@ -131,10 +135,50 @@ def parse_bolt_number(bolt_id: str | int) -> int:
         raise ImageError(f'bolt id {bolt_id!r} is not a decimal number') from None
 
 
+class _Prefetch:
+    """One background render of one frame; ``key`` says exactly which frame it is."""
+
+    def __init__(self, key: tuple, render: Callable[[], np.ndarray]) -> None:
+        self.key = key
+        self.frame: np.ndarray | None = None
+        self.error: BaseException | None = None
+        # Daemon: a process that exits mid-render must not wait for it; close() joins it.
+        self.thread = threading.Thread(target=self._run, args=(render,),
+                                       name=f'synthetic-prefetch-cam{key[1]}', daemon=True)
+        self.thread.start()
+
+    def _run(self, render: Callable[[], np.ndarray]) -> None:
+        try:
+            self.frame = render()
+        except Exception as exc:  # noqa: BLE001 - handed to grab(), which renders again
+            self.error = exc
+
+
 class SyntheticSource(FrameSource):
-    """Render view ``cam`` of synthetic bolt ``int(bolt_id)``."""
+    """Render view ``cam`` of synthetic bolt ``int(bolt_id)``.
+
+    With ``config.prefetch`` (the default) every grab of bolt ``n`` starts rendering bolt
+    ``n + 1`` on a background thread. A grab uses that frame only when it is the very frame
+    asked for (same bolt number, camera, size, seed, ...), waiting for it if it is still being
+    rendered; any other id is rendered on the spot, so the frame for a bolt id is always that
+    bolt's render, whatever order the triggers come in. :meth:`close` joins the background
+    renders.
+
+    Attributes:
+        prefetch_hits: Grabs served from a prefetched frame.
+        prefetch_misses: Grabs rendered on the spot (first bolt, skipped or repeated ids).
+    """
 
     kind = 'synthetic'
+
+    def __init__(self, config: CameraSourceConfig) -> None:
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._pending: _Prefetch | None = None
+        # Prefetches nobody wants any more (the line skipped an id); joined on close.
+        self._stale: list[_Prefetch] = []
+        self.prefetch_hits = 0
+        self.prefetch_misses = 0
 
     def open(self) -> None:
         # Imported here so folder/device cameras do not pay for the renderer.
@@ -143,18 +187,67 @@ class SyntheticSource(FrameSource):
         super().open()
         # The renderer's first call pays for its caches (~0.5 s at 1280x960); pay it here, at
         # configure time, not on the first bolt (which would then miss its view timeout).
+        # It also starts prefetching bolt 1.
         self.grab(0)
         self.frames = 0
+        self.prefetch_hits = self.prefetch_misses = 0
+
+    def _key(self, number: int) -> tuple:
+        cfg = self.config
+        return (number, cfg.cam, tuple(cfg.size), cfg.n_cams, cfg.seed, cfg.defect_rate,
+                cfg.distractor)
+
+    def _render(self, key: tuple) -> np.ndarray:
+        number, cam, size, n_cams, seed, defect_rate, distractor = key
+        spec = self._synth.bolt_spec(seed, number, defect_rate)
+        return self._synth.render_view(spec, cam, size, n_cams=n_cams,
+                                       distractor=distractor).image
 
     def grab(self, bolt_id: str | int) -> np.ndarray:
         if self.state != 'open':
             raise ImageError('synthetic source is not open')
-        cfg = self.config
-        spec = self._synth.bolt_spec(cfg.seed, parse_bolt_number(bolt_id), cfg.defect_rate)
-        view = self._synth.render_view(spec, cfg.cam, tuple(cfg.size), n_cams=cfg.n_cams,
-                                       distractor=cfg.distractor)
+        key = self._key(parse_bolt_number(bolt_id))
+        with self._lock:
+            pending, self._pending = self._pending, None
+            if pending is not None and pending.key != key:
+                self._stale.append(pending)
+                pending = None
+        frame = None
+        if pending is not None:
+            pending.thread.join()
+            if pending.error is None:
+                frame = pending.frame
+            else:
+                self.last_error = f'prefetch of bolt {key[0]} failed: {pending.error}'
+        if frame is None:
+            self.prefetch_misses += 1
+            frame = self._render(key)
+        else:
+            self.prefetch_hits += 1
         self.frames += 1
-        return view.image
+        if self.config.prefetch:
+            self._start_prefetch(self._key(key[0] + 1))
+        return frame
+
+    def _start_prefetch(self, key: tuple) -> None:
+        with self._lock:
+            if self.state != 'open':
+                return
+            self._stale = [p for p in self._stale if p.thread.is_alive()]
+            if self._pending is not None:
+                if self._pending.key == key:
+                    return
+                self._stale.append(self._pending)
+            self._pending = _Prefetch(key, lambda: self._render(key))
+
+    def close(self) -> None:
+        with self._lock:
+            super().close()
+            threads = self._stale + ([self._pending] if self._pending is not None else [])
+            self._pending, self._stale = None, []
+        # At most one render each (~0.1-0.2 s at 1280x960): wait, so no thread outlives us.
+        for prefetch in threads:
+            prefetch.thread.join()
 
     def describe(self) -> str:
         c = self.config
