@@ -101,3 +101,31 @@ def test_warm_up_and_speed(inspector):
     assert inspector.warm_up() >= 0
     result = inspector.inspect(_views(7))
     assert result.timings_ms['inference'] < 5000
+
+
+def _same(a, b):
+    assert a.verdict == b.verdict and a.p_ng == b.p_ng
+    assert set(a.crops) == set(b.crops) and set(a.heatmaps) == set(b.heatmaps)
+    for cam in a.crops:
+        assert np.array_equal(a.crops[cam], b.crops[cam])
+    for cam in a.heatmaps:
+        np.testing.assert_array_equal(a.heatmaps[cam], b.heatmaps[cam])
+
+
+def test_consecutive_bolts_are_independent_of_the_reused_batch(tiny_artifact):  # noqa: F811
+    reused = Inspector.from_artifact(tiny_artifact)
+    bolts = [_views(3), {**_views(4), 2: None}, _views(5)]   # 4, 3 then 4 views again
+    results = [reused.inspect(views) for views in bolts]
+    snapshots = [(dict(r.p_ng), {c: h.copy() for c, h in r.heatmaps.items()}) for r in results]
+    for views, result in zip(bolts, results, strict=True):
+        _same(result, Inspector.from_artifact(tiny_artifact).inspect(views))
+    # Later bolts did not change earlier results, and no result points into the batch buffer.
+    for result, (p_ng, heatmaps) in zip(results, snapshots, strict=True):
+        assert result.p_ng == p_ng
+        for cam, heatmap in heatmaps.items():
+            np.testing.assert_array_equal(result.heatmaps[cam], heatmap)
+        for array in [*result.crops.values(), *result.heatmaps.values()]:
+            assert not np.shares_memory(array, reused._batch)
+    # The batch is the RGB float32 crops of the last bolt.
+    np.testing.assert_array_equal(reused._batch[0], results[2].crops[0][:, :, ::-1])
+    assert reused._batch.dtype == np.float32

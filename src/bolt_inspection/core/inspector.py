@@ -9,11 +9,13 @@ and makes the bolt NG; an exception inside inference makes the bolt NG with the 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bolt_inspection.core.artifact import ModelArtifact, load_artifact
@@ -89,6 +91,10 @@ class Inspector:
             self.frame_size = tuple(meta.frame_size) if meta.frame_size else None
         self.cams = tuple(sorted(self.boxes))
         self.gradcam = GradCAM(artifact.model, meta.gradcam_layer, class_index=self.ng_index)
+        # The model batch, reused bolt after bolt (one float32 (n, h, w, 3) array instead of two
+        # fresh ones per bolt). Only the inference pass reads it: results never point into it.
+        self._batch: np.ndarray | None = None
+        self._batch_lock = threading.Lock()
 
     @classmethod
     def from_artifact(cls, path: str | Path, camera_config: CameraConfig | None = None,
@@ -116,6 +122,17 @@ class Inspector:
                                  f'{self.frame_size[0]}x{self.frame_size[1]}')
         crop = crop_roi(image, self.boxes.get(cam), what=what)
         return np.ascontiguousarray(resize_bgr(crop, self.input_size))
+
+    def _fill_batch(self, crops: list[np.ndarray], out: np.ndarray | None) -> np.ndarray:
+        """The model batch (RGB float32) of ``crops``, written into ``out`` when it fits."""
+        width, height = self.input_size
+        shape = (max(len(crops), len(self.cams)), height, width, 3)
+        if out is None or out.shape[0] < len(crops) or out.shape[1:] != shape[1:]:
+            out = np.empty(shape, np.float32)
+        for i, crop in enumerate(crops):
+            # cvtColor + one contiguous cast is ~8x faster than casting the strided [..., ::-1].
+            np.copyto(out[i], cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), casting='unsafe')
+        return out
 
     def inspect(self, views: Mapping[int, np.ndarray | None],
                 failures: Mapping[int, str] | None = None) -> Inspection:
@@ -155,8 +172,18 @@ class Inspector:
             order = sorted(crops)
             if order:
                 try:
-                    batch = np.stack([crops[c][:, :, ::-1] for c in order]).astype(np.float32)
-                    probs, cams = self.gradcam(batch)
+                    # Another thread inside inspect() holds the shared batch: use a fresh one
+                    # rather than wait for (or overwrite) it.
+                    shared = self._batch_lock.acquire(blocking=False)
+                    try:
+                        batch = self._fill_batch([crops[c] for c in order],
+                                                 self._batch if shared else None)
+                        if shared:
+                            self._batch = batch
+                        probs, cams = self.gradcam(batch[:len(order)])
+                    finally:
+                        if shared:
+                            self._batch_lock.release()
                     for i, cam in enumerate(order):
                         value = float(probs[i, self.ng_index])
                         p_ng[cam] = value
