@@ -361,6 +361,78 @@ def test_deactivation_answers_the_bolts_in_flight(rclpy_context, rig_factory):
                                'missing view cam3')
 
 
+class BlockingMosaicInspector(FakeInspector):
+    """Its mosaic waits for ``release``; records which bolt, on what thread, when."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.rendered = []          # (bolt_id, thread name, verdicts published before it)
+        self.published = []         # bolt ids, in the order their verdicts were published
+
+    def render_mosaic(self, inspection, bolt_id):
+        self.rendered.append((str(bolt_id), threading.current_thread().name,
+                              list(self.published)))
+        self.release.wait(10.0)
+        return super().render_mosaic(inspection, bolt_id)
+
+
+def _image_threads():
+    return [t for t in threading.enumerate() if t.name == 'classifier-images']
+
+
+def test_slow_mosaics_never_delay_verdicts_and_drop_the_oldest(rclpy_context, rig_factory):
+    inspector = BlockingMosaicInspector()
+    node = _classifier(rclpy_context, inspector)
+    publish_verdict = node._publish_verdict
+
+    def recording_publish_verdict(bundle, verdict, p_ng):
+        publish_verdict(bundle, verdict, p_ng)
+        inspector.published.append(bundle.bolt_id)
+    node._publish_verdict = recording_publish_verdict
+    assert bring_up(node)
+    rig = rig_factory([node])
+    rig.wait_matched()
+    for bolt in range(8601, 8605):
+        rig.bolt(bolt)
+    # The first mosaic is stuck, yet every verdict goes out.
+    verdicts = rig.wait(8601, 4, timeout_s=5)
+    assert sorted(verdicts) == ['8601', '8602', '8603', '8604']
+    assert inspector.rendered
+    inspector.release.set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and inspector.rendered[-1][0] != '8604':
+        time.sleep(0.05)
+    rendered = [bolt for bolt, _, _ in inspector.rendered]
+    # Two waiting places: while the first mosaic was stuck (8601's, unless the machine delayed
+    # the image thread), the oldest waiting ones were pushed out; the newest is always shown.
+    assert rendered[-1] == '8604' and rendered == sorted(rendered), rendered
+    assert node.images_dropped >= 1 and len(rendered) + node.images_dropped == 4
+    for bolt, thread, published_before in inspector.rendered:
+        assert thread == 'classifier-images' and bolt in published_before
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(rig.driver.state.gradcam) < len(rendered):
+        time.sleep(0.05)
+    assert len(rig.driver.state.gradcam) == len(rendered)
+    bring_down(node)
+    assert not _image_threads()
+
+
+def test_deactivation_joins_the_image_thread(rclpy_context, rig_factory):
+    inspector = BlockingMosaicInspector()
+    node = _classifier(rclpy_context, inspector)
+    assert bring_up(node)
+    assert len(_image_threads()) == 1
+    rig = rig_factory([node])
+    rig.wait_matched()
+    rig.bolt(8701)
+    assert rig.wait(8701, 1, timeout_s=5)['8701'].ok
+    threading.Timer(0.3, inspector.release.set).start()
+    bring_down(node)                 # waits for the mosaic in progress, then the thread ends
+    assert not _image_threads()
+    assert [bolt for bolt, _, _ in inspector.rendered] == ['8701']
+
+
 def test_cameras_that_do_not_match_the_model_fail_configure(rclpy_context, capfd):
     node = _classifier(rclpy_context, cams=[0, 1])
     assert not bring_up(node)

@@ -4,7 +4,10 @@ Inputs: /line/trigger (std_msgs/Header: stamp = join key, frame_id = bolt id) an
 sensor_msgs/Image per camera with header.stamp = the trigger stamp. Subscription callbacks only
 decode and join (:class:`bolt_inspection.core.join.ViewJoiner`); a worker thread runs the model
 (the views of one bolt in one batch, Grad-CAM from the same pass, via
-:class:`bolt_inspection.core.inspector.Inspector`).
+:class:`bolt_inspection.core.inspector.Inspector`) and publishes the verdict. The Grad-CAM mosaic
+(and per-view overlays) are rendered and published afterwards by a second thread with a queue of
+:data:`IMAGE_QUEUE` bolts: when it falls behind it drops the oldest mosaic, so pictures for people
+never delay the next bolt's verdict. Verdicts are never dropped.
 
 Every triggered bolt gets exactly one /inspection/verdict (diagnostic_msgs/DiagnosticStatus:
 level OK/ERROR, message 'OK' | 'NG' | 'NG: <reason>', hardware_id = bolt id, values = p_ng per
@@ -19,6 +22,7 @@ stops, ``cleanup`` drops the model.
 
 from __future__ import annotations
 
+import collections
 import math
 import queue
 import threading
@@ -50,6 +54,8 @@ from bolt_inspection.nodes.lifecycle_util import (
 TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_NAME = 'bolt_inspection/verdict'
+# Bolts whose mosaic waits for the image thread; a newer bolt pushes out the oldest.
+IMAGE_QUEUE = 2
 # A trigger stamp further in the past than this is a replayed one: latency is then measured from
 # the trigger's arrival here instead.
 _MAX_STAMP_AGE_S = 60.0
@@ -69,6 +75,12 @@ def default_inspector_factory(model: str, camera_config: str):
 class _Job:
     bundle: Bundle
     stamp_ns: int
+
+
+@dataclass
+class _ImageJob:
+    bundle: Bundle
+    inspection: object
 
 
 def verdict_status(bolt_id: str, verdict, p_ng: dict, *, cams, latency_ms: float,
@@ -134,6 +146,12 @@ class ClassifierNode(LifecycleNode):
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=p['queue_size'])
         self._worker: threading.Thread | None = None
+        # Mosaic/overlay rendering, off the inference worker (see the module docstring).
+        self._images: collections.deque[_ImageJob] = collections.deque(maxlen=IMAGE_QUEUE)
+        self._images_cv = threading.Condition()
+        self._images_stop = False
+        self._image_worker: threading.Thread | None = None
+        self.images_dropped = 0
         self._active = False
         self._subs = []
         self._own_timers = []
@@ -206,6 +224,12 @@ class ClassifierNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name='classifier-worker',
                                         daemon=True)
         self._worker.start()
+        with self._images_cv:
+            self._images.clear()
+            self._images_stop = False
+        self._image_worker = threading.Thread(target=self._image_work, name='classifier-images',
+                                              daemon=True)
+        self._image_worker.start()
         p = self._params
         self._subs.append(self.create_subscription(Header, p['trigger_topic'], self._on_trigger,
                                                    TRIGGER_QOS,
@@ -239,6 +263,16 @@ class ClassifierNode(LifecycleNode):
         self._stop('classifier shut down')
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self):
+        # Destroyed while active (no deactivate/shutdown transition, e.g. a test tearing down):
+        # still answer the bolts in flight and join both threads instead of leaking them.
+        try:
+            self._stop('classifier shut down')
+        except Exception as exc:  # noqa: BLE001 - destroying must go on (context may be gone)
+            self.get_logger().warning(f'stopping the classifier on destroy: '
+                                      f'{type(exc).__name__}: {exc}')
+        return super().destroy_node()
+
     def _stop(self, reason: str) -> None:
         """Stop inputs and the worker; every bolt already triggered still gets its verdict."""
         if not self._active:
@@ -255,6 +289,14 @@ class ClassifierNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=30.0)
             self._worker = None
+        # Then the image thread: it renders what is queued (at most IMAGE_QUEUE mosaics) while
+        # the publishers are still active, and exits; nothing can queue more now.
+        with self._images_cv:
+            self._images_stop = True
+            self._images_cv.notify_all()
+        if self._image_worker is not None:
+            self._image_worker.join(timeout=10.0)
+            self._image_worker = None
         with self._lock:
             leftovers = self.joiner.flush(time.monotonic()) if self.joiner else []
         # A callback that was running while we stopped may have queued a bolt after the worker's
@@ -345,8 +387,27 @@ class ClassifierNode(LifecycleNode):
                            extra_reasons=[f'inference error: {type(exc).__name__}'])
             p_ng = {}
         self._publish_verdict(bundle, verdict, p_ng)
-        if inspection is not None:
-            self._publish_images(bundle, inspection)
+        if inspection is not None and (self._params['publish_gradcam']
+                                       or self._params['publish_heatmaps']):
+            self._queue_images(bundle, inspection)
+
+    def _queue_images(self, bundle: Bundle, inspection) -> None:
+        """Hand a bolt's pictures to the image thread; when it is behind, drop the oldest."""
+        with self._images_cv:
+            if len(self._images) == self._images.maxlen:
+                self.images_dropped += 1
+            self._images.append(_ImageJob(bundle, inspection))
+            self._images_cv.notify()
+
+    def _image_work(self) -> None:
+        while True:
+            with self._images_cv:
+                while not self._images and not self._images_stop:
+                    self._images_cv.wait()
+                if not self._images:
+                    return
+                job = self._images.popleft()
+            self._publish_images(job.bundle, job.inspection)
 
     def _publish_failure(self, bundle: Bundle, reason: str) -> None:
         threshold = self.inspector.threshold if self.inspector is not None else float('nan')
@@ -409,6 +470,7 @@ class ClassifierNode(LifecycleNode):
                        'join_wait_p50_ms': self.join_wait.p50(),
                        'inspect_p50_ms': self.inspect_time.p50(),
                        'pending_bolts': joiner.pending if joiner else 0,
+                       'mosaics_dropped': self.images_dropped,
                        'model_id': self.inspector.model_id if self.inspector else ''})
         if joiner is not None:
             values.update({'stale_views': joiner.stats.stale,
