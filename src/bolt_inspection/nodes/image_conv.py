@@ -9,6 +9,8 @@ classifier puts into the NG verdict (``camK: <reason>``).
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from sensor_msgs.msg import Image
 
@@ -106,6 +108,10 @@ def bgr_to_image(image: np.ndarray, *, stamp=None, frame_id: str = '',
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = msg.width * channels
-    # array.array('B') is the fast path rclpy accepts for uint8[] fields.
-    msg.data = np.ascontiguousarray(arr).tobytes()
+    # An array.array('B') is stored as is by the generated setter, also when
+    # ROS_PYTHON_CHECK_FIELDS=1 (bytes would then be checked value by value in Python: 240 ms
+    # instead of 0.1 ms at 1280x960); without checks it costs the same as tobytes() (0.2 ms).
+    data = array.array('B')
+    data.frombytes(np.ascontiguousarray(arr).data.cast('B'))
+    msg.data = data
     return msg
