@@ -287,6 +287,20 @@ def test_camera_node_publishes_trigger_stamped_frames(rclpy_context, rig_factory
     assert msg.data[0] == 99
 
 
+def test_synthetic_camera_prefetches_the_next_bolt_and_cleans_up(rclpy_context):
+    for prefetch in (True, False):
+        cam = CameraNode('cam2', context=rclpy_context, parameter_overrides=[
+            Parameter('camera_index', value=2), Parameter('size', value=[160, 120]),
+            Parameter('prefetch', value=prefetch)])
+        assert bring_up(cam)
+        assert cam.capture(ns_to_stamp(1), '1') and cam.capture(ns_to_stamp(2), '2')
+        assert cam.source.prefetch_hits == (2 if prefetch else 0)
+        bring_down(cam)
+        cam.destroy_node()
+    # Cleanup closed the source, which joined the render of bolt 3 that nobody asked for.
+    assert not [t for t in threading.enumerate() if t.name.startswith('synthetic-prefetch')]
+
+
 def test_camera_node_with_bad_source_fails_configure(rclpy_context):
     cam = CameraNode('cam0', context=rclpy_context, parameter_overrides=[
         Parameter('source', value='folder'), Parameter('folder', value='/nonexistent/dir')])

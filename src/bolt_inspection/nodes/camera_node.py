@@ -62,6 +62,8 @@ class CameraNode(LifecycleNode):
         p['reconnect_max_s'] = declare(self, 'reconnect_max_s', 10.0, 'Longest delay between '
                                        'reconnect attempts of a dropped device',
                                        float_range=(0.1, 300.0), read_only=True)
+        p['prefetch'] = declare(self, 'prefetch', True, 'Synthetic source: render the next '
+                                'bolt id in the background after each frame', read_only=True)
         p['free_run'] = declare(self, 'free_run', False, 'Publish at rate_hz without triggers '
                                 '(bench-top setup)', read_only=True)
         p['rate_hz'] = declare(self, 'rate_hz', 5.0, 'Free-run frame rate',
@@ -99,7 +101,7 @@ class CameraNode(LifecycleNode):
             size=size if len(size) == 2 else (0, 0), seed=p['seed'],
             defect_rate=p['defect_rate'], distractor=p['distractor'], folder=p['folder'],
             device=p['device'], resize=p['resize'],
-            reconnect_max_s=max(0.5, p['reconnect_max_s']))
+            reconnect_max_s=max(0.5, p['reconnect_max_s']), prefetch=p['prefetch'])
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
