@@ -94,8 +94,8 @@ def line_child(args) -> int:
         specs.append(NodeSpec('plc_bridge', 'plc_bridge_node',
                               'bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
                               parameters=bridge_params))
-    overrides = {s.name: {'size': list(args.frame_size)} for s in specs
-                 if s.executable == 'camera_node'}
+    overrides = {s.name: {'size': list(args.frame_size), 'prefetch': not args.no_prefetch}
+                 for s in specs if s.executable == 'camera_node'}
     overrides['classifier'] = {'frame_size': list(args.frame_size)}
     overrides.update({s.name: dict(bridge_params) for s in specs
                       if s.executable == 'plc_bridge_node'})
@@ -131,6 +131,14 @@ def line_child(args) -> int:
                                  'duplicate_views': classifier.joiner.stats.duplicate_views}
         out['camera_errors'] = {s.name: line.nodes[s.name].errors for s in line.specs
                                 if s.executable == 'camera_node'}
+        # Mosaics are rendered on the classifier's image thread, which drops the oldest when
+        # behind; the cameras' prefetch misses say how often a trigger had to render.
+        out['mosaics_dropped'] = getattr(classifier, 'images_dropped', None)
+        sources = {s.name: line.nodes[s.name].source for s in line.specs
+                   if s.executable == 'camera_node'}
+        out['camera_prefetch'] = {name: {'hits': getattr(src, 'prefetch_hits', None),
+                                         'misses': getattr(src, 'prefetch_misses', None)}
+                                  for name, src in sources.items() if src is not None}
         stats = bridge.stats()
         out['bridge_stats'] = {k: v for k, v in stats.items() if not isinstance(v, (list, dict))}
         out['modbus_poll_ms'] = list(bridge.poll_ms)
@@ -199,7 +207,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                frame_size=common.FRAME_SIZE, gate_delay_s: float | None = None,
                capacity_gate_s: float = 4.0, latency_rate: float | None = None,
                confirm_s: float = 0.0, stop_on_fail: bool = True,
-               startup_timeout_s: float = 240.0) -> dict:
+               startup_timeout_s: float = 240.0, prefetch: bool = True) -> dict:
     """Run the closed loop at each rate; optionally confirm the best rate for ``confirm_s``.
 
     The first step (``latency_rate``, well below capacity) uses the configured gate delay
@@ -228,11 +236,13 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
     cmd = [sys.executable, str(HERE / 'loop.py'), 'line', '--port', str(port),
            '--artifact', str(artifact), '--events', str(events_path), '--out', str(line_json),
            '--frame-size', str(frame_size[0]), str(frame_size[1])]
+    if not prefetch:
+        cmd.append('--no-prefetch')
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
         out_dir / 'loop_line_stderr.log', 'w'), env=os.environ.copy())
     steps = []
     result: dict = {'port': port, 'gate_delay_s': gate, 'capacity_gate_s': capacity_gate,
-                    'step_s': step_s, 'line_cmd': ' '.join(cmd)}
+                    'step_s': step_s, 'line_cmd': ' '.join(cmd), 'prefetch': bool(prefetch)}
     try:
         deadline = time.monotonic() + startup_timeout_s
         while not any(e.get('event') == 'ready' for e in read_events(events_path)):
@@ -339,6 +349,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
         result['classifier_counts'] = line_out.get('classifier_counts')
         result['join_stats'] = line_out.get('join_stats')
         result['camera_errors'] = line_out.get('camera_errors')
+        result['mosaics_dropped'] = line_out.get('mosaics_dropped')
+        result['camera_prefetch'] = line_out.get('camera_prefetch')
     result['plc_sim_process'] = common.self_usage(time.perf_counter() - t_all)
     return result
 
@@ -352,6 +364,7 @@ def main(argv=None) -> int:
     line.add_argument('--events', type=Path, required=True)
     line.add_argument('--out', type=Path, required=True)
     line.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
+    line.add_argument('--no-prefetch', action='store_true')
     ladder = sub.add_parser('ladder', help='run the closed loop at increasing rates')
     ladder.add_argument('--model-kind', choices=sorted(common.MODEL_KINDS), default='demo')
     ladder.add_argument('--rates', type=float, nargs='+', required=True,
@@ -365,6 +378,8 @@ def main(argv=None) -> int:
     ladder.add_argument('--capacity-gate-s', type=float, default=4.0,
                         help='gate delay of the ladder and confirmation steps')
     ladder.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
+    ladder.add_argument('--no-prefetch', action='store_true',
+                        help='synthetic cameras render each frame on the trigger')
     ladder.add_argument('--out', type=Path, required=True)
     args = parser.parse_args(argv)
     if args.role == 'line':
@@ -377,7 +392,7 @@ def main(argv=None) -> int:
     result = run_ladder(artifact, args.rates, step_s=args.step_s, out_dir=args.out.parent,
                         frame_size=tuple(args.frame_size), confirm_s=args.confirm_s,
                         latency_rate=args.latency_rate, capacity_gate_s=args.capacity_gate_s,
-                        stop_on_fail=not args.keep_going)
+                        stop_on_fail=not args.keep_going, prefetch=not args.no_prefetch)
     result.update({'model_kind': args.model_kind, 'input_size': list(input_size)})
     common.write_json(args.out, result)
     return 0

@@ -12,6 +12,11 @@ Sections (``--only``): ``latency`` (issue items 1 and 4), ``loop`` (2 and 3), ``
 simulator and the line in two processes of their own (``bench/loop.py``), so their CPU and peak
 RSS are per process.
 
+The synthetic cameras prefetch the next bolt (the camera node's ``prefetch`` parameter, on by
+default). The latency section also runs the first model again with prefetch off (fewer bolts,
+``<kind>_no_prefetch``), so the table shows the camera stage with and without it;
+``--no-prefetch`` turns it off for the whole run (latency and loop sections).
+
 Writes ``bench_out/bench.json`` (every number), ``bench_out/*.png`` and
 ``bench_out/RESULTS.md`` (the table printed at the end; ``--results FILE`` writes it there too).
 Every process: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, a private ``ROS_DOMAIN_ID``
@@ -40,14 +45,16 @@ SECTIONS = ('latency', 'loop', 'training', 'scaling')
 
 MODES = {
     'quick': {
-        'latency': {'demo': 20, 'vgg16_224': 10}, 'warm': 2, 'frame_size': common.FRAME_SIZE,
+        'latency': {'demo': 20, 'vgg16_224': 10}, 'latency_no_prefetch': {'demo': 10},
+        'warm': 2, 'frame_size': common.FRAME_SIZE,
         'loop_model': 'demo', 'loop_fractions': (0.5, 0.75, 1.0), 'loop_step_s': 25.0,
         'loop_capacity_gate_s': 4.0, 'loop_stop_on_fail': False,
         'loop_confirm_s': 0.0, 'train_arch': 'vgg16', 'train_input': common.DEMO_INPUT,
         'train_images': 32, 'reproduce': False, 'scaling_rounds': 3, 'scaling_arch': 'vgg16',
     },
     'full': {
-        'latency': {'demo': 200, 'vgg16_224': 200}, 'warm': 3,
+        'latency': {'demo': 200, 'vgg16_224': 200}, 'latency_no_prefetch': {'demo': 50},
+        'warm': 3,
         'frame_size': common.FRAME_SIZE, 'loop_model': 'demo',
         'loop_fractions': (0.4, 0.55, 0.7, 0.85, 1.0, 1.15), 'loop_step_s': 45.0,
         'loop_capacity_gate_s': 4.0, 'loop_stop_on_fail': False,
@@ -55,7 +62,8 @@ MODES = {
         'train_images': 128, 'reproduce': True, 'scaling_rounds': 15, 'scaling_arch': 'vgg16',
     },
     'smoke': {
-        'latency': {'tiny': 4}, 'warm': 1, 'frame_size': (320, 240), 'loop_model': 'tiny',
+        'latency': {'tiny': 4}, 'latency_no_prefetch': {'tiny': 3}, 'warm': 1,
+        'frame_size': (320, 240), 'loop_model': 'tiny',
         'loop_rates': (90.0,), 'loop_step_s': 6.0, 'loop_confirm_s': 0.0,
         'train_arch': 'tiny', 'train_input': (32, 64), 'train_images': 32, 'reproduce': False,
         'scaling_rounds': 1, 'scaling_arch': 'tiny',
@@ -69,24 +77,33 @@ def artifact_dir(out: Path, kind: str, frame_size) -> Path:
 
 def section_latency(cfg: dict, out: Path) -> dict:
     import latency
+    prefetch = cfg.get('prefetch', True)
+    # The runs of the table, then (prefetch on only) the same models with the cameras'
+    # prefetch off: the camera stage with and without it, on the same machine and day.
+    runs = [(kind, kind, bolts, prefetch) for kind, bolts in cfg['latency'].items()]
+    if prefetch:
+        runs += [(f'{kind}_no_prefetch', kind, bolts, False)
+                 for kind, bolts in (cfg.get('latency_no_prefetch') or {}).items()]
     results = {}
-    for kind, bolts in cfg['latency'].items():
+    for key, kind, bolts, on in runs:
         arch, input_size = common.MODEL_KINDS[kind]
         common.log(f'latency: {kind} ({arch} {input_size[0]}x{input_size[1]}), {bolts} bolts '
-                   f'+ {cfg["warm"]} warm-up')
+                   f'+ {cfg["warm"]} warm-up, camera prefetch {"on" if on else "off"}')
         try:
             artifact = common.make_artifact(artifact_dir(out, kind, cfg['frame_size']), arch,
                                             input_size, cfg['frame_size'])
             r = latency.run(artifact, bolts=bolts, warm=cfg['warm'],
-                            frame_size=cfg['frame_size'], label=kind)
+                            frame_size=cfg['frame_size'], label=kind, prefetch=on)
             r['arch'] = arch
             lp, raw = r['latency_published_ms'], r['raw_gradcam_ms']
+            grab = r['stages_ms'].get('camera_grab') or {}
             common.log(f'  line p50 {lp["p50"]:.0f} / p99 {lp["p99"]:.0f} ms, raw Grad-CAM p50 '
-                       f'{raw["p50"]:.0f} ms, ratio {r["overhead_ratio_p50"]:.2f}')
+                       f'{raw["p50"]:.0f} ms, ratio {r["overhead_ratio_p50"]:.2f}, camera grab '
+                       f'p50 {grab.get("p50") or 0:.1f} ms')
         except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
             traceback.print_exc()
-            r = {'label': kind, 'error': f'{type(exc).__name__}: {exc}'}
-        results[kind] = r
+            r = {'label': kind, 'prefetch': on, 'error': f'{type(exc).__name__}: {exc}'}
+        results[key] = r
     return results
 
 
@@ -98,12 +115,13 @@ def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
                          cfg['frame_size'])
     rates = cfg.get('loop_rates')
     if not rates:
-        # Around what one worker can do: the raw inspect time and mosaic of the latency run.
+        # Around what one worker can do: the line's inference worker per bolt in the latency
+        # run (the mosaic is on the classifier's image thread, no longer on the worker; the
+        # worker time includes competing with the cameras' prefetch renders, as at capacity).
         base = (latency or {}).get(kind) or {}
-        worker_ms = None
-        if base.get('raw_inspect_ms', {}).get('p50'):
-            mosaic = (base.get('stages_ms', {}).get('mosaic_render') or {}).get('p50') or 0.0
-            worker_ms = base['raw_inspect_ms']['p50'] + mosaic
+        worker_ms = (base.get('stages_ms', {}).get('worker_busy') or {}).get('p50')
+        if not worker_ms and base.get('raw_inspect_ms', {}).get('p50'):
+            worker_ms = base['raw_inspect_ms']['p50']
         estimate = 60000.0 / worker_ms if worker_ms else 30.0
         rates = [round(f * estimate, 1) for f in cfg['loop_fractions']]
         cfg = {**cfg, 'loop_latency_rate': round(0.3 * estimate, 1)}
@@ -120,6 +138,8 @@ def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
         cmd.append('--keep-going')
     if cfg.get('loop_latency_rate'):
         cmd += ['--latency-rate', str(cfg['loop_latency_rate'])]
+    if not cfg.get('prefetch', True):
+        cmd.append('--no-prefetch')
     proc = subprocess.run(cmd, env=os.environ.copy(), check=False)
     if proc.returncode != 0 or not json_path.is_file():
         return {'error': f'loop.py exited {proc.returncode} (see {out}/loop_line_stderr.log)'}
@@ -163,6 +183,9 @@ def main(argv=None) -> int:
     parser.add_argument('--rates', type=float, nargs='+',
                         help='closed-loop rates in bolts/min (default: from the latency run); '
                              'the lowest also runs first at the configured gate')
+    parser.add_argument('--no-prefetch', action='store_true',
+                        help="synthetic cameras render on the trigger (the cameras' prefetch "
+                             'parameter off) in the latency and loop sections')
     parser.add_argument('--out', type=Path, default=common.DEFAULT_OUT)
     parser.add_argument('--results', type=Path, help='also write the markdown table here')
     parser.add_argument('--no-plots', action='store_true')
@@ -180,6 +203,8 @@ def main(argv=None) -> int:
         cfg['reproduce'] = True
     if args.bolts:
         cfg['latency'] = dict.fromkeys(cfg['latency'], args.bolts)
+    if args.no_prefetch:
+        cfg['prefetch'] = False
     if args.rates:
         rates = sorted(args.rates)
         cfg.update(loop_rates=tuple(rates), loop_latency_rate=rates[0])

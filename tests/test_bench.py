@@ -62,9 +62,31 @@ def test_latency_section_pairs_line_and_raw_model_per_bolt(smoke):
     assert run['latency_published_ms']['p50'] > run['stages_ms']['inference_gradcam']['p50']
     assert _positive(run['overhead_ratio_p50'])
     for stage in ('trigger_to_camera', 'camera_grab', 'decode', 'roi', 'inference_gradcam',
-                  'verdict_publish', 'mosaic_render'):
+                  'verdict_publish', 'worker_busy', 'mosaic_render',
+                  'mosaic_published_after_verdict'):
         assert run['stages_ms'][stage]['n'] == run['bolts_measured'], stage
     assert run['verdict_messages'].get('NO VERDICT', 0) == 0
+    # The raw pass ran with the line idle: every bolt's mosaic and prefetch renders finished.
+    assert run['raw_pass_settle']['timed_out'] == 0
+    assert run['raw_pass_settle']['wait_ms']['n'] == run['bolts_measured']
+
+
+def test_latency_section_compares_camera_prefetch_on_and_off(smoke):
+    latency = smoke[1]['sections']['latency']
+    on, off = latency['tiny'], latency['tiny_no_prefetch']
+    assert on['prefetch'] is True and off['prefetch'] is False
+    assert off['bolts_measured'] == off['bolts_requested'] > 0
+    # Sequential bolt ids: after the warm-up every view comes from the background render.
+    views = on['bolts_measured'] * len(on['cams'])
+    assert on['camera_views_from_prefetch'] == {'views': views, 'of': views}
+    assert off['camera_views_from_prefetch']['views'] == 0
+    assert all(c['hits'] == 0 for c in off['camera_prefetch_counts'].values())
+    assert off['stages_ms']['camera_grab']['n'] == off['bolts_measured']
+    # The table names the comparison run; the targets only the product's configuration.
+    stdout = smoke[2]
+    assert 'tiny (no prefetch)' in stdout
+    targets = stdout.split('### Targets', 1)[1].split('###', 1)[0]
+    assert 'no prefetch' not in targets
 
 
 def test_loop_section_sorts_every_bolt_and_reports_both_processes(smoke):
@@ -77,6 +99,9 @@ def test_loop_section_sorts_every_bolt_and_reports_both_processes(smoke):
         assert _positive(loop[proc]['peak_rss_mb']) and _positive(loop[proc]['cpu_s'])
     assert loop['line_process']['pid'] != loop['plc_sim_process']['pid']
     assert _positive(loop['modbus_poll_ms']['p50'])
+    # The line's background work is accounted for: prefetch hits/misses, dropped mosaics.
+    assert loop['prefetch'] is True and loop['mosaics_dropped'] is not None
+    assert sum(c['hits'] for c in loop['camera_prefetch'].values()) > 0
 
 
 def test_training_and_scaling_sections(smoke):
