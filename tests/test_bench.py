@@ -115,3 +115,6 @@ def test_training_and_scaling_sections(smoke):
     assert {tuple(c['input_size']) for c in configs.values()} == {(112, 224), (224, 224),
                                                                   (224, 448)}
     assert all(_positive(c['throughput_bolts_per_min']) for c in configs.values())
+    # The worker alone (mosaic on the image thread) is faster than inspect + mosaic serially.
+    assert all(c['throughput_bolts_per_min'] >= c['throughput_one_core_bolts_per_min']
+               for c in configs.values())
