@@ -114,3 +114,21 @@ def test_bad_weights_are_model_errors(tmp_path, vgg32):
     with pytest.raises(ModelError, match='cannot read weights'):
         load_backbone_weights(vgg32, junk)
     assert load_backbone_weights(vgg32, 'none') == []
+
+
+def test_vgg16_bn_keeps_the_conv_names_and_freezes_its_batch_norm_in_stage1():
+    model = build_vgg16((32, 32), 'none', dense_units=8, dropout=0.0, seed=7, batch_norm=True)
+    k = keras()
+    bn = [layer.name for layer in model.layers
+          if isinstance(layer, k.layers.BatchNormalization)]
+    assert len(bn) == 13 and bn[0] == 'block1_bn1' and bn[-1] == 'block5_bn3'
+    # Grad-CAM's layer is still the rectified conv output, right before its batch norm.
+    names = [layer.name for layer in model.layers]
+    assert names[names.index('block5_conv3') + 1] == 'block5_bn3'
+    assert model.get_layer('block5_conv3').get_config()['activation'] == 'relu'
+    trainable, changed = _train_step_changes(model, 'stage1')
+    assert trainable == changed == {'fc1', 'predictions'}     # BN weights and statistics frozen
+    model = build_vgg16((32, 32), 'none', dense_units=8, dropout=0.0, seed=7, batch_norm=True)
+    trainable, _ = _train_step_changes(model, 'stage2')
+    assert trainable == {'block5_conv1', 'block5_conv2', 'block5_conv3', 'block5_bn1',
+                         'block5_bn2', 'block5_bn3', 'fc1', 'predictions'}
