@@ -15,6 +15,7 @@ from bolt_inspection.core.model import build_tiny, build_vgg16
 from bolt_inspection.core.threshold import recall_at
 from bolt_inspection.core.train import (
     TrainConfig,
+    augment_batch,
     class_weights,
     measure_stage1_epoch_times,
     split_backbone_head,
@@ -140,3 +141,33 @@ def test_train_command(small_dataset, tmp_path, capsys):
                  '--weights', str(tmp_path / 'nope.h5')])
     assert code == 2
     assert 'error: --weights' in capsys.readouterr().err
+
+
+def test_augmentation_perturbs_a_copy_within_the_pixel_range():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 32, 16, 3), dtype=np.uint8)
+    original = x.copy()
+    out = augment_batch(x, np.random.default_rng(1))
+    np.testing.assert_array_equal(x, original)                 # input untouched
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert not np.allclose(out, x)
+    # Small: lighting drift and a few pixels of shift, not a different image.
+    flat = augment_batch(np.full((4, 32, 16, 3), 100, np.uint8), np.random.default_rng(2),
+                         max_shift=0)
+    assert np.all(np.abs(flat.mean(axis=(1, 2, 3)) - 100) < 30)
+    assert augment_batch(x, np.random.default_rng(1)).tobytes() == out.tobytes()  # seeded
+
+
+@pytest.mark.slow
+def test_augmented_cosine_training_runs_and_is_recorded(small_dataset, tmp_path):
+    config = TrainConfig(**{**FAST, 'from_scratch': True, 'augment': True,
+                            'lr_schedule': 'cosine'})
+    out = train(small_dataset, config, tmp_path / 'model', progress=False)
+    meta = load_artifact(out).metadata
+    assert meta.training['config']['augment'] is True
+    assert meta.training['config']['lr_schedule'] == 'cosine'
+    assert len(json.loads((out / 'history.json').read_text())['scratch']['loss']) >= 1
+    with pytest.raises(ConfigError, match='lr schedule'):
+        train(small_dataset, TrainConfig(**{**FAST, 'lr_schedule': 'step'}), tmp_path / 'm',
+              progress=False)

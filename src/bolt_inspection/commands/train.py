@@ -61,8 +61,14 @@ def register(subparsers) -> None:
     parser.add_argument('--patience', type=_non_negative_int, default=5,
                         help='early-stopping patience (0 = off)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--arch', choices=('vgg16', 'tiny'), default='vgg16',
-                        help='vgg16 (the paper) or tiny (a small CNN for quick runs)')
+    parser.add_argument('--arch', choices=('vgg16', 'vgg16_bn', 'tiny'), default='vgg16',
+                        help='vgg16 (the paper), vgg16_bn (VGG16 + batch norm, He init: '
+                             "trains from random init in far fewer epochs; not the paper's "
+                             'network) or tiny (a small CNN for quick runs)')
+    parser.add_argument('--augment', action='store_true',
+                        help='lighting, shift and noise augmentation of the training images')
+    parser.add_argument('--lr-schedule', choices=('constant', 'cosine'), default='constant',
+                        help='learning rate over the epochs (cosine: decay to 5%%)')
     parser.add_argument('--head', choices=('flatten', 'gap'), default='flatten',
                         help='classifier head: flatten (classic VGG) or global average pooling')
     parser.add_argument('--dense-units', type=_non_negative_int, default=256,
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
         target_recall=args.target_recall, use_roi=not args.no_roi,
         cameras=str(args.cameras) if args.cameras else None, arch=args.arch, head=args.head,
-        dense_units=args.dense_units, measure_timings=not args.no_timing)
+        dense_units=args.dense_units, measure_timings=not args.no_timing,
+        augment=args.augment, lr_schedule=args.lr_schedule)
     if args.lr is not None:
         if args.from_scratch:
             config.lr_scratch = args.lr

@@ -33,7 +33,8 @@ import numpy as np
 from bolt_inspection.core.errors import ConfigError, DatasetError
 
 Box = tuple[int, int, int, int]
-ARCHS = ('vgg16', 'tiny')
+ARCHS = ('vgg16', 'vgg16_bn', 'tiny')
+LR_SCHEDULES = ('constant', 'cosine')
 
 
 @dataclass
@@ -59,12 +60,17 @@ class TrainConfig:
             first model).
         cameras: ``cameras.yaml`` with the ROI boxes; None = the synthetic rig's boxes for a
             synthetic dataset, else ``config/cameras.yaml``.
-        arch: ``'vgg16'`` (the paper) or ``'tiny'`` (a small CNN for CI-sized runs).
+        arch: ``'vgg16'`` (the paper), ``'vgg16_bn'`` (VGG16 with batch norm, He init: what
+            trains from random init in reasonable time) or ``'tiny'`` (a small CNN for CI-sized
+            runs).
         head: ``'flatten'`` (classic VGG) or ``'gap'`` (global average pooling).
         dense_units: Hidden dense layer width of the head (0 = none).
         dropout: Dropout after the hidden dense layer.
         measure_timings: Also time one stage-1 epoch cached vs recomputed (bench numbers).
         timing_images: At most this many training images are used for that measurement.
+        augment: Photometric and small-shift augmentation of the training images in the
+            image-trained stages (stage 2, scratch); see :func:`augment_batch`.
+        lr_schedule: ``'constant'`` or ``'cosine'`` (decay to 5% of the rate over the epochs).
     """
 
     input_size: tuple[int, int] = (112, 224)
@@ -88,6 +94,8 @@ class TrainConfig:
     dropout: float = 0.5
     measure_timings: bool = True
     timing_images: int = 64
+    augment: bool = False
+    lr_schedule: str = 'constant'
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -214,10 +222,10 @@ def build_model(config: TrainConfig):
     """Build the configured architecture; returns ``(model, gradcam_layer)``."""
     from bolt_inspection.core.model import build_tiny, build_vgg16
 
-    if config.arch == 'vgg16':
+    if config.arch in ('vgg16', 'vgg16_bn'):
         model = build_vgg16(config.input_size, config.weights, head=config.head,
                             dense_units=config.dense_units, dropout=config.dropout,
-                            seed=config.seed)
+                            seed=config.seed, batch_norm=config.arch == 'vgg16_bn')
         return model, 'block5_conv3'
     if config.arch == 'tiny':
         if str(config.weights).lower() != 'none':
@@ -260,21 +268,78 @@ class EpochLog:
         return _EpochLog()
 
 
+def augment_batch(x: np.ndarray, rng: np.random.Generator, max_shift: int = 3) -> np.ndarray:
+    """Randomly perturb a uint8 RGB batch the way the line's images vary.
+
+    Per image: gain 0.85-1.15 and offset +-12 (lighting drift), a shift of up to ``max_shift``
+    pixels each way (pose jitter; edges repeated), and sensor noise (sigma 2). No flips: a
+    mirrored thread would be left-handed, and the head is always at the top.
+
+    Returns:
+        A new float32 batch in 0..255 (the input ``x`` is not changed).
+    """
+    n = len(x)
+    gain = rng.uniform(0.85, 1.15, (n, 1, 1, 1)).astype(np.float32)
+    offset = rng.uniform(-12.0, 12.0, (n, 1, 1, 1)).astype(np.float32)
+    out = x.astype(np.float32) * gain + offset
+    if max_shift > 0:
+        h, w = x.shape[1:3]
+        pad = np.pad(out, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)),
+                     mode='edge')
+        dy, dx = rng.integers(0, 2 * max_shift + 1, (2, n))
+        out = np.stack([pad[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    out += rng.normal(0.0, 2.0, out.shape).astype(np.float32)
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
+def _training_data(x, y, config: TrainConfig, weights: dict[int, float], augment: bool):
+    """``(inputs, targets, fit kwargs)``: plain arrays, or an augmenting ``PyDataset``."""
+    from bolt_inspection.core.keras_backend import keras
+
+    if not augment:
+        return x, y, {'batch_size': config.batch_size, 'class_weight': weights,
+                      'shuffle': True}
+    k = keras()
+    rng = np.random.default_rng(config.seed)
+    sample_w = np.array([weights[int(c)] for c in y], np.float32)
+
+    class _Augmented(k.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.order = rng.permutation(len(x))
+
+        def __len__(self):
+            return math.ceil(len(x) / config.batch_size)
+
+        def __getitem__(self, index):
+            idx = np.sort(self.order[index * config.batch_size:(index + 1) * config.batch_size])
+            return augment_batch(x[idx], rng), y[idx], sample_w[idx]
+
+        def on_epoch_end(self):
+            self.order = rng.permutation(len(x))
+
+    return _Augmented(), None, {}
+
+
 def _fit(model, x, y, val, *, epochs: int, lr: float, config: TrainConfig, stage: str,
-         log, weights: dict[int, float]) -> dict[str, list[float]]:
+         log, weights: dict[int, float], augment: bool = False) -> dict[str, list[float]]:
     from bolt_inspection.core.keras_backend import keras
 
     k = keras()
-    model.compile(optimizer=k.optimizers.Adam(lr), loss='sparse_categorical_crossentropy',
+    inputs, targets, fit_kwargs = _training_data(x, y, config, weights, augment)
+    rate = lr
+    if config.lr_schedule == 'cosine':
+        steps = max(1, epochs * math.ceil(len(x) / config.batch_size))
+        rate = k.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
+    model.compile(optimizer=k.optimizers.Adam(rate), loss='sparse_categorical_crossentropy',
                   metrics=['accuracy'])
     epoch_log = EpochLog.make(stage, epochs, log)
     callbacks = [epoch_log]
     if val is not None and config.patience > 0:
         callbacks.append(k.callbacks.EarlyStopping(monitor='val_loss', patience=config.patience,
                                                    restore_best_weights=True))
-    history = model.fit(x, y, batch_size=config.batch_size, epochs=epochs, verbose=0,
-                        validation_data=val, class_weight=weights, shuffle=True,
-                        callbacks=callbacks)
+    history = model.fit(inputs, targets, epochs=epochs, verbose=0, validation_data=val,
+                        callbacks=callbacks, **fit_kwargs)
     out = {key: [float(v) for v in values] for key, values in history.history.items()}
     out['seconds'] = [float(s) for s in epoch_log.seconds]
     return out
@@ -461,7 +526,7 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
         set_stage(model, 'scratch')
         history['scratch'] = _fit(model, x_train, y_train, val, epochs=config.epochs1,
                                   lr=config.lr_scratch, config=config, stage='scratch', log=say,
-                                  weights=weights)
+                                  weights=weights, augment=config.augment)
     else:
         if config.epochs1 > 0:
             history['stage1'], stage_t = run_stage1_cached(
@@ -471,7 +536,7 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
             set_stage(model, 'stage2')
             history['stage2'] = _fit(model, x_train, y_train, val, epochs=config.epochs2,
                                      lr=config.lr2, config=config, stage='stage2', log=say,
-                                     weights=weights)
+                                     weights=weights, augment=config.augment)
     for name, stage_history in history.items():
         timings[f'{name}_s'] = float(sum(stage_history.get('seconds', [])))
     set_stage(model, 'scratch')  # a loaded model should not come back half frozen
@@ -516,7 +581,10 @@ def _check_config(config: TrainConfig) -> None:
     width, height = config.input_size
     if config.arch not in ARCHS:
         raise ConfigError(f'unknown architecture {config.arch!r} (one of {", ".join(ARCHS)})')
-    minimum = 32 if config.arch == 'vgg16' else 8
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f'unknown lr schedule {config.lr_schedule!r} '
+                          f'(one of {", ".join(LR_SCHEDULES)})')
+    minimum = 8 if config.arch == 'tiny' else 32
     if width < minimum or height < minimum:
         raise ConfigError(f'input size {width}x{height} too small for {config.arch} '
                           f'(at least {minimum}x{minimum})')
