@@ -181,8 +181,10 @@ def bolt_spec(seed: int, bolt_id: int, defect_rate: float = 0.5) -> BoltSpec:
         sev = 1.0
         params['coated'] = False
     elif defect == 'short':
-        # Hard end: 15.8 mm, i.e. a fifth of a millimetre under the specification.
-        params['band_len_mm'] = float(_lerp(15.8, 10.0, sev))
+        # Hard end: 15.0 mm, 1 mm under the specification. Not closer: the band's start varies
+        # by 0.3 mm and its helical ends by about as much, so a band 0.2 mm short (the first
+        # rig's hard end) looked exactly like an OK one even at 112x224 (about 1.5 px).
+        params['band_len_mm'] = float(_lerp(15.0, 10.0, sev))
     elif defect == 'insufficient':
         params['gaps'] = _gaps(rng, sev, zs, length)
     elif defect == 'foreign':
