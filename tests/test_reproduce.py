@@ -58,7 +58,12 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
         assert 0.0 <= metrics['threshold'] <= 1.0
         loc = metrics['localisation']
         assert loc['peak_in_mask'] is None or 0.0 <= loc['peak_in_mask'] <= 1.0
-        assert 0.0 <= loc['energy_in_roi'] <= 1.0
+        if loc['energy_in_roi'] is None:
+            # No energy to share out only when every NG map is flat (a 2-epoch model may see
+            # no NG evidence anywhere), never silently.
+            assert loc['flat_heatmaps'] == 32
+        else:
+            assert 0.0 <= loc['energy_in_roi'] <= 1.0
         for png in ('training_curves', 'confusion', 'gradcam_gallery'):
             assert (out / kind / f'{png}.png').stat().st_size > 1000
     assert json.loads((out / 'roi' / 'metrics.json').read_text())['localisation'][

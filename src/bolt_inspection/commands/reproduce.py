@@ -30,9 +30,10 @@ def register(subparsers) -> None:
     parser.add_argument('--seed', type=int, default=0, help='dataset, split and init seed')
     parser.add_argument('--epochs', type=positive_int, default=None,
                         help='override the epochs per model (default: 12 vgg16, 60 tiny, 2 quick)')
-    parser.add_argument('--arch', choices=('vgg16', 'tiny'), default='vgg16',
-                        help="network: the paper's VGG16, or a small CNN that converges from "
-                             'random init in minutes on a busy CPU')
+    parser.add_argument('--arch', choices=('vgg16_bn', 'vgg16', 'tiny'), default='vgg16_bn',
+                        help="network: VGG16-BN (the paper's VGG16 layers + batch norm, which "
+                             'trains from random init on a CPU), the plain VGG16 (slow to '
+                             'learn from random init), or a small CNN')
     parser.add_argument('--no-progress', action='store_true', help='no progress output')
     parser.set_defaults(func=run)
 
@@ -48,7 +49,7 @@ def run(args) -> int:
         f'bolt-inspection reproduce --out {shlex.quote(str(args.out))}' + \
         (' --quick' if args.quick else '') + f' --seed {args.seed}' + \
         (f' --epochs {args.epochs}' if args.epochs else '') + \
-        (f' --arch {args.arch}' if args.arch != 'vgg16' else '')
+        (f' --arch {args.arch}' if args.arch != 'vgg16_bn' else '')
     result = run_study(args.out, quick=args.quick, seed=args.seed, epochs=args.epochs,
                        arch=args.arch, progress=not args.no_progress, command=command)
     m = result.metrics
