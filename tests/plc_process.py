@@ -3,12 +3,13 @@
 :class:`RequeueFreeExecutor` is rclpy's ``MultiThreadedExecutor`` without the re-queueing bug of
 rclpy < 10.0.4 (ros2/rclpy#1452, fixed upstream by ros2/rclpy#1547; this venv has 9.1.2). That
 executor yields a callback that is queued in its thread pool but not started yet *again* on every
-pass of its wait loop, and queues it again. Measured here (the bridge tests' Line at 1200
-bolts/min): each callback was queued 5 to 6 times. Every duplicate costs the spin thread and a
-pool thread the GIL, so when another process takes the CPUs the spin thread loops instead of
-waiting: `perf sched` showed it running 220 ms straight while the bridge's Modbus worker, the
-simulator and the test thread of the same process waited for the GIL, and the PLC counter moved
-by 8 bolts between two polls.
+pass of its wait loop, and queues it again: in the bridge tests' Line each callback was queued 5
+to 6 times. Every duplicate costs the GIL, so when other processes take the CPUs the spin thread
+loops instead of waiting (perf sched: it ran 220 ms straight while the Modbus worker, the
+simulator and the test thread of the same process waited), polls stall, and the PLC counter
+moves by several bolts between two polls. Interleaved whole-file runs of test_plc_bridge.py (not
+slow, no reruns, 8 each): 4 of 8 failed with the stock executor (72 stalls > 100 ms, longest
+0.92 s), none with this one (longest stall 50 ms).
 
 Use it where a test spins nodes itself, and through :func:`use_requeue_free_executor` for code
 that builds its own ``MultiThreadedExecutor`` when called (``ComposedLine`` of ``bolt-inspection
