@@ -2,8 +2,8 @@
 
 The node list comes from :func:`bolt_inspection.graph.line_nodes` (the same function the launch
 file calls) and every node's parameters from the same params file (``config/line.yaml``). All
-nodes run in one MultiThreadedExecutor; the lifecycle nodes are configured and activated in
-order.
+nodes run in one multi-threaded executor (:mod:`bolt_inspection.nodes.executor`); the lifecycle
+nodes are configured and activated in order.
 
 Who triggers the bolts:
 
@@ -199,7 +199,7 @@ def _load_class(path: str):
 
 
 class ComposedLine:
-    """The line's nodes in one process, on one MultiThreadedExecutor.
+    """The line's nodes in one process, on one multi-threaded executor.
 
     Args:
         specs: The node list (:func:`bolt_inspection.graph.line_nodes`).
@@ -212,8 +212,7 @@ class ComposedLine:
     def __init__(self, specs: list[NodeSpec], config: Mapping[str, Any], *, context,
                  overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  node_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        from rclpy.executors import MultiThreadedExecutor
-
+        from bolt_inspection.nodes.executor import make_executor
         from bolt_inspection.nodes.lifecycle_util import to_parameters
         self.specs = list(specs)
         self.context = context
@@ -228,8 +227,7 @@ class ComposedLine:
                                             self.parameters[spec.name]), **kwargs)
         # Cameras publish from their trigger callbacks and the classifier decodes in its
         # subscription callbacks: enough threads that four cameras run at once.
-        self.executor = MultiThreadedExecutor(num_threads=max(4, len(self.nodes) + 2),
-                                              context=context)
+        self.executor = make_executor(context, num_threads=max(4, len(self.nodes) + 2))
         for node in self.nodes.values():
             self.executor.add_node(node)
         self._thread: threading.Thread | None = None

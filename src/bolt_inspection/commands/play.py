@@ -24,13 +24,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import bags, rosenv
     from bolt_inspection.core.errors import ConfigError
     from bolt_inspection.nodes.bag_player import BagPlayer
+    from bolt_inspection.nodes.executor import make_executor
     from bolt_inspection.nodes.lifecycle_util import bring_down, bring_up
 
     rosenv.apply_defaults()
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         Parameter('bag', value=str(args.bag)), Parameter('rate', value=float(args.rate)),
         Parameter('loop', value=bool(args.loop)), Parameter('topics', value=list(topics)),
         Parameter('start_delay_s', value=float(args.start_delay))])
-    executor = MultiThreadedExecutor(context=context)
+    executor = make_executor(context)
     executor.add_node(player)
     try:
         if not bring_up(player):

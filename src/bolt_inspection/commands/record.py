@@ -23,12 +23,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import rosenv
     from bolt_inspection.core.errors import ConfigError
     from bolt_inspection.nodes.bag_recorder import BagRecorder, resolve_topics
+    from bolt_inspection.nodes.executor import make_executor
 
     rosenv.apply_defaults()
     if args.duration is not None and args.duration <= 0:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     recorder = None
-    executor = MultiThreadedExecutor(context=context)
+    executor = make_executor(context)
     try:
         probe = rclpy.create_node('bag_recorder_probe', context=context)
         try:

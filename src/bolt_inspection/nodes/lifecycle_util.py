@@ -14,12 +14,13 @@ from rcl_interfaces.msg import (
     IntegerRange,
     ParameterDescriptor,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from bolt_inspection import rosenv
 from bolt_inspection.core.config import flatten
+from bolt_inspection.nodes.executor import make_executor
 
 
 def declare(node, name: str, default: Any, description: str, *, read_only: bool = False,
@@ -142,7 +143,7 @@ def lifecycle_main(node_cls, args: Iterable[str] | None = None, *, autostart: bo
     rosenv.apply_defaults()
     rclpy.init(args=args)
     node = node_cls()
-    executor = MultiThreadedExecutor()
+    executor = make_executor()
     executor.add_node(node)
     code = 0
     try:

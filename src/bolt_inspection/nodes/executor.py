@@ -1,0 +1,70 @@
+"""The multi-threaded executor every process of the line spins on.
+
+rclpy 9.1.2 (the PyPI rclpy here) has a ``MultiThreadedExecutor`` that yields a callback which is
+queued in its thread pool but not started yet *again* on every pass of its wait loop, and queues
+it again (ros2/rclpy#1452, fixed upstream in rclpy 10.0.4 by ros2/rclpy#1547). The duplicates do
+nothing when they run, but the spin thread loops instead of waiting and holds the GIL: on a busy
+2-core machine it stalled every other thread of the process (the PLC bridge's Modbus polls and
+worker, the in-process PLC simulator) for up to ~1 s. Whole-file runs of tests/test_plc_bridge.py,
+8 each, no reruns: 4 failed with the stock executor (72 stalls > 100 ms, longest 0.92 s), none
+with :class:`RequeueFreeExecutor` (longest stall 50 ms).
+
+Drop this module (and let :func:`make_executor` return rclpy's executor) once rclpy >= 10.0.4 is
+available; tests/test_executor.py says so when the stock executor stops re-queueing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from rclpy.executors import (
+    ConditionReachedException,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    TimeoutException,
+)
+
+
+class RequeueFreeExecutor(MultiThreadedExecutor):
+    """A ``MultiThreadedExecutor`` that queues each ready callback in its pool once.
+
+    While a yielded callback still waits for a pool thread, the spin thread waits (without the
+    GIL) until the pool starts a callback instead of queueing it again. A coroutine callback that
+    awaited a future has left the queue, so it is queued again when yielded, as before.
+    """
+
+    def __init__(self, num_threads: int | None = None, *, context=None) -> None:
+        super().__init__(num_threads, context=context)
+        self._queued: set = set()  # tasks submitted to the pool that no thread has started
+        self._started = threading.Condition()
+
+    def _start(self, task) -> None:
+        with self._started:
+            self._queued.discard(task)
+            self._started.notify_all()
+        task()
+
+    def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
+        # rclpy 9.1.2's own body, except for the `_queued` check and `_start` around the task.
+        try:
+            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException,
+                ConditionReachedException):
+            return
+        with self._started:
+            if handler in self._queued:
+                self._started.wait(0.01)
+                return
+            self._queued.add(handler)
+        self._executor.submit(self._start, handler)
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # raise the callback's exception in the spin thread, as rclpy does
+
+
+def make_executor(context=None, num_threads: int | None = None) -> MultiThreadedExecutor:
+    """The project's multi-threaded executor (rclpy's default thread count if ``None``)."""
+    return RequeueFreeExecutor(num_threads, context=context)
