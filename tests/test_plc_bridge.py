@@ -138,11 +138,11 @@ class Line:
     def __init__(self, context, *, sim=None, port=None, answer=True, **params):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-        from plc_process import RequeueFreeExecutor
         from rclpy.parameter import Parameter
         from std_msgs.msg import Header
         from std_srvs.srv import Trigger
 
+        from bolt_inspection.nodes.executor import make_executor
         from bolt_inspection.nodes.plc_bridge_node import (
             STATUS_QOS,
             TRIGGER_QOS,
@@ -172,9 +172,7 @@ class Line:
                                       VERDICT_QOS)
         self.start_client = self.peer.create_client(Trigger, '/line/start')
         self.stop_client = self.peer.create_client(Trigger, '/line/stop')
-        # Not rclpy 9's MultiThreadedExecutor: it re-queues waiting callbacks and, on a busy
-        # machine, its spin thread then holds the GIL the bridge's Modbus worker needs.
-        self.executor = RequeueFreeExecutor(context=context)
+        self.executor = make_executor(context)
         self.executor.add_node(self.bridge)
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -493,11 +491,8 @@ def test_bad_parameters_fail_configure_with_one_line_naming_the_key(rclpy_contex
 @pytest.mark.ros
 @pytest.mark.slow
 def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_sim,
-                                                            tiny_artifact,  # noqa: F811
-                                                            monkeypatch):
+                                                            tiny_artifact):  # noqa: F811
     """plc-sim -> bridge -> 4 synthetic cameras -> classifier (tiny model) -> bridge -> gate."""
-    from plc_process import use_requeue_free_executor
-    use_requeue_free_executor(monkeypatch)
     from pathlib import Path
 
     from diagnostic_msgs.msg import DiagnosticStatus
