@@ -20,6 +20,7 @@ from bolt_inspection.core.train import (
     measure_stage1_epoch_times,
     split_backbone_head,
     train,
+    unfit_threshold_warning,
 )
 
 FAST = dict(arch='tiny', input_size=(16, 32), epochs1=2, epochs2=1, head='gap', dense_units=8,
@@ -171,3 +172,11 @@ def test_augmented_cosine_training_runs_and_is_recorded(small_dataset, tmp_path)
     with pytest.raises(ConfigError, match='lr schedule'):
         train(small_dataset, TrainConfig(**{**FAST, 'lr_schedule': 'step'}), tmp_path / 'm',
               progress=False)
+
+
+def test_a_threshold_that_rejects_most_ok_views_is_called_unfit():
+    weak = {'ok_recall': 0.02, 'ng_recall': 1.0}
+    text = unfit_threshold_warning(weak, 0.158, 0.99)
+    assert 'rejects 98% of the OK views' in text and 'not fit for the line' in text
+    assert unfit_threshold_warning({'ok_recall': 0.9, 'ng_recall': 1.0}, 0.4, 0.99) == ''
+    assert unfit_threshold_warning({'ok_recall': float('nan')}, 0.5, 0.99) == ''

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         help='a few dozen small bolts, tiny inputs, 2 epochs (CI smoke run)')
     parser.add_argument('--seed', type=int, default=0, help='dataset, split and init seed')
     parser.add_argument('--epochs', type=positive_int, default=None,
-                        help='override the epochs per model (default: 12 vgg16, 60 tiny, 2 quick)')
+                        help='override the epochs per model (default: 14 vgg16_bn, 12 vgg16, '
+                             '60 tiny, 2 quick)')
     parser.add_argument('--arch', choices=('vgg16_bn', 'vgg16', 'tiny'), default='vgg16_bn',
                         help="network: VGG16-BN (the paper's VGG16 layers + batch norm, which "
                              'trains from random init on a CPU), the plain VGG16 (slow to '

@@ -557,6 +557,10 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
     }
     if note:
         metrics['note'] = note
+    unfit = unfit_threshold_warning(metrics['view'], threshold, config.target_recall)
+    if unfit:
+        metrics['warning'] = unfit
+        say(f'warning: {unfit}')
     timings['total_s'] = time.perf_counter() - t_start
     metadata = ModelMetadata(
         classes=('OK', 'NG'), input_size=tuple(config.input_size), roi_boxes=boxes,
@@ -575,6 +579,25 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
         f'NG recall {v["ng_recall"]:.3f}, OK recall {v["ok_recall"]:.3f}; saved {out} '
         f'(model id {metadata.model_id}, {timings["total_s"]:.0f} s)')
     return out
+
+
+def unfit_threshold_warning(view: dict[str, Any], threshold: float, target_recall: float,
+                            min_ok_recall: float = 0.5) -> str:
+    """A warning when reaching the target NG recall rejects most OK views ('' if fine).
+
+    Calibration always reaches its recall; on a weak model it does so by dropping the threshold
+    until nearly everything is NG. Such a model would reject most good bolts on the line, so
+    say it plainly instead of storing the threshold in silence.
+    """
+    ok_recall = view.get('ok_recall')
+    if ok_recall is None or (isinstance(ok_recall, float) and math.isnan(ok_recall)):
+        return ''
+    if ok_recall >= min_ok_recall:
+        return ''
+    return (f'reaching NG recall {target_recall:g} on validation needs threshold '
+            f'{threshold:.3f}, which also rejects {1 - ok_recall:.0%} of the OK views: this '
+            'model is not fit for the line (train longer, on more data, or from pretrained '
+            'weights)')
 
 
 def _check_config(config: TrainConfig) -> None:
