@@ -20,8 +20,8 @@ def register(subparsers) -> None:
                     'distractor on; train (a) a full-frame model and (b) an ROI model from '
                     'random init; evaluate both on the held-out bolts; write DIR/report.md with '
                     'the Fig. 7-style Grad-CAM comparison, localisation numbers, Table 2 and '
-                    'the cached-vs-recomputed stage-1 epoch time. About 30 minutes on 2 CPU '
-                    'cores; --quick is a CI-sized run of 1-2 minutes.',
+                    'the cached-vs-recomputed stage-1 epoch time. About 30-35 minutes on 2 idle '
+                    'CPU cores; --quick is a CI-sized run of 1-2 minutes.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', required=True, type=Path, metavar='DIR',
                         help='output directory (data, models, figures, report.md)')
@@ -29,8 +29,8 @@ def register(subparsers) -> None:
                         help='a few dozen small bolts, tiny inputs, 2 epochs (CI smoke run)')
     parser.add_argument('--seed', type=int, default=0, help='dataset, split and init seed')
     parser.add_argument('--epochs', type=positive_int, default=None,
-                        help='override the epochs per model (default: 14 vgg16_bn, 12 vgg16, '
-                             '60 tiny, 2 quick)')
+                        help='epochs of both models (default: vgg16_bn 12 for the ROI model '
+                             'and 6 for the full-frame one; vgg16 12; tiny 60; quick 2)')
     parser.add_argument('--arch', choices=('vgg16_bn', 'vgg16', 'tiny'), default='vgg16_bn',
                         help="network: VGG16-BN (the paper's VGG16 layers + batch norm, which "
                              'trains from random init on a CPU), the plain VGG16 (slow to '
