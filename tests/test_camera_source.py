@@ -84,6 +84,31 @@ def test_synthetic_prefetch_gives_each_bolt_its_own_render_in_any_order():
     assert not any(np.shares_memory(a, b) for i, a in enumerate(frames) for b in frames[i + 1:])
 
 
+def test_synthetic_prefetch_on_request_renders_only_when_asked():
+    # What the camera node does with the classifier's verdicts: nothing renders in the
+    # background until prefetch_next(), so the render never competes with inference.
+    cfg = CameraSourceConfig(source='synthetic', size=(160, 120), prefetch_on_grab=False)
+    src = make_source(cfg)
+    src.open()                                  # warm-up grab of 0, then bolt 1 on request
+    src.grab('1')
+    for thread in _prefetch_threads():
+        thread.join()
+    assert not _prefetch_threads()              # grab('1') started nothing by itself
+    src.prefetch_next()
+    src.prefetch_next()                         # idempotent: one render of bolt 2
+    assert len(_prefetch_threads()) <= 1
+    reference = make_source(CameraSourceConfig(source='synthetic', size=(160, 120),
+                                               prefetch=False))
+    reference.open()
+    assert np.array_equal(src.grab('2'), reference.grab('2'))
+    src.grab('3')                               # not asked for: rendered on the spot
+    assert (src.prefetch_hits, src.prefetch_misses) == (2, 1)
+    src.close()
+    reference.close()
+    src.prefetch_next()                         # after close: ignored, no thread
+    assert not _prefetch_threads()
+
+
 def test_synthetic_prefetch_off_and_close_leave_no_threads():
     cfg = CameraSourceConfig(source='synthetic', size=(160, 120), prefetch=False)
     src = make_source(cfg)

@@ -288,16 +288,25 @@ def test_camera_node_publishes_trigger_stamped_frames(rclpy_context, rig_factory
 
 
 def test_synthetic_camera_prefetches_the_next_bolt_and_cleans_up(rclpy_context):
-    for prefetch in (True, False):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    # (prefetch, prefetch_after_topic): after each verdict (default), after each frame, off.
+    for prefetch, after in ((True, '/inspection/verdict'), (True, ''), (False, '')):
         cam = CameraNode('cam2', context=rclpy_context, parameter_overrides=[
             Parameter('camera_index', value=2), Parameter('size', value=[160, 120]),
-            Parameter('prefetch', value=prefetch)])
+            Parameter('prefetch', value=prefetch),
+            Parameter('prefetch_after_topic', value=after)])
         assert bring_up(cam)
-        assert cam.capture(ns_to_stamp(1), '1') and cam.capture(ns_to_stamp(2), '2')
+        assert cam.capture(ns_to_stamp(1), '1')     # bolt 1 was prefetched at configure
+        if after:
+            assert cam._verdict_sub is not None
+            cam._on_verdict(DiagnosticStatus(hardware_id='1'))   # what the subscription calls
+        assert cam.capture(ns_to_stamp(2), '2')
         assert cam.source.prefetch_hits == (2 if prefetch else 0)
         bring_down(cam)
+        assert cam._verdict_sub is None
         cam.destroy_node()
-    # Cleanup closed the source, which joined the render of bolt 3 that nobody asked for.
+    # Cleanup closed the source, which joined any render nobody asked for.
     assert not [t for t in threading.enumerate() if t.name.startswith('synthetic-prefetch')]
 
 

@@ -55,6 +55,10 @@ class CameraSourceConfig:
         reconnect_min_s: First reconnect delay after a device drops.
         reconnect_max_s: Longest reconnect delay (the delay doubles up to this).
         prefetch: Synthetic: render bolt n+1 in the background after serving bolt n.
+        prefetch_on_grab: With ``prefetch``, start that render right after the grab. False:
+            only when :meth:`SyntheticSource.prefetch_next` is called (the camera node calls it
+            when the classifier's verdict arrives, so the render does not compete with the
+            inference for the CPU).
     """
 
     source: str = 'synthetic'
@@ -70,6 +74,7 @@ class CameraSourceConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
     prefetch: bool = True
+    prefetch_on_grab: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with one line naming the first bad field."""
@@ -179,6 +184,7 @@ class SyntheticSource(FrameSource):
         self._stale: list[_Prefetch] = []
         self.prefetch_hits = 0
         self.prefetch_misses = 0
+        self._last_number: int | None = None
 
     def open(self) -> None:
         # Imported here so folder/device cameras do not pay for the renderer.
@@ -189,6 +195,7 @@ class SyntheticSource(FrameSource):
         # configure time, not on the first bolt (which would then miss its view timeout).
         # It also starts prefetching bolt 1.
         self.grab(0)
+        self.prefetch_next()
         self.frames = 0
         self.prefetch_hits = self.prefetch_misses = 0
 
@@ -225,9 +232,18 @@ class SyntheticSource(FrameSource):
         else:
             self.prefetch_hits += 1
         self.frames += 1
-        if self.config.prefetch:
+        self._last_number = key[0]
+        if self.config.prefetch and self.config.prefetch_on_grab:
             self._start_prefetch(self._key(key[0] + 1))
         return frame
+
+    def prefetch_next(self) -> None:
+        """Start rendering the bolt after the last one served (no-op without ``prefetch``).
+
+        Idempotent: a render of that frame already running or done is kept.
+        """
+        if self.config.prefetch and self._last_number is not None:
+            self._start_prefetch(self._key(self._last_number + 1))
 
     def _start_prefetch(self, key: tuple) -> None:
         with self._lock:

@@ -64,6 +64,11 @@ class CameraNode(LifecycleNode):
                                        float_range=(0.1, 300.0), read_only=True)
         p['prefetch'] = declare(self, 'prefetch', True, 'Synthetic source: render the next '
                                 'bolt id in the background after each frame', read_only=True)
+        p['prefetch_after_topic'] = declare(
+            self, 'prefetch_after_topic', '/inspection/verdict', 'Synthetic source with '
+            'prefetch: start the next render when a verdict arrives here, so it does not '
+            "compete with the inference for the CPU; '' = right after each frame",
+            read_only=True)
         p['free_run'] = declare(self, 'free_run', False, 'Publish at rate_hz without triggers '
                                 '(bench-top setup)', read_only=True)
         p['rate_hz'] = declare(self, 'rate_hz', 5.0, 'Free-run frame rate',
@@ -84,6 +89,7 @@ class CameraNode(LifecycleNode):
         self._pub = None
         self._diag_pub = None
         self._trigger_sub = None
+        self._verdict_sub = None
         self._own_timers = []
         self._lock = threading.Lock()
         self._group = MutuallyExclusiveCallbackGroup()
@@ -101,7 +107,8 @@ class CameraNode(LifecycleNode):
             size=size if len(size) == 2 else (0, 0), seed=p['seed'],
             defect_rate=p['defect_rate'], distractor=p['distractor'], folder=p['folder'],
             device=p['device'], resize=p['resize'],
-            reconnect_max_s=max(0.5, p['reconnect_max_s']), prefetch=p['prefetch'])
+            reconnect_max_s=max(0.5, p['reconnect_max_s']), prefetch=p['prefetch'],
+            prefetch_on_grab=not p['prefetch_after_topic'])
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -129,7 +136,17 @@ class CameraNode(LifecycleNode):
                 callback_group=self._group)
         self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
                                               self._publish_diagnostics))
+        if p['prefetch'] and p['prefetch_after_topic'] and hasattr(self.source, 'prefetch_next'):
+            self._verdict_sub = self.create_subscription(
+                DiagnosticStatus, p['prefetch_after_topic'], self._on_verdict,
+                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         return super().on_activate(state)
+
+    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+        # The classifier is done with a bolt: the CPU is free to draw the next one.
+        source = self.source
+        if source is not None:
+            source.prefetch_next()
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
@@ -146,9 +163,11 @@ class CameraNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_inputs(self) -> None:
-        if self._trigger_sub is not None:
-            self.destroy_subscription(self._trigger_sub)
-            self._trigger_sub = None
+        for name in ('_trigger_sub', '_verdict_sub'):
+            sub = getattr(self, name)
+            if sub is not None:
+                self.destroy_subscription(sub)
+                setattr(self, name, None)
         for timer in self._own_timers:
             self.destroy_timer(timer)
         self._own_timers = []
