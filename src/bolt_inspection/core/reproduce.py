@@ -110,8 +110,9 @@ TINY_PLAN = replace(PAPER_PLAN, arch='tiny', roi_input=(112, 224), full_input=(2
                     lr_schedule='constant',
                     head='flatten', dense_units=256)
 ARCH_PLANS['tiny'] = TINY_PLAN
-QUICK_PLAN = StudyPlan(bolts=24, test_bolts=8, frame_size=(320, 240), roi_input=(32, 64),
-                       full_input=(64, 48), epochs=2, full_epochs=None, timing_images=32)
+# --quick shrinks the data, inputs and epochs of whichever network's plan is chosen.
+QUICK_SIZES = dict(bolts=24, test_bolts=8, frame_size=(320, 240), roi_input=(32, 64),
+                   full_input=(64, 48), epochs=2, full_epochs=None, timing_images=32)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -331,9 +332,7 @@ def run_study(out_dir, *, quick: bool = False, seed: int = 0, epochs: int | None
         raise ValueError(f'arch must be one of {sorted(ARCH_PLANS)}, got {arch!r}')
     plan = ARCH_PLANS[arch]
     if quick:
-        plan = replace(QUICK_PLAN, arch=arch, lr=plan.lr, augment=plan.augment,
-                       lr_schedule=plan.lr_schedule, head=plan.head,
-                       dense_units=plan.dense_units)
+        plan = replace(plan, **QUICK_SIZES)
     if epochs is not None:
         plan = replace(plan, epochs=int(epochs), full_epochs=None)
     out_dir = Path(out_dir)
