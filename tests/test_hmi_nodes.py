@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip('rclpy')
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
@@ -22,6 +21,7 @@ from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
+from bolt_inspection.nodes.executor import make_executor  # noqa: E402
 from bolt_inspection.nodes.hmi_node import HmiNode  # noqa: E402
 from bolt_inspection.nodes.image_conv import bgr_to_image  # noqa: E402
 from bolt_inspection.nodes.inspection_log_node import InspectionLogNode  # noqa: E402
@@ -93,7 +93,7 @@ class Line(Node):
 @pytest.fixture
 def graph(rclpy_context):
     nodes = []
-    executor = MultiThreadedExecutor(num_threads=4, context=rclpy_context)
+    executor = make_executor(num_threads=4, context=rclpy_context)
 
     def add(node):
         nodes.append(node)

@@ -10,7 +10,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -19,6 +18,7 @@ from bolt_inspection.core.errors import ConfigError, ModelError  # noqa: E402
 from bolt_inspection.core.fusion import fuse  # noqa: E402
 from bolt_inspection.nodes.camera_node import CameraNode  # noqa: E402
 from bolt_inspection.nodes.classifier_node import ClassifierNode  # noqa: E402
+from bolt_inspection.nodes.executor import make_executor  # noqa: E402
 from bolt_inspection.nodes.image_conv import bgr_to_image  # noqa: E402
 from bolt_inspection.nodes.lifecycle_util import (  # noqa: E402
     bring_down,
@@ -57,7 +57,7 @@ class FakeInspector:
 
 
 class Rig:
-    """Nodes + a MultiThreadedExecutor spinning in a thread + a probe publishing frames."""
+    """Nodes + the project's executor spinning in a thread + a probe publishing frames."""
 
     def __init__(self, context, nodes):
         self.context = context
@@ -65,7 +65,7 @@ class Rig:
         self.cam_pubs = {c: self.driver.create_publisher(Image, f'/cam{c}/image_raw',
                                                          qos_profile_sensor_data)
                          for c in CAMS}
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = make_executor(num_threads=4, context=context)
         self.nodes = list(nodes) + [self.driver]
         for node in self.nodes:
             self.executor.add_node(node)
