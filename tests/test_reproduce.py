@@ -80,3 +80,18 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
     assert 'fig7_gradcam.png' in figures and len(figures) >= 4
     for figure in figures:
         assert (out / figure).is_file(), figure
+
+
+def test_full_frame_model_gets_its_own_epochs_and_quick_shrinks_the_chosen_plan():
+    from dataclasses import replace
+
+    from bolt_inspection.core.reproduce import ARCH_PLANS, PAPER_PLAN, QUICK_SIZES, train_config
+
+    roi = train_config(PAPER_PLAN, use_roi=True, seed=0)
+    full = train_config(PAPER_PLAN, use_roi=False, seed=0)
+    assert (roi.epochs1, full.epochs1) == (PAPER_PLAN.epochs, PAPER_PLAN.full_epochs) == (12, 6)
+    assert roi.arch == 'vgg16_bn' and roi.augment and roi.lr_schedule == 'cosine'
+    assert tuple(roi.input_size) == (112, 224) and tuple(full.input_size) == (128, 96)
+    quick = replace(ARCH_PLANS['vgg16'], **QUICK_SIZES)
+    config = train_config(quick, use_roi=False, seed=0)
+    assert config.arch == 'vgg16' and config.epochs1 == 2 and tuple(config.input_size) == (64, 48)
