@@ -49,6 +49,20 @@ def test_input_size_wh_and_minimum():
         build_vgg16((16, 32))
 
 
+def test_max_pooling_head_scores_a_defect_anywhere_at_full_strength():
+    model = build_vgg16((64, 64), 'none', head='gmp', dense_units=0, seed=0)
+    assert model.get_layer('max_pool').output.shape == (None, 512)
+    # block5_pool is 2x2 here: the head sees each channel's maximum over the four cells.
+    k = keras()
+    features = k.Model(model.input, model.get_layer('block5_pool').output)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    pooled = k.Model(model.input, model.get_layer('max_pool').output).predict(x, verbose=0)
+    np.testing.assert_allclose(pooled, features.predict(x, verbose=0).max(axis=(1, 2)),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match='head must be one of'):
+        build_vgg16((32, 32), 'none', head='attention')
+
+
 def _train_step_changes(model, stage):
     k = keras()
     trainable = set(set_stage(model, stage))

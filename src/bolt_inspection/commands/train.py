@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bolt_inspection.commands._common import fraction, positive_int, size_wh
+from bolt_inspection.core.model import HEADS
 
 
 def _non_negative_int(text: str) -> int:
@@ -25,8 +26,8 @@ def register(subparsers) -> None:
                     'conv blocks frozen (their outputs cached, so an epoch costs no backbone '
                     'pass), stage 2 fine-tuning block 5 + head at lr 1e-4; or --from-scratch. '
                     'Split 80/20 by bolt, early stopping, class weights; the NG threshold is '
-                    'calibrated on the validation views for --target-recall. Writes OUT/'
-                    'model.keras, OUT/metadata.json and OUT/history.json.',
+                    'calibrated on the validation bolts (or views) for --target-recall. '
+                    'Writes OUT/model.keras, OUT/metadata.json and OUT/history.json.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--data', type=Path, required=True,
                         help='dataset folder (labels.csv from `bolt-inspection synth`, or '
@@ -69,8 +70,12 @@ def register(subparsers) -> None:
                         help='lighting, shift and noise augmentation of the training images')
     parser.add_argument('--lr-schedule', choices=('constant', 'cosine'), default='constant',
                         help='learning rate over the epochs (cosine: decay to 5%%)')
-    parser.add_argument('--head', choices=('flatten', 'gap'), default='flatten',
-                        help='classifier head: flatten (classic VGG) or global average pooling')
+    parser.add_argument('--calibrate-on', choices=('bolt', 'view'), default='bolt',
+                        help='count the --target-recall over NG validation bolts (as the gate '
+                        'sorts them: any view NG) or over NG views')
+    parser.add_argument('--head', choices=HEADS, default='flatten',
+                        help='classifier head: flatten (classic VGG), gap (global average '
+                        'pooling) or gmp (global max pooling: a small defect anywhere counts)')
     parser.add_argument('--dense-units', type=_non_negative_int, default=256,
                         help='hidden dense layer of the head (0 = none)')
     parser.add_argument('--no-timing', action='store_true',
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         target_recall=args.target_recall, use_roi=not args.no_roi,
         cameras=str(args.cameras) if args.cameras else None, arch=args.arch, head=args.head,
         dense_units=args.dense_units, measure_timings=not args.no_timing,
-        augment=args.augment, lr_schedule=args.lr_schedule)
+        augment=args.augment, lr_schedule=args.lr_schedule,
+        calibrate_on=args.calibrate_on)
     if args.lr is not None:
         if args.from_scratch:
             config.lr_scratch = args.lr

@@ -36,7 +36,9 @@ from bolt_inspection.core.keras_backend import keras
 CLASSES = ('OK', 'NG')
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
-HEAD_LAYERS = ('flatten', 'avg_pool', 'fc1', 'dropout', 'predictions')
+HEAD_LAYERS = ('flatten', 'avg_pool', 'max_pool', 'fc1', 'dropout', 'predictions')
+#: Classifier heads: what turns the last conv block's feature maps into the softmax's input.
+HEADS = ('flatten', 'gap', 'gmp')
 STAGES = ('stage1', 'stage2', 'scratch')
 _PREPROCESS_CLASS: Any = None
 
@@ -75,8 +77,12 @@ def _head(x, head: str, dense_units: int, dropout: float, n_classes: int):
         x = k.layers.Flatten(name='flatten')(x)
     elif head == 'gap':
         x = k.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    elif head == 'gmp':
+        # 'Is there a defect anywhere?': a small spot lights up one cell of the feature map, and
+        # the maximum keeps it at full strength where the average divides it by the map's area.
+        x = k.layers.GlobalMaxPooling2D(name='max_pool')(x)
     else:
-        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+        raise ValueError(f'head must be one of {HEADS}, got {head!r}')
     if dense_units > 0:
         x = k.layers.Dense(dense_units, activation='relu', name='fc1')(x)
         x = k.layers.Dropout(dropout, name='dropout')(x)
@@ -93,8 +99,9 @@ def build_vgg16(input_size: tuple[int, int] = (112, 224), weights: str | Path | 
         weights: ``'none'`` (random init; the only option offline), ``'imagenet'`` (Keras'
             standard VGG16 weights, downloaded to ``~/.keras`` on first use), or a path to an
             ``.h5`` / ``.keras`` file whose conv layers are copied by name.
-        head: ``'flatten'`` (classic VGG) or ``'gap'`` (global average pooling, far fewer
-            parameters).
+        head: ``'flatten'`` (classic VGG), ``'gap'`` (global average pooling, far fewer
+            parameters) or ``'gmp'`` (global max pooling: a defect anywhere in the crop counts
+            at full strength).
         dense_units: Width of the hidden dense layer ``fc1`` (0 = none).
         dropout: Dropout rate after ``fc1``.
         n_classes: Output classes (2: OK, NG).
