@@ -219,3 +219,20 @@ def test_a_threshold_that_rejects_most_ok_views_is_called_unfit():
     assert unfit_threshold_warning({'ok_recall': 0.9, 'ng_recall': 1.0}, 0.4, 0.99) == ''
     assert unfit_threshold_warning({'ok_recall': float('nan')}, 0.5, 0.99) == ''
     assert 'of the OK bolts' in unfit_threshold_warning(weak, 0.158, 0.99, unit='bolts')
+
+
+def test_epoch_log_shows_a_batch_bar_and_one_line_per_epoch(capsys):
+    from bolt_inspection.core.train import EpochLog
+
+    model = build_tiny((8, 8), filters=(4,), dense_units=0)
+    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy')
+    lines = []
+    callback = EpochLog.make('scratch', 2, lines.append, progress=True)
+    x = np.random.default_rng(0).uniform(0, 255, (12, 8, 8, 3)).astype(np.float32)
+    model.fit(x, np.tile([0, 1], 6), batch_size=4, epochs=2, verbose=0, callbacks=[callback])
+    assert [line.split('  ')[0] for line in lines] == ['[scratch] epoch 1/2',
+                                                        '[scratch] epoch 2/2']
+    err = capsys.readouterr().err
+    # A bar per epoch, counting the 3 batches of 4 crops (tqdm may skip redraws in between).
+    assert '[scratch] epoch 2/2:' in err and '0/3 ' in err and 'batch/s' in err
+    assert len(callback.seconds) == 2

@@ -245,10 +245,15 @@ def build_model(config: TrainConfig):
 
 
 class EpochLog:
-    """Keras callback factory: one line per epoch (stage, losses, accuracy, seconds)."""
+    """Keras callback factory: one line per epoch (stage, losses, accuracy, seconds).
+
+    With ``progress``, also a batch progress bar within each epoch: an epoch on a few thousand
+    crops takes minutes on a CPU.
+    """
 
     @staticmethod
-    def make(stage: str, epochs: int, log: Callable[[str], None] | None):
+    def make(stage: str, epochs: int, log: Callable[[str], None] | None,
+             progress: bool = False):
         from bolt_inspection.core.keras_backend import keras
 
         k = keras()
@@ -258,11 +263,26 @@ class EpochLog:
                 super().__init__()
                 self.seconds: list[float] = []
                 self._start = 0.0
+                self._bar = None
 
             def on_epoch_begin(self, epoch, logs=None):
                 self._start = time.perf_counter()
+                if progress:
+                    from tqdm import tqdm
+
+                    self._bar = tqdm(total=self.params.get('steps'), unit='batch', leave=False,
+                                     desc=f'[{stage}] epoch {epoch + 1}/{epochs}')
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self._bar is not None:
+                    self._bar.update(1)
+                    if logs and 'loss' in logs:
+                        self._bar.set_postfix(loss=f'{float(logs["loss"]):.4f}', refresh=False)
 
             def on_epoch_end(self, epoch, logs=None):
+                if self._bar is not None:
+                    self._bar.close()
+                    self._bar = None
                 elapsed = time.perf_counter() - self._start
                 self.seconds.append(elapsed)
                 if log is None:
@@ -330,7 +350,8 @@ def _training_data(x, y, config: TrainConfig, weights: dict[int, float], augment
 
 
 def _fit(model, x, y, val, *, epochs: int, lr: float, config: TrainConfig, stage: str,
-         log, weights: dict[int, float], augment: bool = False) -> dict[str, list[float]]:
+         log, weights: dict[int, float], augment: bool = False,
+         progress: bool = False) -> dict[str, list[float]]:
     from bolt_inspection.core.keras_backend import keras
 
     k = keras()
@@ -341,7 +362,7 @@ def _fit(model, x, y, val, *, epochs: int, lr: float, config: TrainConfig, stage
         rate = k.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
     model.compile(optimizer=k.optimizers.Adam(rate), loss='sparse_categorical_crossentropy',
                   metrics=['accuracy'])
-    epoch_log = EpochLog.make(stage, epochs, log)
+    epoch_log = EpochLog.make(stage, epochs, log, progress)
     callbacks = [epoch_log]
     if val is not None and config.patience > 0:
         callbacks.append(k.callbacks.EarlyStopping(monitor='val_loss', patience=config.patience,
@@ -539,7 +560,8 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
         set_stage(model, 'scratch')
         history['scratch'] = _fit(model, x_train, y_train, val, epochs=config.epochs1,
                                   lr=config.lr_scratch, config=config, stage='scratch', log=say,
-                                  weights=weights, augment=config.augment)
+                                  weights=weights, augment=config.augment,
+                                  progress=progress)
     else:
         if config.epochs1 > 0:
             history['stage1'], stage_t = run_stage1_cached(
@@ -549,7 +571,8 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
             set_stage(model, 'stage2')
             history['stage2'] = _fit(model, x_train, y_train, val, epochs=config.epochs2,
                                      lr=config.lr2, config=config, stage='stage2', log=say,
-                                     weights=weights, augment=config.augment)
+                                     weights=weights, augment=config.augment,
+                                     progress=progress)
     for name, stage_history in history.items():
         timings[f'{name}_s'] = float(sum(stage_history.get('seconds', [])))
     set_stage(model, 'scratch')  # a loaded model should not come back half frozen
