@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
+ros = pytest.mark.ros
 
 
 def _positive(value) -> bool:
@@ -38,6 +39,7 @@ def smoke(tmp_path_factory):
     return out, json.loads((out / 'bench.json').read_text()), proc.stdout, wall
 
 
+@ros
 def test_smoke_run_writes_json_table_and_plots(smoke):
     out, result, stdout, wall = smoke
     assert result['mode'] == 'smoke' and result['errors'] == []
@@ -52,6 +54,7 @@ def test_smoke_run_writes_json_table_and_plots(smoke):
     assert wall < 180
 
 
+@ros
 def test_latency_section_pairs_line_and_raw_model_per_bolt(smoke):
     run = smoke[1]['sections']['latency']['tiny']
     assert run['bolts_measured'] == run['bolts_requested'] > 0
@@ -71,6 +74,7 @@ def test_latency_section_pairs_line_and_raw_model_per_bolt(smoke):
     assert run['raw_pass_settle']['wait_ms']['n'] == run['bolts_measured']
 
 
+@ros
 def test_latency_section_compares_camera_prefetch_on_and_off(smoke):
     latency = smoke[1]['sections']['latency']
     on, off = latency['tiny'], latency['tiny_no_prefetch']
@@ -89,6 +93,7 @@ def test_latency_section_compares_camera_prefetch_on_and_off(smoke):
     assert 'no prefetch' not in targets
 
 
+@ros
 def test_loop_section_sorts_every_bolt_and_reports_both_processes(smoke):
     loop = smoke[1]['sections']['loop']
     step = loop['steps'][0]
@@ -104,6 +109,7 @@ def test_loop_section_sorts_every_bolt_and_reports_both_processes(smoke):
     assert sum(c['hits'] for c in loop['camera_prefetch'].values()) > 0
 
 
+@ros
 def test_training_and_scaling_sections(smoke):
     sections = smoke[1]['sections']
     stage1 = sections['training']['stage1']
@@ -118,3 +124,24 @@ def test_training_and_scaling_sections(smoke):
     # The worker alone (mosaic on the image thread) is faster than inspect + mosaic serially.
     assert all(c['throughput_bolts_per_min'] >= c['throughput_one_core_bolts_per_min']
                for c in configs.values())
+
+
+def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / 'bench' / 'classifier.py'), '--smoke',
+                           '--out', str(tmp_path)], capture_output=True, text=True, timeout=240,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / 'classifier.json').read_text())
+    row = result['tests']['held-out bolts']
+    assert row['views'] == 4 * result['mode']['test_bolts'] == 24
+    for rule in ('calibrated', 'at_0.5'):
+        for level in ('view', 'bolt'):
+            block = row[rule][level]
+            assert 0.0 <= block['f1_ng'] <= 1.0 and 0.0 <= block['f1_ok'] <= 1.0
+            assert sum(map(sum, block['confusion'])) == (24 if level == 'view' else 6)
+    # Every test view is counted once in the per-kind tally, NG views under their defect.
+    assert sum(v['n'] for v in row['defect_recall'].values()) == 24
+    assert 0.0 <= row['peak_in_mask'] <= 1.0
+    assert (tmp_path / 'defect_recall.png').stat().st_size > 5000
+    text = (tmp_path / 'RESULTS.md').read_text()
+    assert '| held-out bolts, calibrated threshold | 24 (' in text and 'Targets:' in text
