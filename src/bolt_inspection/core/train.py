@@ -583,7 +583,7 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
         threshold = calibrate_threshold(p_cal, y_cal, config.target_recall)
         note = ''
     else:
-        threshold, note = 0.5, 'no NG view in validation: threshold left at 0.5'
+        threshold, note = 0.5, f'no NG {config.calibrate_on} in validation: threshold left at 0.5'
         say(f'warning: {note}')
     metrics = {
         'split': 'validation',
