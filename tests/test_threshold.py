@@ -63,3 +63,15 @@ def test_bolt_threshold_sorts_the_most_bolts_right():
     assert acc == 0.8
     with pytest.raises(ValueError, match='without a label'):
         bolt_threshold({'z': 0.5}, truth)
+
+
+def test_the_cap_keeps_the_argmax_margin_for_a_confident_model():
+    # Every NG validation score is high: uncapped, the threshold sits right under the weakest
+    # of them (0.98), and an NG bolt scoring 0.9 next week would pass. Capped, 0.5 holds.
+    ng = np.array([0.999, 0.995, 0.99, 0.985, 0.98])
+    scores = np.concatenate([ng, [0.01, 0.02, 0.03]])
+    labels = [1] * 5 + [0] * 3
+    assert calibrate_threshold(scores, labels, 0.99) == 0.98
+    assert calibrate_threshold(scores, labels, 0.99, at_most=0.5) == 0.5
+    # A weak model still gets the lower threshold its recall needs.
+    assert calibrate_threshold([0.3, 0.2, 0.1], [1, 1, 0], 0.99, at_most=0.5) == 0.2

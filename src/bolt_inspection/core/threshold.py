@@ -5,6 +5,11 @@ threshold on the NG probability is not 0.5 but the *highest* value that still ca
 ``target_recall`` of the NG validation views. Highest, because among all thresholds reaching the
 recall it rejects the fewest OK bolts.
 
+The trainer caps it at 0.5 (``at_most``): calibration exists to buy recall with false rejects,
+never the other way round. A confident model's weakest NG validation bolts may all score 0.98;
+the highest threshold reaching the recall is then 0.98, with no margin at all for the next NG bolt
+that scores 0.9, which the softmax's own argmax rule would have rejected.
+
 A view is NG when ``p_ng >= threshold``.
 """
 
@@ -15,7 +20,8 @@ import math
 import numpy as np
 
 
-def calibrate_threshold(p_ng, y_true, target_recall: float = 0.99) -> float:
+def calibrate_threshold(p_ng, y_true, target_recall: float = 0.99,
+                        at_most: float | None = None) -> float:
     """The highest threshold whose NG recall on ``(p_ng, y_true)`` is >= ``target_recall``.
 
     With ``n`` NG views, at least ``k = ceil(target_recall * n)`` of them must score
@@ -25,9 +31,10 @@ def calibrate_threshold(p_ng, y_true, target_recall: float = 0.99) -> float:
         p_ng: NG probabilities, shape ``(N,)``.
         y_true: True labels: 1/True/'NG' = NG, 0/False/'OK' = OK.
         target_recall: In (0, 1].
+        at_most: Cap: the threshold never exceeds it (the trainer passes 0.5, the argmax rule).
 
     Returns:
-        The threshold, a value of ``p_ng`` (so it is reproducible bit for bit).
+        The threshold, a value of ``p_ng`` (so it is reproducible bit for bit) or ``at_most``.
 
     Edge cases:
         * no NG view at all: nothing to calibrate on -> 0.5 (the argmax rule); the caller
@@ -53,7 +60,8 @@ def calibrate_threshold(p_ng, y_true, target_recall: float = 0.99) -> float:
         return 0.5
     # The small epsilon guards against 0.99 * 100 = 98.99999999999999 -> 99 views, not 100.
     k = max(1, math.ceil(float(target_recall) * ng_scores.size - 1e-9))
-    return float(ng_scores[k - 1])
+    threshold = float(ng_scores[k - 1])
+    return threshold if at_most is None else min(threshold, float(at_most))
 
 
 def bolt_sorting_threshold(p_by_bolt: dict[str, float],

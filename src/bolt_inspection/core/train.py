@@ -11,9 +11,9 @@ Protocol (Noh & Hong 2022, Sec. 3.2), batch 32, 80/20 split **by bolt**:
 
 ``from_scratch`` instead trains every layer (what random initialisation needs). Every stage
 uses early stopping on validation loss (best weights restored) and balanced class weights.
-Afterwards the NG threshold is calibrated on the validation bolts for ``target_recall``
-(:mod:`bolt_inspection.core.threshold`) and the model is saved as an artifact with its history,
-metrics and timings.
+Afterwards the NG threshold is calibrated on the validation bolts for ``target_recall``, at
+most 0.5 (:mod:`bolt_inspection.core.threshold`), and the model is saved as an artifact with its
+history, metrics and timings.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from bolt_inspection.core.errors import ConfigError, DatasetError
 Box = tuple[int, int, int, int]
 ARCHS = ('vgg16', 'vgg16_bn', 'tiny')
 LR_SCHEDULES = ('constant', 'cosine')
+#: The calibrated NG threshold never exceeds the softmax's argmax rule (see core.threshold).
+THRESHOLD_CAP = 0.5
 #: What the NG threshold's target recall is counted over.
 CALIBRATE_ON = ('bolt', 'view')
 
@@ -580,7 +582,8 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
     p_cal, y_cal = (p_val, y_val) if config.calibrate_on == 'view' else \
         bolt_scores(val_records, p_val)
     if y_cal.any():
-        threshold = calibrate_threshold(p_cal, y_cal, config.target_recall)
+        threshold = calibrate_threshold(p_cal, y_cal, config.target_recall,
+                                        at_most=THRESHOLD_CAP)
         note = ''
     else:
         threshold, note = 0.5, f'no NG {config.calibrate_on} in validation: threshold left at 0.5'
