@@ -236,3 +236,45 @@ def test_epoch_log_shows_a_batch_bar_and_one_line_per_epoch(capsys):
     # A bar per epoch, counting the 3 batches of 4 crops (tqdm may skip redraws in between).
     assert '[scratch] epoch 2/2:' in err and '0/3 ' in err and 'batch/s' in err
     assert len(callback.seconds) == 2
+
+
+@pytest.mark.slow
+def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_dataset,
+                                                                         tmp_path, capsys):
+    from bolt_inspection.cli import main
+    from bolt_inspection.core.artifact import read_metadata
+    from bolt_inspection.core.train import recalibrate
+
+    out = train(small_dataset, TrainConfig(**FAST), tmp_path / 'model', progress=False)
+    # Pretend the model came from the old rule, with a threshold far above the argmax's 0.5.
+    meta_path = out / 'metadata.json'
+    data = json.loads(meta_path.read_text())
+    data['threshold'] = 0.97
+    meta_path.write_text(json.dumps(data))
+    model_file = (out / 'model.keras').read_bytes()
+
+    dry = recalibrate(out, small_dataset, write=False, progress=False)
+    assert read_metadata(out).threshold == 0.97                 # a dry run writes nothing
+    assert dry['previous_threshold'] == 0.97 and dry['split'] == 'val'
+    assert main(['calibrate', '--model', str(out), '--data', str(small_dataset.root),
+                 '--no-progress']) == 0
+    meta = read_metadata(out)
+    assert meta.threshold == dry['threshold'] <= 0.5
+    assert '0.9700 ->' in capsys.readouterr().out
+    entry = meta.training['calibrations'][-1]
+    assert entry['previous_threshold'] == 0.97 and entry['ng_recall'] >= 0.99
+    assert entry['calibrated_on'] == 'bolt' and entry['bolts'] == len(
+        {r.bolt_id for r in split_by_bolt(small_dataset.records, 0.2, 0)[1]})
+    assert (out / 'model.keras').read_bytes() == model_file      # the model is untouched
+    assert load_artifact(out).metadata.threshold == meta.threshold
+
+    # Only OK bolts: nothing to calibrate on, a one-line error and no change.
+    ok_only = tmp_path / 'ok_only'
+    (ok_only / 'OK').mkdir(parents=True)
+    import shutil
+    for record in [r for r in small_dataset.records if r.label == 'OK'][:3]:
+        shutil.copy(record.image_path, ok_only / 'OK' / f'{record.bolt_id}_cam{record.cam}.png')
+    assert main(['calibrate', '--model', str(out), '--data', str(ok_only), '--split', 'all',
+                 '--no-progress']) == 2
+    assert 'no NG bolt' in capsys.readouterr().err
+    assert read_metadata(out).threshold == meta.threshold

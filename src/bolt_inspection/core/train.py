@@ -683,3 +683,75 @@ def _jsonable(value: Any) -> Any:
 def predict_p_ng(model, x: Sequence[np.ndarray] | np.ndarray, batch_size: int = 32) -> np.ndarray:
     """NG probabilities of a batch of RGB inputs (class index 1)."""
     return model.predict(np.asarray(x), batch_size=batch_size, verbose=0)[:, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Calibrating a trained model again
+
+
+def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on: str = 'bolt',
+                split: str = 'auto', progress: bool = True, write: bool = True
+                ) -> dict[str, Any]:
+    """Calibrate a trained model's NG threshold again, on ``dataset``, and store it.
+
+    For a model trained before the calibration rule changed, or for views collected on the line
+    (labelled OK / NG folders or a labels.csv). The model file is not touched; ``metadata.json``
+    gets the new threshold and an entry in ``training.calibrations`` with the old one, so every
+    change stays on record.
+
+    Args:
+        model_dir: Model artifact directory.
+        dataset: A loaded dataset (:func:`bolt_inspection.core.dataset.load_dataset`).
+        target_recall: NG recall to reach, over bolts or views (``calibrate_on``).
+        calibrate_on: ``'bolt'`` or ``'view'`` (see :class:`TrainConfig`).
+        split: Which views: ``'auto'`` (the model's validation bolts when ``dataset`` is its
+            training set, else all), ``'val'`` or ``'all'`` (see ``evaluate.select_records``).
+        progress: Progress bar while the views are read.
+        write: False = only compute (a dry run).
+
+    Returns:
+        The calibration record: old and new threshold, the split, counts, and the NG recall
+        and OK pass rate at the new threshold.
+
+    Raises:
+        ModelError: The artifact cannot be loaded.
+        DatasetError: No NG bolt (or view) to calibrate on.
+        ConfigError: Bad ``calibrate_on``.
+    """
+    from bolt_inspection.core.artifact import METADATA_FILE, load_artifact
+    from bolt_inspection.core.evaluate import select_records
+    from bolt_inspection.core.threshold import calibrate_threshold, recall_at
+
+    if calibrate_on not in CALIBRATE_ON:
+        raise ConfigError(f'unknown calibration unit {calibrate_on!r} '
+                          f'(one of {", ".join(CALIBRATE_ON)})')
+    artifact = load_artifact(model_dir)
+    meta = artifact.metadata
+    records, used = select_records(dataset, meta, split)
+    views = load_views(records, meta.roi_boxes, tuple(meta.input_size), progress,
+                       'calibration views')
+    p_ng = artifact.model.predict(views, batch_size=32, verbose=0)[:, meta.ng_index]
+    y = labels_of(records)
+    p_cal, y_cal = (p_ng, y) if calibrate_on == 'view' else bolt_scores(records, p_ng)
+    if not y_cal.any():
+        raise DatasetError(f'{dataset.root}: no NG {calibrate_on} in the {used} split: nothing '
+                           'to calibrate the NG threshold on')
+    threshold = calibrate_threshold(p_cal, y_cal, target_recall, at_most=THRESHOLD_CAP)
+    at = view_metrics(p_cal, y_cal, threshold)
+    record = {
+        'date': time.strftime('%Y-%m-%dT%H:%M:%S'), 'data': str(dataset.root), 'split': used,
+        'calibrated_on': calibrate_on, 'target_recall': float(target_recall),
+        'views': len(records), 'bolts': len({r.bolt_id for r in records}),
+        'previous_threshold': float(meta.threshold), 'threshold': float(threshold),
+        'ng_recall': recall_at(p_cal, y_cal, threshold), 'ok_recall': at['ok_recall'],
+    }
+    if write:
+        path = Path(model_dir) / METADATA_FILE
+        data = json.loads(path.read_text(encoding='utf-8'))
+        data['threshold'] = float(threshold)
+        training = data.setdefault('training', {})
+        training.setdefault('calibrations', []).append(_jsonable(record))
+        tmp = path.with_name('.tmp-' + METADATA_FILE)
+        tmp.write_text(json.dumps(data, indent=2) + '\n')
+        tmp.replace(path)
+    return record

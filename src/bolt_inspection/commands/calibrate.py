@@ -1,0 +1,49 @@
+"""``bolt-inspection calibrate``: set a trained model's NG threshold again on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bolt_inspection.commands._common import fraction
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'calibrate',
+        help="calibrate a trained model's NG threshold again (no retraining)",
+        description='Run a model artifact over labelled views and store the highest NG '
+                    'threshold (at most 0.5) that reaches --target-recall over the NG bolts '
+                    '(or views). The model file is unchanged; metadata.json keeps the old '
+                    'threshold under training.calibrations.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--model', required=True, type=Path, help='model artifact directory')
+    parser.add_argument('--data', required=True, type=Path,
+                        help='dataset directory (labels.csv, or OK/ and NG/ folders)')
+    parser.add_argument('--split', choices=('auto', 'val', 'all'), default='auto',
+                        help="'val': the model's own validation bolts; 'all': every view; "
+                             "'auto': val if DATA is the training dataset, else all")
+    parser.add_argument('--target-recall', type=fraction, default=0.99,
+                        help='NG recall the threshold must reach')
+    parser.add_argument('--calibrate-on', choices=('bolt', 'view'), default='bolt',
+                        help='count the recall over NG bolts (as the gate sorts) or NG views')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print the new threshold without writing it')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.train import recalibrate
+
+    record = recalibrate(args.model, load_dataset(args.data), target_recall=args.target_recall,
+                         calibrate_on=args.calibrate_on, split=args.split,
+                         progress=not args.no_progress, write=not args.dry_run)
+    unit = record['calibrated_on']
+    print(f'threshold {record["previous_threshold"]:.4f} -> {record["threshold"]:.4f} '
+          f'({"not written, --dry-run" if args.dry_run else "written to " + str(args.model)}): '
+          f'NG recall {record["ng_recall"]:.3f} and OK passed {record["ok_recall"]:.3f} over '
+          f'{record["bolts"] if unit == "bolt" else record["views"]} {unit}s of the '
+          f'{record["split"]} split ({record["views"]} views)')
+    return 0
