@@ -145,3 +145,13 @@ def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
     assert (tmp_path / 'defect_recall.png').stat().st_size > 5000
     text = (tmp_path / 'RESULTS.md').read_text()
     assert '| held-out bolts, calibrated threshold | 24 (' in text and 'Targets:' in text
+    # --model evaluates a trained artifact again without training: same numbers.
+    again = tmp_path / 'again'
+    proc = subprocess.run([sys.executable, str(ROOT / 'bench' / 'classifier.py'), '--smoke',
+                           '--out', str(again), '--model', str(tmp_path / 'model')],
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'no training' in proc.stderr and not (again / 'model').exists()
+    second = json.loads((again / 'classifier.json').read_text())
+    assert second['tests']['held-out bolts']['calibrated'] == row['calibrated']
+    assert second['mode']['arch'] == 'tiny' and second['mode']['epochs'] == 1
