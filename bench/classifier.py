@@ -94,7 +94,9 @@ def summarise(metrics: dict, predictions: Path) -> dict:
            'ng_views_scored': loc['ng_views_scored'],
            'peak_in_mask_by_defect': loc['peak_in_mask_by_defect'],
            'defect_recall': defect_recall(predictions, metrics['threshold'])}
-    for name, block in (('calibrated', metrics), ('at_0.5', metrics['at_threshold_0.5'])):
+    # evaluate writes the argmax block only when the stored threshold is not 0.5 already.
+    at_half = metrics.get('at_threshold_0.5', metrics)
+    for name, block in (('calibrated', metrics), ('at_0.5', at_half)):
         row[name] = {level: {'f1_ng': block[level]['NG']['f1'], 'f1_ok': block[level]['OK']['f1'],
                              'roc_auc': block[level]['roc_auc'],
                              'confusion': block[level]['confusion']}
@@ -118,10 +120,11 @@ def results_md(result: dict) -> str:
         '|---|---|---:|---:|---:|---:|',
     ]
     for name, row in result['tests'].items():
-        for rule in ('calibrated', 'at_0.5'):
+        for rule in ('calibrated', 'at_0.5') if row['threshold'] != 0.5 else ('calibrated',):
             r = row[rule]
             ng_views = r['view']['confusion'][0][0] + r['view']['confusion'][0][1]
-            label = f'{name}, {"calibrated threshold" if rule == "calibrated" else "0.5"}'
+            label = f'{name}, threshold ' + (f'{row["threshold"]:.3f}' if rule == 'calibrated'
+                                             else '0.5')
             lines.append(
                 f'| {label} | {row["views"]} ({ng_views}/{row["views"] - ng_views}) | '
                 f'{r["view"]["f1_ng"]:.3f} / {r["view"]["f1_ok"]:.3f} | '

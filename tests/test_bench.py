@@ -144,7 +144,7 @@ def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
     assert 0.0 <= row['peak_in_mask'] <= 1.0
     assert (tmp_path / 'defect_recall.png').stat().st_size > 5000
     text = (tmp_path / 'RESULTS.md').read_text()
-    assert '| held-out bolts, calibrated threshold | 24 (' in text and 'Targets:' in text
+    assert '| held-out bolts, threshold ' in text and ' | 24 (' in text and 'Targets:' in text
     # --model evaluates a trained artifact again without training: same numbers.
     again = tmp_path / 'again'
     proc = subprocess.run([sys.executable, str(ROOT / 'bench' / 'classifier.py'), '--smoke',
@@ -155,3 +155,31 @@ def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
     second = json.loads((again / 'classifier.json').read_text())
     assert second['tests']['held-out bolts']['calibrated'] == row['calibrated']
     assert second['mode']['arch'] == 'tiny' and second['mode']['epochs'] == 1
+
+
+def test_classifier_bench_summary_at_threshold_half_has_one_row(tmp_path):
+    # evaluate writes no separate argmax block when the stored threshold already is 0.5.
+    sys.path.insert(0, str(ROOT / 'bench'))
+    try:
+        import classifier
+    finally:
+        sys.path.remove(str(ROOT / 'bench'))
+    block = {'NG': {'f1': 0.99}, 'OK': {'f1': 0.98}, 'roc_auc': 0.995,
+             'confusion': [[9, 1], [0, 10]]}
+    metrics = {'counts': {'views': 20, 'bolts': 5}, 'threshold': 0.5, 'view': block,
+               'bolt': block, 'localisation': {
+                   'peak_in_mask': 0.9, 'ng_views_located': 9, 'ng_views_scored': 10,
+                   'peak_in_mask_by_defect': {}}}
+    predictions = tmp_path / 'predictions.csv'
+    predictions.write_text('bolt_id,cam,view_label,bolt_label,defect,p_ng,predicted\n'
+                           '1,0,NG,NG,short,0.7,NG\n1,1,NG,NG,short,0.4,OK\n'
+                           '2,0,OK,OK,ok,0.1,OK\n')
+    row = classifier.summarise(metrics, predictions)
+    assert row['at_0.5'] == row['calibrated']
+    assert row['defect_recall'] == {'OK views': {'right': 1, 'n': 1},
+                                    'short': {'right': 1, 'n': 2}}
+    result = {'mode': {'arch': 'tiny', 'input': [16, 32], 'epochs': 1, 'train_bolts': 4},
+              'train': {'views': 16}, 'command': 'x', 'wall_s': 60, 'machine': {},
+              'date': 'today', 'train_s': 30, 'threshold': 0.5, 'tests': {'set': row}}
+    text = classifier.results_md(result)
+    assert text.count('| set, threshold') == 1 and '| set, threshold 0.500 | 20 (10/10) |' in text
