@@ -20,8 +20,8 @@ def register(subparsers) -> None:
                     'distractor on; train (a) a full-frame model and (b) an ROI model from '
                     'random init; evaluate both on the held-out bolts; write DIR/report.md with '
                     'the Fig. 7-style Grad-CAM comparison, localisation numbers, Table 2 and '
-                    'the cached-vs-recomputed stage-1 epoch time. About 30-35 minutes on 2 idle '
-                    'CPU cores; --quick is a CI-sized run of 1-2 minutes.',
+                    'the cached-vs-recomputed stage-1 epoch time. 36 minutes measured on 2 CPU '
+                    'cores; --quick is a CI-sized run of 1-2 minutes.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', required=True, type=Path, metavar='DIR',
                         help='output directory (data, models, figures, report.md)')
