@@ -91,6 +91,7 @@ def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
     _, val = split_by_bolt(small_dataset.records, 0.2, 0)
     assert sorted(meta.training['val_bolts']) == sorted({r.bolt_id for r in val})
     assert meta.metrics['threshold_calibrated_on'] == 'bolt'
+    assert 0.0 < meta.threshold <= 0.5                  # never above the argmax rule
     assert meta.metrics['threshold_recall_val'] >= 0.99
     from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.roi import prepare_batch
