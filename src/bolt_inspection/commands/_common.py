@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 
 def size_wh(text: str) -> tuple[int, int]:
@@ -35,3 +36,13 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f'expected a number in [0, 1], got {value}')
     return value
+
+
+def add_model_and_data(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--data`` and ``--split``: a trained artifact run over a labelled dataset."""
+    parser.add_argument('--model', required=True, type=Path, help='model artifact directory')
+    parser.add_argument('--data', required=True, type=Path,
+                        help='dataset directory (labels.csv, or OK/ and NG/ folders)')
+    parser.add_argument('--split', choices=('auto', 'val', 'all'), default='auto',
+                        help="'val': the model's own validation bolts; 'all': every view; "
+                             "'auto': val if DATA is the training dataset, else all")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from bolt_inspection.commands._common import fraction
+from bolt_inspection.commands._common import add_model_and_data, fraction
 
 
 def register(subparsers) -> None:
@@ -17,12 +16,7 @@ def register(subparsers) -> None:
                     '(or views). The model file is unchanged; metadata.json keeps the old '
                     'threshold under training.calibrations.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--model', required=True, type=Path, help='model artifact directory')
-    parser.add_argument('--data', required=True, type=Path,
-                        help='dataset directory (labels.csv, or OK/ and NG/ folders)')
-    parser.add_argument('--split', choices=('auto', 'val', 'all'), default='auto',
-                        help="'val': the model's own validation bolts; 'all': every view; "
-                             "'auto': val if DATA is the training dataset, else all")
+    add_model_and_data(parser)
     parser.add_argument('--target-recall', type=fraction, default=0.99,
                         help='NG recall the threshold must reach')
     parser.add_argument('--calibrate-on', choices=('bolt', 'view'), default='bolt',

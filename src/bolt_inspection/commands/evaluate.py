@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bolt_inspection.commands._common import positive_int
+from bolt_inspection.commands._common import add_model_and_data, positive_int
 
 
 def register(subparsers) -> None:
@@ -18,14 +18,9 @@ def register(subparsers) -> None:
                     'confusion matrix; writes OUT/metrics.json, training_curves.png, '
                     'confusion.png and gradcam_gallery.png.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--model', required=True, type=Path, help='model artifact directory')
-    parser.add_argument('--data', required=True, type=Path,
-                        help='dataset directory (labels.csv, or OK/ and NG/ folders)')
+    add_model_and_data(parser)
     parser.add_argument('--report', required=True, type=Path, metavar='OUT',
                         help='report directory to write')
-    parser.add_argument('--split', choices=('auto', 'val', 'all'), default='auto',
-                        help="'val': the model's own validation bolts; 'all': every view; "
-                             "'auto': val if DATA is the training dataset, else all")
     parser.add_argument('--batch-size', type=positive_int, default=16)
     parser.add_argument('--tolerance-px', type=int, default=4,
                         help='defect mask dilation (model-input pixels) for peak-in-mask')
