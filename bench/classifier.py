@@ -58,17 +58,15 @@ def render(out: Path, *, seed: int, bolts: int, frame: tuple[int, int]) -> Path:
 
 
 def train_config(mode: dict, seed: int):
-    from bolt_inspection.core.reproduce import PAPER_PLAN
-    from bolt_inspection.core.train import TrainConfig
+    """The ROI model of ``reproduce``'s plan, at this run's network, input and epochs."""
+    from dataclasses import replace
 
-    plan = PAPER_PLAN
-    return TrainConfig(
-        input_size=tuple(mode['input']), weights='none', from_scratch=True,
-        epochs1=mode['epochs'], epochs2=0, batch_size=plan.batch_size, seed=seed,
-        arch=mode['arch'], patience=0, lr_scratch=plan.lr, measure_timings=False,
-        augment=plan.augment, lr_schedule=plan.lr_schedule,
-        head=plan.head if mode['arch'] != 'tiny' else 'gap', dense_units=plan.dense_units,
-        calibrate_on='bolt')
+    from bolt_inspection.core.reproduce import PAPER_PLAN
+    from bolt_inspection.core.reproduce import train_config as study_config
+
+    plan = replace(PAPER_PLAN, arch=mode['arch'], roi_input=tuple(mode['input']),
+                   epochs=mode['epochs'], patience=0)
+    return study_config(plan, use_roi=True, seed=seed)
 
 
 def defect_recall(predictions: Path, threshold: float) -> dict[str, dict[str, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bolt_inspection.commands._common import add_model_and_data, fraction
+from bolt_inspection.core.train import CALIBRATE_ON
 
 
 def register(subparsers) -> None:
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     add_model_and_data(parser)
     parser.add_argument('--target-recall', type=fraction, default=0.99,
                         help='NG recall the threshold must reach')
-    parser.add_argument('--calibrate-on', choices=('bolt', 'view'), default='bolt',
+    parser.add_argument('--calibrate-on', choices=CALIBRATE_ON, default='bolt',
                         help='count the recall over NG bolts (as the gate sorts) or NG views')
     parser.add_argument('--dry-run', action='store_true',
                         help='print the new threshold without writing it')

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bolt_inspection.commands._common import fraction, positive_int, size_wh
 from bolt_inspection.core.model import HEADS
+from bolt_inspection.core.train import CALIBRATE_ON
 
 
 def _non_negative_int(text: str) -> int:
@@ -70,7 +71,7 @@ def register(subparsers) -> None:
                         help='lighting, shift and noise augmentation of the training images')
     parser.add_argument('--lr-schedule', choices=('constant', 'cosine'), default='constant',
                         help='learning rate over the epochs (cosine: decay to 5%%)')
-    parser.add_argument('--calibrate-on', choices=('bolt', 'view'), default='bolt',
+    parser.add_argument('--calibrate-on', choices=CALIBRATE_ON, default='bolt',
                         help='count the --target-recall over NG validation bolts (as the gate '
                         'sorts them: any view NG) or over NG views')
     parser.add_argument('--head', choices=HEADS, default='flatten',
