@@ -37,7 +37,9 @@ def test_demo_trains_runs_the_closed_loop_and_reuses_the_model(ros_domain_id, tm
     meta = json.loads((out / 'model' / 'metadata.json').read_text())
     assert meta['frame_size'] == [320, 240] and meta['input_size'] == [32, 64]
     # The threshold the line uses is the one chosen for bolt-level sorting.
-    assert meta['threshold'] == meta['training']['bolt_threshold']['threshold']
+    sorting = meta['training']['calibrations'][-1]
+    assert sorting['rule'] == 'sorting' and sorting['split'] == 'val'
+    assert meta['threshold'] == sorting['threshold']
     summary = json.loads((out / 'line_summary.json').read_text())
     plc = summary['plc']
     assert plc['sorted'] == plc['passed'] + plc['rejected'] == 6

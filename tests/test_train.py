@@ -269,6 +269,19 @@ def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_
     assert (out / 'model.keras').read_bytes() == model_file      # the model is untouched
     assert load_artifact(out).metadata.threshold == meta.threshold
 
+    # The sorting rule (what the demo uses) sorts at least as many bolts right as the recall
+    # rule, and is kept on record after it.
+    assert main(['calibrate', '--model', str(out), '--data', str(small_dataset.root),
+                 '--rule', 'sorting', '--no-progress']) == 0
+    sorting = read_metadata(out).training['calibrations'][-1]
+    assert sorting['rule'] == 'sorting' and sorting['target_recall'] is None
+    assert sorting['previous_threshold'] == meta.threshold
+    assert sorting['accuracy'] >= entry['accuracy']
+    capsys.readouterr()
+    assert main(['calibrate', '--model', str(out), '--data', str(small_dataset.root),
+                 '--rule', 'sorting', '--calibrate-on', 'view', '--no-progress']) == 2
+    assert 'needs calibrate_on' in capsys.readouterr().err
+
     # Only OK bolts: nothing to calibrate on, a one-line error and no change.
     ok_only = tmp_path / 'ok_only'
     (ok_only / 'OK').mkdir(parents=True)
@@ -278,4 +291,4 @@ def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_
     assert main(['calibrate', '--model', str(out), '--data', str(ok_only), '--split', 'all',
                  '--no-progress']) == 2
     assert 'no NG bolt' in capsys.readouterr().err
-    assert read_metadata(out).threshold == meta.threshold
+    assert read_metadata(out).threshold == sorting['threshold']

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 
 from bolt_inspection.commands._common import add_model_and_data, fraction
-from bolt_inspection.core.train import CALIBRATE_ON
+from bolt_inspection.core.train import CALIBRATE_ON, CALIBRATION_RULES
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         'calibrate',
         help="calibrate a trained model's NG threshold again (no retraining)",
-        description='Run a model artifact over labelled views and store the highest NG '
-                    'threshold (at most 0.5) that reaches --target-recall over the NG bolts '
-                    '(or views). The model file is unchanged; metadata.json keeps the old '
+        description='Run a model artifact over labelled views and store a new NG threshold: '
+                    'the highest (at most 0.5) that reaches --target-recall over the NG bolts '
+                    '(or views), or with --rule sorting the one that sorts the most bolts '
+                    'right. The model file is unchanged; metadata.json keeps the old '
                     'threshold under training.calibrations.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_and_data(parser)
@@ -22,6 +23,9 @@ def register(subparsers) -> None:
                         help='NG recall the threshold must reach')
     parser.add_argument('--calibrate-on', choices=CALIBRATE_ON, default='bolt',
                         help='count the recall over NG bolts (as the gate sorts) or NG views')
+    parser.add_argument('--rule', choices=CALIBRATION_RULES, default='recall',
+                        help='reach --target-recall, or take the best bolt sorting accuracy '
+                             '(bolts only)')
     parser.add_argument('--dry-run', action='store_true',
                         help='print the new threshold without writing it')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -33,7 +37,7 @@ def run(args) -> int:
     from bolt_inspection.core.train import recalibrate
 
     record = recalibrate(args.model, load_dataset(args.data), target_recall=args.target_recall,
-                         calibrate_on=args.calibrate_on, split=args.split,
+                         calibrate_on=args.calibrate_on, rule=args.rule, split=args.split,
                          progress=not args.no_progress, write=not args.dry_run)
     unit = record['calibrated_on']
     print(f'threshold {record["previous_threshold"]:.4f} -> {record["threshold"]:.4f} '

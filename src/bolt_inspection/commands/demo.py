@@ -173,41 +173,19 @@ def train_demo_model(args: argparse.Namespace, data: Path, model_dir: Path) -> P
 def calibrate_for_sorting(model_dir: Path, data: Path) -> None:
     """Set the model's threshold for the best BOLT-level accuracy on its validation bolts.
 
-    Training calibrates the threshold for NG recall 0.99 over the validation bolts; with the
-    demo's few validation bolts that is the score of the single weakest NG bolt. The demo is
+    Training calibrates the threshold for an NG recall target over the validation bolts; with
+    the demo's few validation bolts that is the score of the single weakest NG bolt. The demo is
     scored on sorting accuracy, so it takes the middle of the widest cut with the best bolt
-    accuracy instead. Writes the new threshold into ``metadata.json`` (the model file is
-    unchanged).
+    accuracy instead (``recalibrate``'s ``'sorting'`` rule; the model file is unchanged and the
+    recall-calibrated threshold stays in ``training.calibrations``).
     """
-    from collections import defaultdict
-
-    from bolt_inspection.core.artifact import load_artifact
     from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.threshold import bolt_sorting_threshold
-    from bolt_inspection.core.train import load_views
-    artifact = load_artifact(model_dir)
-    meta = artifact.metadata
-    val = {str(b) for b in meta.training.get('val_bolts', [])}
-    records = [r for r in load_dataset(data).records if r.bolt_id in val]
-    if not records:
-        return
-    views = load_views(records, meta.roi_boxes, tuple(meta.input_size), progress=False)
-    p_ng = artifact.model.predict(views, verbose=0)[:, 1]
-    by_bolt: dict[str, float] = defaultdict(float)
-    truth = {}
-    for record, p in zip(records, p_ng, strict=True):
-        by_bolt[record.bolt_id] = max(by_bolt[record.bolt_id], float(p))
-        truth[record.bolt_id] = record.bolt_label
-    threshold, acc = bolt_sorting_threshold(dict(by_bolt), truth)
-    print(f'sorting threshold: {threshold:.3f} (validation bolt accuracy {acc:.3f} on '
-          f'{len(by_bolt)} bolts; the recall-calibrated threshold was {meta.threshold:.3f})',
-          flush=True)
-    data_json = json.loads((model_dir / 'metadata.json').read_text())
-    data_json['training']['recall_threshold'] = meta.threshold
-    data_json['training']['bolt_threshold'] = {'threshold': threshold, 'val_bolt_accuracy': acc,
-                                               'val_bolts': len(by_bolt)}
-    data_json['threshold'] = threshold
-    (model_dir / 'metadata.json').write_text(json.dumps(data_json, indent=2) + '\n')
+    from bolt_inspection.core.train import recalibrate
+    record = recalibrate(model_dir, load_dataset(data), rule='sorting', split='val',
+                         progress=False)
+    print(f'sorting threshold: {record["threshold"]:.3f} (validation bolt accuracy '
+          f'{record["accuracy"]:.3f} on {record["bolts"]} bolts; the recall-calibrated threshold '
+          f'was {record["previous_threshold"]:.3f})', flush=True)
 
 
 def line_args(args: argparse.Namespace, model_dir: Path, summary: Path) -> argparse.Namespace:

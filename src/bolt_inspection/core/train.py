@@ -39,6 +39,8 @@ LR_SCHEDULES = ('constant', 'cosine')
 THRESHOLD_CAP = 0.5
 #: What the NG threshold's target recall is counted over.
 CALIBRATE_ON = ('bolt', 'view')
+#: How ``recalibrate`` picks the threshold: reach a target NG recall, or sort the most bolts right.
+CALIBRATION_RULES = ('recall', 'sorting')
 
 
 @dataclass
@@ -693,8 +695,8 @@ def predict_p_ng(model, x: Sequence[np.ndarray] | np.ndarray, batch_size: int = 
 
 
 def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on: str = 'bolt',
-                split: str = 'auto', progress: bool = True, write: bool = True
-                ) -> dict[str, Any]:
+                rule: str = 'recall', split: str = 'auto', progress: bool = True,
+                write: bool = True) -> dict[str, Any]:
     """Calibrate a trained model's NG threshold again, on ``dataset``, and store it.
 
     For a model trained before the calibration rule changed, or for views collected on the line
@@ -705,8 +707,13 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
     Args:
         model_dir: Model artifact directory.
         dataset: A loaded dataset (:func:`bolt_inspection.core.dataset.load_dataset`).
-        target_recall: NG recall to reach, over bolts or views (``calibrate_on``).
+        target_recall: NG recall to reach, over bolts or views (``calibrate_on``); rule
+            ``'recall'`` only.
         calibrate_on: ``'bolt'`` or ``'view'`` (see :class:`TrainConfig`).
+        rule: ``'recall'``: the highest threshold (at most :data:`THRESHOLD_CAP`) reaching
+            ``target_recall``. ``'sorting'``: the middle of the widest cut with the best BOLT
+            accuracy (:func:`~bolt_inspection.core.threshold.bolt_sorting_threshold`, what the
+            demo scores); needs ``calibrate_on='bolt'``.
         split: Which views: ``'auto'`` (the model's validation bolts when ``dataset`` is its
             training set, else all), ``'val'`` or ``'all'`` (see ``evaluate.select_records``).
         progress: Progress bar while the views are read.
@@ -723,9 +730,15 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
     """
     from bolt_inspection.core.artifact import METADATA_FILE, load_artifact
     from bolt_inspection.core.evaluate import select_records
-    from bolt_inspection.core.threshold import calibrate_threshold
+    from bolt_inspection.core.threshold import bolt_sorting_threshold, calibrate_threshold
 
     _check_calibrate_on(calibrate_on)
+    if rule not in CALIBRATION_RULES:
+        raise ConfigError(f'unknown calibration rule {rule!r} '
+                          f'(one of {", ".join(CALIBRATION_RULES)})')
+    if rule == 'sorting' and calibrate_on != 'bolt':
+        raise ConfigError("rule 'sorting' sorts bolts: it needs calibrate_on 'bolt' "
+                          '(--calibrate-on bolt)')
     artifact = load_artifact(model_dir)
     meta = artifact.metadata
     records, used = select_records(dataset, meta, split)
@@ -734,17 +747,25 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
     p_ng = artifact.model.predict(views, batch_size=32, verbose=0)[:, meta.ng_index]
     y = labels_of(records)
     p_cal, y_cal = (p_ng, y) if calibrate_on == 'view' else bolt_scores(records, p_ng)
-    if not y_cal.any():
+    if rule == 'recall' and not y_cal.any():
         raise DatasetError(f'{dataset.root}: no NG {calibrate_on} in the {used} split: nothing '
                            'to calibrate the NG threshold on')
-    threshold = calibrate_threshold(p_cal, y_cal, target_recall, at_most=THRESHOLD_CAP)
+    if rule == 'recall':
+        threshold = calibrate_threshold(p_cal, y_cal, target_recall, at_most=THRESHOLD_CAP)
+    else:
+        # bolt_scores lists the bolts in their first-seen order; index them the same way.
+        bolts = list(dict.fromkeys(r.bolt_id for r in records))
+        threshold, _ = bolt_sorting_threshold(
+            dict(zip(bolts, p_cal.tolist(), strict=True)),
+            {b: 'NG' if t else 'OK' for b, t in zip(bolts, y_cal, strict=True)})
     at = view_metrics(p_cal, y_cal, threshold)
     record = {
         'date': time.strftime('%Y-%m-%dT%H:%M:%S'), 'data': str(dataset.root), 'split': used,
-        'calibrated_on': calibrate_on, 'target_recall': float(target_recall),
+        'rule': rule, 'calibrated_on': calibrate_on,
+        'target_recall': float(target_recall) if rule == 'recall' else None,
         'views': len(records), 'bolts': len({r.bolt_id for r in records}),
         'previous_threshold': float(meta.threshold), 'threshold': float(threshold),
-        'ng_recall': at['ng_recall'], 'ok_recall': at['ok_recall'],
+        'ng_recall': at['ng_recall'], 'ok_recall': at['ok_recall'], 'accuracy': at['accuracy'],
     }
     if write:
         path = Path(model_dir) / METADATA_FILE
