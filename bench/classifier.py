@@ -90,6 +90,8 @@ def summarise(metrics: dict, predictions: Path) -> dict:
            'threshold': metrics['threshold'],
            'peak_in_mask': loc['peak_in_mask'], 'ng_views_located': loc['ng_views_located'],
            'ng_views_scored': loc['ng_views_scored'],
+           'peak_cell_in_mask': loc.get('peak_cell_in_mask'),
+           'ng_views_located_cell': loc.get('ng_views_located_cell'), 'grid': loc.get('grid'),
            'peak_in_mask_by_defect': loc['peak_in_mask_by_defect'],
            'defect_recall': defect_recall(predictions, metrics['threshold'])}
     # evaluate writes the argmax block only when the stored threshold is not 0.5 already.
@@ -100,6 +102,15 @@ def summarise(metrics: dict, predictions: Path) -> dict:
                              'confusion': block[level]['confusion']}
                      for level in ('view', 'bolt')}
     return row
+
+
+def cell_share(row: dict) -> str:
+    """'82.4% (253/307, 4x8 grid)': NG views whose Grad-CAM peak cell holds defect pixels."""
+    if row.get('peak_cell_in_mask') is None:
+        return 'n/a'
+    gw, gh = row['grid']
+    return (f'{row["peak_cell_in_mask"]:.1%} ({row["ng_views_located_cell"]}/'
+            f'{row["ng_views_scored"]}, {gw}x{gh} grid)')
 
 
 def results_md(result: dict) -> str:
@@ -114,8 +125,8 @@ def results_md(result: dict) -> str:
         f'{result["train_s"] / 60:.1f} min; threshold {result["threshold"]:.3f} (NG recall '
         f'0.99 over the validation bolts, at most 0.5).', '',
         '| test set | views (NG/OK) | view F1 NG / OK | bolt F1 NG / OK | view AUC | '
-        'Grad-CAM peak in defect mask |',
-        '|---|---|---:|---:|---:|---:|',
+        'Grad-CAM peak in defect mask | peak cell on defect |',
+        '|---|---|---:|---:|---:|---:|---:|',
     ]
     for name, row in result['tests'].items():
         for rule in ('calibrated', 'at_0.5') if row['threshold'] != 0.5 else ('calibrated',):
@@ -129,7 +140,7 @@ def results_md(result: dict) -> str:
                 f'{r["bolt"]["f1_ng"]:.3f} / {r["bolt"]["f1_ok"]:.3f} | '
                 f'{r["view"]["roc_auc"]:.3f} | '
                 f'{row["peak_in_mask"]:.1%} ({row["ng_views_located"]}/{row["ng_views_scored"]})'
-                ' |')
+                f' | {cell_share(row)} |')
     lines += ['', f'Targets: F1 >= {TARGET_F1} for both classes at view and bolt level, '
               f'peak in mask >= {TARGET_PEAK:.0%}.', '']
     for name, row in result['tests'].items():

@@ -142,6 +142,10 @@ def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
     # Every test view is counted once in the per-kind tally, NG views under their defect.
     assert sum(v['n'] for v in row['defect_recall'].values()) == 24
     assert 0.0 <= row['peak_in_mask'] <= 1.0
+    # The peak's cell is a coarser target than the dilated mask around a point inside it.
+    (gw, gh), (w, h) = row['grid'], result['mode']['input']
+    assert 0 < gw < w and 0 < gh < h and w // gw == h // gh          # one cell per stride
+    assert row['ng_views_located_cell'] >= 0 and 0.0 <= row['peak_cell_in_mask'] <= 1.0
     assert (tmp_path / 'defect_recall.png').stat().st_size > 5000
     text = (tmp_path / 'RESULTS.md').read_text()
     assert '| held-out bolts, threshold ' in text and ' | 24 (' in text and 'Targets:' in text

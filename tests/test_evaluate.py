@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from fixtures_ml import TINY_FRAME_SIZE, tiny_artifact  # noqa: F401 (fixture)
@@ -18,6 +19,7 @@ from bolt_inspection.core.evaluate import (
     energy_share,
     format_table2,
     level_metrics,
+    peak_cell_in_mask,
     peak_in_mask,
     write_metrics,
 )
@@ -140,6 +142,36 @@ def test_peak_inside_mask_is_located_outside_is_not():
     assert s['peak_in_mask'] == pytest.approx(1 / 3)
     assert s['ng_views_scored'] == 3 and s['flat_heatmaps'] == 1
     assert s['peak_in_mask_by_defect']['foreign'] == {'located': 1, 'scored': 2}
+
+
+def test_peak_cell_separates_a_coarse_grid_from_looking_elsewhere():
+    # A 64x128 input over a 4x8 Grad-CAM grid (16 px cells); a 5 px spot in cell (row 2, col 1).
+    box = (0, 0, 64, 128)
+    mask = np.zeros((128, 64), np.uint8)
+    mask[34:39, 18:23] = 255
+    grid = np.zeros((8, 4), np.float32)
+    grid[2, 1] = 1.0
+    right_cell = cv2.resize(grid, (64, 128), interpolation=cv2.INTER_LINEAR)
+    # Its peak is the cell centre (y 40, x 24), beside the spot: a pixel-level miss.
+    assert peak_in_mask(right_cell, mask, box, tolerance_px=0) is False
+    assert peak_cell_in_mask(right_cell, mask, box, (4, 8)) is True
+    grid[2, 1], grid[6, 3] = 0.0, 1.0
+    other_cell = cv2.resize(grid, (64, 128), interpolation=cv2.INTER_LINEAR)
+    assert peak_cell_in_mask(other_cell, mask, box, (4, 8)) is False
+    assert peak_cell_in_mask(np.zeros((128, 64)), mask, box, (4, 8)) is False
+    assert peak_cell_in_mask(right_cell, np.zeros_like(mask), box, (4, 8)) is None
+    # At grid resolution the cells are read directly.
+    assert peak_cell_in_mask(grid, mask, box, (4, 8)) is False
+
+    tally = LocalisationTally(tolerance_px=0, grid_wh=(4, 8))
+    kw = dict(region=box, roi_box=box, thread_box=None, mask=mask, label='NG', defect='foreign')
+    tally.add(right_cell, **kw)
+    tally.add(other_cell, **kw)
+    s = tally.summary()
+    assert s['peak_in_mask'] == 0.0 and s['peak_cell_in_mask'] == 0.5
+    assert s['ng_views_located_cell'] == 1 and s['grid'] == [4, 8]
+    assert s['peak_in_mask_by_defect']['foreign'] == {'located': 0, 'scored': 2,
+                                                      'located_cell': 1}
 
 
 def test_tolerance_catches_a_peak_next_to_a_thin_defect():

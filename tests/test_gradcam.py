@@ -78,7 +78,7 @@ def test_gradcam_matches_independent_gradient_tape_with_upsampling():
     expected = np.where(peak > 0, cam / np.where(peak > 0, peak, 1), 0)
 
     gradcam = GradCAM(model, 'feat', class_index=1)
-    assert gradcam.score == 'logit'
+    assert gradcam.score == 'logit' and gradcam.grid_hw == (4, 4)
     _, heat = gradcam(batch)
     np.testing.assert_allclose(heat, expected, atol=1e-5)
 

@@ -73,6 +73,11 @@ def render_summary(metrics: dict, format_table2) -> str:
         lines.append(f'Grad-CAM peak on the defect: {loc["ng_views_located"]}/'
                      f'{loc["ng_views_scored"]} NG views = {loc["peak_in_mask"]:.1%} '
                      f'(mask dilated {loc["tolerance_px"]} px)')
+        if loc.get('peak_cell_in_mask') is not None:
+            gw, gh = loc['grid']
+            lines.append(f'Grad-CAM peak cell on the defect: {loc["ng_views_located_cell"]}/'
+                         f'{loc["ng_views_scored"]} NG views = {loc["peak_cell_in_mask"]:.1%} '
+                         f'(the {gw}x{gh} grid cell under the peak holds defect pixels)')
     else:
         lines.append('Grad-CAM peak on the defect: n/a (no NG views with a defect mask)')
     for key, text in (('energy_in_roi', 'Grad-CAM energy inside the thread ROI box'),

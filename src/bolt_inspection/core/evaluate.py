@@ -23,6 +23,10 @@ Localisation (the paper's "95% of the 66 NG test images had their defect located
   cell per 16 input pixels, so its upsampled peak cannot be placed more precisely than that, and a
   thin gap in the coating would otherwise be missed by a peak one pixel beside it. A view whose
   heatmap is all zero counts as a miss; an NG view without any mask pixel is left out and counted.
+* *peak cell in mask*: the same test at the heatmap's own resolution: whether the Grad-CAM grid
+  cell that holds the peak contains any defect pixel. It separates the two ways of missing: a
+  peak in the right cell but beside a spot smaller than the cell (a limit of the grid, 4x8 cells
+  at 64x128) from a peak in another cell (the model looked elsewhere).
 * *energy in ROI*: the share of heatmap mass (sum of the [0, 1] heatmap) inside the camera's ROI
   box. For a full-frame model this is what shows whether it looks at the thread or at the
   background; for an ROI model it is 1 by construction (its input IS the ROI box).
@@ -287,6 +291,36 @@ def peak_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
     return bool(target[row, col])
 
 
+def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
+                      grid_wh: tuple[int, int]) -> bool | None:
+    """Whether the Grad-CAM cell holding the heatmap's peak contains any defect pixel.
+
+    The peak is the same point :func:`peak_in_mask` tests (the X of the Grad-CAM gallery); only
+    the target is coarser: the whole grid cell under it.
+
+    Args:
+        heatmap: 2-D heatmap of one model input, at grid resolution or upsampled from it.
+        mask: Full-frame defect mask (non-zero = defect).
+        region: Frame box the model input was cut from.
+        grid_wh: The Grad-CAM layer's grid (w, h), e.g. (4, 8) for ``block5_conv3`` at 64x128.
+
+    Returns:
+        True / False, or None when the mask has no pixel inside the region. An all-zero heatmap
+        gives False.
+    """
+    cells = mask_on_grid(mask, region, tuple(grid_wh), 0)
+    if not cells.any():
+        return None
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
+    if not np.isfinite(heat).all() or heat.max() <= 0:
+        return False
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    gw, gh = int(grid_wh[0]), int(grid_wh[1])
+    return bool(cells[row * gh // heat.shape[0], col * gw // heat.shape[1]])
+
+
 def energy_share(heatmap: np.ndarray, region: Box, inner: Box) -> float | None:
     """Share of heatmap mass (sum of values) inside ``inner``, both boxes in frame pixels.
 
@@ -313,14 +347,20 @@ def energy_share(heatmap: np.ndarray, region: Box, inner: Box) -> float | None:
 
 @dataclass
 class LocalisationTally:
-    """Accumulates localisation results view by view (so heatmaps need not all be kept)."""
+    """Accumulates localisation results view by view (so heatmaps need not all be kept).
+
+    ``grid_wh`` is the Grad-CAM layer's grid (w, h); with it the peak is also tested at cell
+    level (:func:`peak_cell_in_mask`).
+    """
 
     tolerance_px: int = 4
+    grid_wh: tuple[int, int] | None = None
     hits: int = 0
     misses: int = 0
+    cell_hits: int = 0
     no_mask: int = 0
     flat: int = 0
-    by_defect: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    by_defect: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
     roi_shares: list = field(default_factory=list)
     thread_shares: list = field(default_factory=list)
     ng_roi_shares: list = field(default_factory=list)
@@ -357,6 +397,9 @@ class LocalisationTally:
             self.hits += 1
         else:
             self.misses += 1
+        if self.grid_wh is not None and peak_cell_in_mask(heat, mask, region, self.grid_wh):
+            self.cell_hits += 1
+            counts[2] += 1
         return hit
 
     def summary(self) -> dict:
@@ -378,8 +421,12 @@ class LocalisationTally:
             'energy_on_thread': mean(self.thread_shares),
             'peak_in_mask_by_defect': {
                 k: {'located': v[0], 'scored': v[0] + v[1]}
+                | ({'located_cell': v[2]} if self.grid_wh is not None else {})
                 for k, v in sorted(self.by_defect.items())
             },
+            'grid': None if self.grid_wh is None else list(self.grid_wh),
+            'peak_cell_in_mask': (self.cell_hits / n) if n and self.grid_wh else None,
+            'ng_views_located_cell': self.cell_hits if self.grid_wh else None,
         }
 
 
@@ -574,7 +621,6 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tally = LocalisationTally(tolerance_px=tolerance_px)
     predictions: list[ViewPrediction] = []
     ng_views: list[tuple] = []
     input_size = tuple(meta.input_size)
@@ -584,6 +630,7 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
 
     explainer = GradCAM(artifact.model, layer_name=meta.gradcam_layer,
                         class_index=meta.ng_index)
+    tally = LocalisationTally(tolerance_px=tolerance_px, grid_wh=explainer.grid_hw[::-1])
     bar = tqdm(total=len(records), desc='evaluate', unit='view', disable=not progress)
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]

@@ -55,6 +55,8 @@ class GradCAM:
                              f'{model.name}') from None
         if len(target.output.shape) != 4:
             raise ModelError(f'Grad-CAM layer {layer_name!r} does not output feature maps')
+        #: The feature-map grid (h, w) the heatmaps are upsampled from.
+        self.grid_hw = (int(target.output.shape[1]), int(target.output.shape[2]))
         last = model.layers[-1]
         self._dense = None
         activation = getattr(last, 'activation', None)
