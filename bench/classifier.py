@@ -84,7 +84,37 @@ def defect_recall(predictions: Path, threshold: float) -> dict[str, dict[str, in
     return dict(sorted(out.items()))
 
 
-def summarise(metrics: dict, predictions: Path) -> dict:
+SIZE_BINS = ((0.0, 1 / 8, 'under 1/8 cell'), (1 / 8, 1.0, '1/8 to 1 cell'),
+             (1.0, float('inf'), '1 cell or more'))
+
+
+def localisation_by_size(predictions: Path, cell_area_px: float) -> dict[str, dict]:
+    """NG views located, per defect area relative to one Grad-CAM cell.
+
+    Per bin: views, peak in (dilated) mask, peak cell on the defect, and how many of the misses
+    have their peak within one cell side of the defect (a near miss).
+    """
+    import csv
+
+    side = cell_area_px ** 0.5
+    out = {name: {'n': 0, 'located': 0, 'located_cell': 0, 'misses_within_a_cell': 0}
+           for _, _, name in SIZE_BINS}
+    with predictions.open(newline='') as f:
+        for row in csv.DictReader(f):
+            if not row.get('defect_px'):
+                continue
+            share = int(row['defect_px']) / cell_area_px
+            name = next(n for lo, hi, n in SIZE_BINS if lo <= share < hi)
+            entry = out[name]
+            entry['n'] += 1
+            entry['located'] += row['peak_located'] == '1'
+            entry['located_cell'] += row['peak_cell_located'] == '1'
+            if row['peak_located'] != '1' and float(row['peak_to_defect_px']) <= side:
+                entry['misses_within_a_cell'] += 1
+    return out
+
+
+def summarise(metrics: dict, predictions: Path, input_wh: tuple[int, int] | None = None) -> dict:
     loc = metrics['localisation']
     row = {'views': metrics['counts']['views'], 'bolts': metrics['counts']['bolts'],
            'threshold': metrics['threshold'],
@@ -94,6 +124,9 @@ def summarise(metrics: dict, predictions: Path) -> dict:
            'ng_views_located_cell': loc.get('ng_views_located_cell'), 'grid': loc.get('grid'),
            'peak_in_mask_by_defect': loc['peak_in_mask_by_defect'],
            'defect_recall': defect_recall(predictions, metrics['threshold'])}
+    if input_wh is not None and loc.get('grid'):
+        cell_area = (input_wh[0] / loc['grid'][0]) * (input_wh[1] / loc['grid'][1])
+        row['located_by_size'] = localisation_by_size(predictions, cell_area)
     # evaluate writes the argmax block only when the stored threshold is not 0.5 already.
     at_half = metrics.get('at_threshold_0.5', metrics)
     for name, block in (('calibrated', metrics), ('at_0.5', at_half)):
@@ -153,6 +186,14 @@ def results_md(result: dict) -> str:
                      'views right per kind: ' + ', '.join(
                          f'{kind} {v["right"]}/{v["n"]}' for kind, v in
                          row['defect_recall'].items()))
+        if row.get('located_by_size'):
+            lines.append('  - Grad-CAM peak by defect area (one cell = '
+                         f'{mode["input"][0] // row["grid"][0]}x'
+                         f'{mode["input"][1] // row["grid"][1]} input px): ' + '; '.join(
+                             f'{name}: {v["located"]}/{v["n"]} in mask, {v["located_cell"]}/'
+                             f'{v["n"]} peak cell, {v["misses_within_a_cell"]} of '
+                             f'{v["n"] - v["located"]} misses within a cell'
+                             for name, v in row['located_by_size'].items() if v['n']))
     return '\n'.join(lines) + '\n'
 
 
@@ -255,7 +296,8 @@ def main(argv=None) -> int:
         common.log(f'evaluating on {name}: {path}')
         ev = evaluate_model(model, path, out / f'eval_{i}', split='all',
                             camera_config=camera_config, progress=True, title=name)
-        tests[name] = summarise(ev.metrics, out / f'eval_{i}' / 'predictions.csv')
+        tests[name] = summarise(ev.metrics, out / f'eval_{i}' / 'predictions.csv',
+                                tuple(mode['input']))
     result = {
         'mode': {**mode, 'frame': list(frame), 'input': list(mode['input'])},
         'command': ' '.join(['python', 'bench/classifier.py', *(argv or sys.argv[1:])]),

@@ -146,6 +146,10 @@ def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
     (gw, gh), (w, h) = row['grid'], result['mode']['input']
     assert 0 < gw < w and 0 < gh < h and w // gw == h // gh          # one cell per stride
     assert row['ng_views_located_cell'] >= 0 and 0.0 <= row['peak_cell_in_mask'] <= 1.0
+    by_size = row['located_by_size'].values()
+    assert sum(v['n'] for v in by_size) == row['ng_views_scored']
+    assert sum(v['located'] for v in by_size) == row['ng_views_located']
+    assert sum(v['located_cell'] for v in by_size) == row['ng_views_located_cell']
     assert (tmp_path / 'defect_recall.png').stat().st_size > 5000
     text = (tmp_path / 'RESULTS.md').read_text()
     assert '| held-out bolts, threshold ' in text and ' | 24 (' in text and 'Targets:' in text
@@ -187,3 +191,24 @@ def test_classifier_bench_summary_at_threshold_half_has_one_row(tmp_path):
               'date': 'today', 'train_s': 30, 'threshold': 0.5, 'tests': {'set': row}}
     text = classifier.results_md(result)
     assert text.count('| set, threshold') == 1 and '| set, threshold 0.500 | 20 (10/10) |' in text
+
+
+def test_classifier_bench_bins_peaks_by_defect_area(tmp_path):
+    sys.path.insert(0, str(ROOT / 'bench'))
+    try:
+        import classifier
+    finally:
+        sys.path.remove(str(ROOT / 'bench'))
+    predictions = tmp_path / 'predictions.csv'
+    predictions.write_text(
+        'bolt_id,cam,view_label,bolt_label,defect,p_ng,predicted,peak_located,'
+        'peak_cell_located,peak_to_defect_px,defect_px\n'
+        '1,0,NG,NG,foreign,0.9,NG,0,1,9.0,12\n'        # 12 px < 256/8: a near miss
+        '1,1,NG,NG,foreign,0.9,NG,0,0,40.0,20\n'       # looked two cells away
+        '2,0,NG,NG,insufficient,0.8,NG,1,1,0.0,100\n'
+        '3,0,NG,NG,no_coating,1.0,NG,1,1,0.0,2000\n'
+        '4,0,OK,OK,ok,0.1,OK,,,,\n')
+    bins = classifier.localisation_by_size(predictions, 16 * 16)
+    assert bins['under 1/8 cell'] == {'n': 2, 'located': 0, 'located_cell': 1,
+                                      'misses_within_a_cell': 1}
+    assert bins['1/8 to 1 cell']['located'] == bins['1 cell or more']['located'] == 1

@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 
 from bolt_inspection.core.evaluate import (
     LocalisationTally,
+    PeakCheck,
     ViewPrediction,
     bolt_scores,
     compute_metrics,
@@ -22,6 +23,7 @@ from bolt_inspection.core.evaluate import (
     peak_cell_in_mask,
     peak_in_mask,
     write_metrics,
+    write_predictions,
 )
 
 
@@ -165,8 +167,11 @@ def test_peak_cell_separates_a_coarse_grid_from_looking_elsewhere():
 
     tally = LocalisationTally(tolerance_px=0, grid_wh=(4, 8))
     kw = dict(region=box, roi_box=box, thread_box=None, mask=mask, label='NG', defect='foreign')
-    tally.add(right_cell, **kw)
-    tally.add(other_cell, **kw)
+    near = tally.add(right_cell, **kw)
+    far = tally.add(other_cell, **kw)
+    assert (near.located, near.located_cell, near.defect_px) == (False, True, 25)
+    assert 0 < near.distance_px < 4                   # a pixel or two beside the spot
+    assert far.located_cell is False and far.distance_px > 50
     s = tally.summary()
     assert s['peak_in_mask'] == 0.0 and s['peak_cell_in_mask'] == 0.5
     assert s['ng_views_located_cell'] == 1 and s['grid'] == [4, 8]
@@ -290,3 +295,16 @@ def test_split_auto_uses_validation_bolts_of_the_training_dataset(tiny_dataset):
     elsewhere = SimpleNamespace(dataset_fingerprint='other', training={})
     records, used = select_records(dataset, elsewhere, 'auto')
     assert used == 'all' and len(records) == 24
+
+
+def test_predictions_csv_says_where_each_ng_peak_fell(tmp_path):
+    import csv
+
+    views = [ViewPrediction('1', 0, 'NG', 'NG', 0.9, 'foreign', PeakCheck(False, True, 2.5, 25)),
+             ViewPrediction('1', 1, 'OK', 'NG', 0.2, 'foreign'),
+             ViewPrediction('2', 0, 'OK', 'OK', 0.6, 'ok')]
+    rows = list(csv.DictReader(write_predictions(views, 0.5, tmp_path / 'p.csv').open()))
+    assert [r['predicted'] for r in rows] == ['NG', 'OK', 'NG']
+    assert (rows[0]['peak_located'], rows[0]['peak_cell_located'],
+            rows[0]['peak_to_defect_px'], rows[0]['defect_px']) == ('0', '1', '2.5', '25')
+    assert rows[1]['peak_located'] == rows[2]['defect_px'] == ''

@@ -57,6 +57,25 @@ Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
+class PeakCheck:
+    """Where one NG view's Grad-CAM peak fell, relative to its defect.
+
+    Attributes:
+        located: The peak is inside the defect mask dilated by the tolerance
+            (:func:`peak_in_mask`).
+        located_cell: The grid cell under the peak holds defect pixels
+            (:func:`peak_cell_in_mask`); None without a grid.
+        distance_px: From the peak to the nearest defect pixel, in model-input pixels (0 on it).
+        defect_px: The defect's area in model-input pixels.
+    """
+
+    located: bool
+    located_cell: bool | None
+    distance_px: float
+    defect_px: int
+
+
+@dataclass(frozen=True)
 class ViewPrediction:
     """One evaluated view.
 
@@ -67,6 +86,7 @@ class ViewPrediction:
         bolt_label: True BOLT label, 'OK' or 'NG'.
         p_ng: The model's NG probability for the view.
         defect: Defect kind of the bolt ('ok', 'insufficient', ...), '' when unknown.
+        peak: Where the Grad-CAM peak fell, for an NG view with a defect mask.
     """
 
     bolt_id: str
@@ -75,6 +95,7 @@ class ViewPrediction:
     bolt_label: str
     p_ng: float
     defect: str = ''
+    peak: PeakCheck | None = None
 
 
 def _check_labels(labels: Iterable[str]) -> list[str]:
@@ -321,6 +342,27 @@ def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
     return bool(cells[row * gh // heat.shape[0], col * gw // heat.shape[1]])
 
 
+def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: tuple[int, int],
+               tolerance_px: int = 4, grid_wh: tuple[int, int] | None = None) -> PeakCheck | None:
+    """All the localisation facts of one NG view (None when the mask misses the region).
+
+    ``input_size`` is the model input (w, h): distances and areas are counted on it.
+    """
+    located = peak_in_mask(heatmap, mask, region, input_size, tolerance_px)
+    if located is None:
+        return None
+    heat = _on_grid(heatmap, input_size)
+    defect = mask_on_grid(mask, region, tuple(input_size), 0)
+    if np.isfinite(heat).all() and heat.max() > 0:
+        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        ys, xs = np.nonzero(defect)
+        distance = float(np.min(np.hypot(ys - row, xs - col)))
+    else:
+        distance = math.inf
+    cell = None if grid_wh is None else bool(peak_cell_in_mask(heat, mask, region, grid_wh))
+    return PeakCheck(located, cell, distance, int(defect.sum()))
+
+
 def energy_share(heatmap: np.ndarray, region: Box, inner: Box) -> float | None:
     """Share of heatmap mass (sum of values) inside ``inner``, both boxes in frame pixels.
 
@@ -367,8 +409,8 @@ class LocalisationTally:
 
     def add(self, heatmap: np.ndarray, *, label: str, region: Box, roi_box: Box | None,
             thread_box: Box | None, mask: np.ndarray | None, input_size=None,
-            defect: str = '') -> bool | None:
-        """Add one view; returns its peak-in-mask result (None if not an NG view with mask)."""
+            defect: str = '') -> PeakCheck | None:
+        """Add one view; returns where its peak fell (None if not an NG view with a mask)."""
         heat = np.asarray(heatmap, dtype=np.float32)
         if heat.max() <= 0:
             self.flat += 1
@@ -387,20 +429,21 @@ class LocalisationTally:
         if mask is None:
             self.no_mask += 1
             return None
-        hit = peak_in_mask(heat, mask, region, input_size, self.tolerance_px)
-        if hit is None:
+        size = input_size or (heat.shape[1], heat.shape[0])
+        check = check_peak(heat, mask, region, size, self.tolerance_px, self.grid_wh)
+        if check is None:
             self.no_mask += 1
             return None
         counts = self.by_defect[defect or 'unknown']
-        counts[0 if hit else 1] += 1
-        if hit:
+        counts[0 if check.located else 1] += 1
+        if check.located:
             self.hits += 1
         else:
             self.misses += 1
-        if self.grid_wh is not None and peak_cell_in_mask(heat, mask, region, self.grid_wh):
+        if check.located_cell:
             self.cell_hits += 1
             counts[2] += 1
-        return hit
+        return check
 
     def summary(self) -> dict:
         """The ``localisation`` block of metrics.json."""
@@ -640,14 +683,14 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
         for rec, image, p, heat, region in zip(chunk, images, p_ng, heatmaps, regions,
                                                strict=True):
             frame = (image.shape[1], image.shape[0])
-            predictions.append(ViewPrediction(str(rec.bolt_id), int(rec.cam), rec.label,
-                                              rec.bolt_label, float(p), rec.defect))
             roi = model_boxes(meta, frame) or reference_boxes(frame, camera_config)
             roi_box = None if not roi or rec.cam not in roi else tuple(roi[rec.cam])
             mask = _read_mask(rec) if rec.label == 'NG' else None
-            hit = tally.add(heat, label=rec.label, region=region, roi_box=roi_box,
-                            thread_box=tuple(rec.thread_box) if rec.thread_box else None,
-                            mask=mask, input_size=input_size, defect=rec.defect)
+            check = tally.add(heat, label=rec.label, region=region, roi_box=roi_box,
+                              thread_box=tuple(rec.thread_box) if rec.thread_box else None,
+                              mask=mask, input_size=input_size, defect=rec.defect)
+            predictions.append(ViewPrediction(str(rec.bolt_id), int(rec.cam), rec.label,
+                                              rec.bolt_label, float(p), rec.defect, check))
             if rec.label == 'NG':
                 crop = cv2.resize(_crop(image, region), _display_size(region),
                                   interpolation=cv2.INTER_AREA)
@@ -659,7 +702,7 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
                     _box_in_display(roi_box, region)]
                 ng_views.append(HeatmapView(
                     crop, heat, mask_crop, f'bolt {rec.bolt_id} cam{rec.cam} p={p:.2f}',
-                    hit=hit, boxes=boxes))
+                    hit=None if check is None else check.located, boxes=boxes))
         bar.update(len(chunk))
     bar.close()
 
@@ -700,17 +743,27 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
 
 def write_predictions(predictions: Sequence[ViewPrediction], threshold: float,
                       path: str | Path) -> Path:
-    """One row per view: bolt, camera, truth, p_ng and the decision at ``threshold``."""
+    """One row per view: bolt, camera, truth, p_ng and the decision at ``threshold``, and for
+    an NG view with a defect mask where its Grad-CAM peak fell (:class:`PeakCheck`; empty
+    cells otherwise)."""
     import csv
+
+    def flag(value):
+        return '' if value is None else int(value)
 
     path = Path(path)
     with open(path, 'w', newline='', encoding='utf-8') as fh:
         writer = csv.writer(fh)
         writer.writerow(['bolt_id', 'cam', 'view_label', 'bolt_label', 'defect', 'p_ng',
-                         'predicted'])
+                         'predicted', 'peak_located', 'peak_cell_located', 'peak_to_defect_px',
+                         'defect_px'])
         for p in predictions:
+            peak = p.peak
             writer.writerow([p.bolt_id, p.cam, p.label, p.bolt_label, p.defect,
-                             f'{p.p_ng:.6f}', 'NG' if p.p_ng >= threshold else 'OK'])
+                             f'{p.p_ng:.6f}', 'NG' if p.p_ng >= threshold else 'OK',
+                             *(('',) * 4 if peak is None else (
+                                 flag(peak.located), flag(peak.located_cell),
+                                 f'{peak.distance_px:.1f}', peak.defect_px))])
     return path
 
 
