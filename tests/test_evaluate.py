@@ -236,6 +236,20 @@ def test_evaluate_cli_writes_report(tiny_artifact, tiny_dataset, tmp_path, capsy
     assert 0.0 <= loc['energy_on_thread'] <= 1.0
     for name in ('training_curves', 'confusion', 'gradcam_gallery'):
         assert (report / f'{name}.png').stat().st_size > 1000
+    assert loc['gradcam_layer'] == 'last_conv'
+
+    # An earlier conv layer, for diagnosis: same predictions, a grid twice as fine.
+    code, out, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data',
+                           str(tiny_dataset), '--report', str(tmp_path / 'conv2'),
+                           '--gradcam-layer', 'conv2', '--no-progress'], capsys)
+    assert code == 0, err
+    finer = json.loads((tmp_path / 'conv2' / 'metrics.json').read_text())
+    assert finer['view'] == data['view']
+    assert finer['localisation']['grid'] == [2 * v for v in loc['grid']]
+    assert finer['localisation']['gradcam_layer'] == 'conv2'
+    code, _, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data', str(tiny_dataset),
+                         '--report', str(tmp_path / 'bad'), '--gradcam-layer', 'fc9'], capsys)
+    assert code == 2 and "'fc9' not found" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

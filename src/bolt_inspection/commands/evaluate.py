@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument('--batch-size', type=positive_int, default=16)
     parser.add_argument('--tolerance-px', type=int, default=4,
                         help='defect mask dilation (model-input pixels) for peak-in-mask')
+    parser.add_argument('--gradcam-layer', metavar='NAME', default=None,
+                        help="explain this conv layer instead of the model's own (the last "
+                             'conv layer, as the paper), e.g. block4_conv3 for a finer grid')
     parser.add_argument('--cameras', type=Path, default=None,
                         help='cameras.yaml with the thread ROI boxes a full-frame model is '
                              'measured against (default: the shipped config)')
@@ -44,7 +47,8 @@ def run(args) -> int:
         camera_config = load_camera_config(args.cameras)
     result = evaluate_model(args.model, args.data, args.report, split=args.split,
                             batch_size=args.batch_size, tolerance_px=args.tolerance_px,
-                            camera_config=camera_config, progress=not args.no_progress)
+                            camera_config=camera_config, progress=not args.no_progress,
+                            gradcam_layer=args.gradcam_layer)
     print(render_summary(result.metrics, format_table2))
     for name, path in result.files.items():
         print(f'wrote {name}: {path}')
@@ -77,7 +81,8 @@ def render_summary(metrics: dict, format_table2) -> str:
             gw, gh = loc['grid']
             lines.append(f'Grad-CAM peak cell on the defect: {loc["ng_views_located_cell"]}/'
                          f'{loc["ng_views_scored"]} NG views = {loc["peak_cell_in_mask"]:.1%} '
-                         f'(the {gw}x{gh} grid cell under the peak holds defect pixels)')
+                         f'(the {gw}x{gh} grid cell of {loc.get("gradcam_layer", "?")} under '
+                         'the peak holds defect pixels)')
     else:
         lines.append('Grad-CAM peak on the defect: n/a (no NG views with a defect mask)')
     for key, text in (('energy_in_roi', 'Grad-CAM energy inside the thread ROI box'),

@@ -621,7 +621,8 @@ def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
 
 def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch_size: int = 16,
                    tolerance_px: int = 4, gallery_size: int = 18, camera_config=None,
-                   progress: bool = True, title: str = '') -> EvalResult:
+                   progress: bool = True, title: str = '',
+                   gradcam_layer: str | None = None) -> EvalResult:
     """Evaluate a model artifact on a dataset and write ``out_dir/metrics.json`` and PNGs.
 
     Args:
@@ -636,6 +637,8 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
             config/cameras.yaml).
         progress: Show progress bars.
         title: Figure title prefix.
+        gradcam_layer: Explain this conv layer instead of the artifact's own Grad-CAM layer
+            (the last conv layer, as the paper): a diagnosis of where the localisation is lost.
 
     Returns:
         An :class:`EvalResult`.
@@ -671,8 +674,8 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
 
     from bolt_inspection.core.gradcam import GradCAM
 
-    explainer = GradCAM(artifact.model, layer_name=meta.gradcam_layer,
-                        class_index=meta.ng_index)
+    layer = gradcam_layer or meta.gradcam_layer
+    explainer = GradCAM(artifact.model, layer_name=layer, class_index=meta.ng_index)
     tally = LocalisationTally(tolerance_px=tolerance_px, grid_wh=explainer.grid_hw[::-1])
     bar = tqdm(total=len(records), desc='evaluate', unit='view', disable=not progress)
     for start in range(0, len(records), batch_size):
@@ -708,6 +711,7 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
 
     metrics = compute_metrics(predictions, meta.threshold)
     metrics['localisation'] = tally.summary()
+    metrics['localisation']['gradcam_layer'] = layer
     if meta.threshold != 0.5:
         # The paper's Table 2 is the softmax argmax, i.e. threshold 0.5; the stored threshold is
         # calibrated for NG recall. Both are reported so the two can be compared.
