@@ -186,7 +186,7 @@ def results_md(result: dict) -> str:
                      'views right per kind: ' + ', '.join(
                          f'{kind} {v["right"]}/{v["n"]}' for kind, v in
                          row['defect_recall'].items()))
-        if row.get('located_by_size'):
+        if any(v['n'] for v in (row.get('located_by_size') or {}).values()):
             lines.append('  - Grad-CAM peak by defect area (one cell = '
                          f'{mode["input"][0] // row["grid"][0]}x'
                          f'{mode["input"][1] // row["grid"][1]} input px): ' + '; '.join(

@@ -203,12 +203,15 @@ def test_classifier_bench_bins_peaks_by_defect_area(tmp_path):
     predictions.write_text(
         'bolt_id,cam,view_label,bolt_label,defect,p_ng,predicted,peak_located,'
         'peak_cell_located,peak_to_defect_px,defect_px\n'
-        '1,0,NG,NG,foreign,0.9,NG,0,1,9.0,12\n'        # 12 px < 256/8: a near miss
-        '1,1,NG,NG,foreign,0.9,NG,0,0,40.0,20\n'       # looked two cells away
-        '2,0,NG,NG,insufficient,0.8,NG,1,1,0.0,100\n'
-        '3,0,NG,NG,no_coating,1.0,NG,1,1,0.0,2000\n'
+        '1,0,NG,NG,foreign,0.9,NG,0,1,9.0,12\n'       # 12 px < 256/8; missed by 9 <= 16 px
+        '1,1,NG,NG,foreign,0.9,NG,0,0,40.0,20\n'      # looked two cells away
+        '1,2,NG,NG,foreign,0.9,NG,0,0,inf,31\n'       # all-zero heatmap: no peak at all
+        '2,0,NG,NG,insufficient,0.8,NG,1,1,0.0,32\n'  # exactly 1/8 cell: the middle bin
+        '2,1,NG,NG,insufficient,0.8,NG,0,1,12.0,100\n'
+        '3,0,NG,NG,no_coating,1.0,NG,1,1,0.0,256\n'   # exactly one cell: the top bin
         '4,0,OK,OK,ok,0.1,OK,,,,\n')
     bins = classifier.localisation_by_size(predictions, 16 * 16)
-    assert bins['under 1/8 cell'] == {'n': 2, 'located': 0, 'located_cell': 1,
-                                      'misses_within_a_cell': 1}
-    assert bins['1/8 to 1 cell']['located'] == bins['1 cell or more']['located'] == 1
+    assert bins == {
+        'under 1/8 cell': {'n': 3, 'located': 0, 'located_cell': 1, 'misses_within_a_cell': 1},
+        '1/8 to 1 cell': {'n': 2, 'located': 1, 'located_cell': 2, 'misses_within_a_cell': 1},
+        '1 cell or more': {'n': 1, 'located': 1, 'located_cell': 1, 'misses_within_a_cell': 0}}

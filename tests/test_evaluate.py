@@ -154,7 +154,7 @@ def test_peak_cell_separates_a_coarse_grid_from_looking_elsewhere():
     grid = np.zeros((8, 4), np.float32)
     grid[2, 1] = 1.0
     right_cell = cv2.resize(grid, (64, 128), interpolation=cv2.INTER_LINEAR)
-    # Its peak is the cell centre (y 40, x 24), beside the spot: a pixel-level miss.
+    # Its peak is at the cell centre (y 39, x 23), beside the spot: a pixel-level miss.
     assert peak_in_mask(right_cell, mask, box, tolerance_px=0) is False
     assert peak_cell_in_mask(right_cell, mask, box, (4, 8)) is True
     grid[2, 1], grid[6, 3] = 0.0, 1.0
@@ -164,6 +164,8 @@ def test_peak_cell_separates_a_coarse_grid_from_looking_elsewhere():
     assert peak_cell_in_mask(right_cell, np.zeros_like(mask), box, (4, 8)) is None
     # At grid resolution the cells are read directly.
     assert peak_cell_in_mask(grid, mask, box, (4, 8)) is False
+    grid[2, 1] = 2.0
+    assert peak_cell_in_mask(grid, mask, box, (4, 8)) is True
 
     tally = LocalisationTally(tolerance_px=0, grid_wh=(4, 8))
     kw = dict(region=box, roi_box=box, thread_box=None, mask=mask, label='NG', defect='foreign')
@@ -250,6 +252,7 @@ def test_evaluate_cli_writes_report(tiny_artifact, tiny_dataset, tmp_path, capsy
     code, _, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data', str(tiny_dataset),
                          '--report', str(tmp_path / 'bad'), '--gradcam-layer', 'fc9'], capsys)
     assert code == 2 and "'fc9' not found" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'bad').exists()              # no empty report left behind
 
 
 @pytest.mark.slow

@@ -63,6 +63,14 @@ def test_bolt_threshold_sorts_the_most_bolts_right():
     assert acc == 0.8
     with pytest.raises(ValueError, match='without a label'):
         bolt_threshold({'z': 0.5}, truth)
+    # Saturated NG scores: the cut sits between the classes, not at 1.0 (where an NG bolt
+    # scoring 0.9999 tomorrow would pass).
+    threshold, acc = bolt_threshold({'a': 1.0, 'b': 1.0, 'd': 0.3, 'e': 0.1}, truth)
+    assert acc == 1.0 and 0.3 < threshold < 1.0
+    # One class only: every cut sorts the bolts alike, so there is no threshold to learn.
+    for only in ('OK', 'NG'):
+        with pytest.raises(ValueError, match='needs NG and OK'):
+            bolt_threshold({b: p[b] for b in p if truth[b] == only}, truth)
 
 
 def test_the_cap_keeps_the_argmax_margin_for_a_confident_model():

@@ -275,6 +275,7 @@ def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_
                  '--rule', 'sorting', '--no-progress']) == 0
     sorting = read_metadata(out).training['calibrations'][-1]
     assert sorting['rule'] == 'sorting' and sorting['target_recall'] is None
+    assert sorting['threshold'] <= 0.5
     assert sorting['previous_threshold'] == meta.threshold
     assert sorting['accuracy'] >= entry['accuracy']
     capsys.readouterr()
@@ -291,4 +292,15 @@ def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_
     assert main(['calibrate', '--model', str(out), '--data', str(ok_only), '--split', 'all',
                  '--no-progress']) == 2
     assert 'no NG bolt' in capsys.readouterr().err
+    # Only NG bolts: fine for a recall target, but nothing to sort against.
+    ng_only = tmp_path / 'ng_only'
+    (ng_only / 'NG').mkdir(parents=True)
+    for record in [r for r in small_dataset.records if r.label == 'NG'][:3]:
+        shutil.copy(record.image_path, ng_only / 'NG' / f'{record.bolt_id}_cam{record.cam}.png')
+    assert main(['calibrate', '--model', str(out), '--data', str(ng_only), '--split', 'all',
+                 '--rule', 'sorting', '--no-progress']) == 2
+    assert 'no OK bolt' in capsys.readouterr().err
+    assert main(['calibrate', '--model', str(out), '--data', str(small_dataset.root),
+                 '--rule', 'sorting', '--target-recall', '0.9', '--no-progress']) == 2
+    assert '--target-recall belongs to --rule recall' in capsys.readouterr().err
     assert read_metadata(out).threshold == sorting['threshold']

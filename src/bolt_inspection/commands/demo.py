@@ -175,14 +175,20 @@ def calibrate_for_sorting(model_dir: Path, data: Path) -> None:
 
     Training calibrates the threshold for an NG recall target over the validation bolts; with
     the demo's few validation bolts that is the score of the single weakest NG bolt. The demo is
-    scored on sorting accuracy, so it takes the middle of the widest cut with the best bolt
-    accuracy instead (``recalibrate``'s ``'sorting'`` rule; the model file is unchanged and the
-    recall-calibrated threshold stays in ``training.calibrations``).
+    scored on sorting accuracy, so it takes the middle of the cuts with the best bolt accuracy
+    instead, at most 0.5 (``recalibrate``'s ``'sorting'`` rule; the model file is unchanged and
+    the recall-calibrated threshold stays in ``training.calibrations``).
     """
     from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.errors import DatasetError
     from bolt_inspection.core.train import recalibrate
-    record = recalibrate(model_dir, load_dataset(data), rule='sorting', split='val',
-                         progress=False)
+    try:
+        record = recalibrate(model_dir, load_dataset(data), rule='sorting', split='val',
+                             progress=False)
+    except DatasetError as exc:
+        # A handful of validation bolts of one class (a tiny demo): keep training's threshold.
+        print(f'sorting threshold: not set, the recall-calibrated one stays ({exc})', flush=True)
+        return
     print(f'sorting threshold: {record["threshold"]:.3f} (validation bolt accuracy '
           f'{record["accuracy"]:.3f} on {record["bolts"]} bolts; the recall-calibrated threshold '
           f'was {record["previous_threshold"]:.3f})', flush=True)

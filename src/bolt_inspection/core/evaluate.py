@@ -65,8 +65,10 @@ class PeakCheck:
             (:func:`peak_in_mask`).
         located_cell: The grid cell under the peak holds defect pixels
             (:func:`peak_cell_in_mask`); None without a grid.
-        distance_px: From the peak to the nearest defect pixel, in model-input pixels (0 on it).
-        defect_px: The defect's area in model-input pixels.
+        distance_px: From the peak to the nearest defect pixel, in model-input pixels (0 on it;
+            inf for an all-zero heatmap, which has no peak).
+        defect_px: Model-input pixels the defect touches (area resampling, then > 0: a defect
+            thinner than a pixel still counts one), i.e. its size as the model sees it.
     """
 
     located: bool
@@ -359,7 +361,7 @@ def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: t
         distance = float(np.min(np.hypot(ys - row, xs - col)))
     else:
         distance = math.inf
-    cell = None if grid_wh is None else bool(peak_cell_in_mask(heat, mask, region, grid_wh))
+    cell = None if grid_wh is None else peak_cell_in_mask(heat, mask, region, grid_wh)
     return PeakCheck(located, cell, distance, int(defect.sum()))
 
 
@@ -644,7 +646,8 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
         An :class:`EvalResult`.
 
     Raises:
-        ModelError: The model directory is missing or unusable.
+        ModelError: The model directory is missing or unusable, or has no conv layer
+            ``gradcam_layer``.
         DatasetError: The dataset is missing or empty.
     """
     from bolt_inspection.core.artifact import HISTORY_FILE, load_artifact, read_metadata
@@ -664,6 +667,10 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
     artifact = load_artifact(model_path)
     meta = artifact.metadata
     records, split_used = select_records(dataset, meta, split)
+    from bolt_inspection.core.gradcam import GradCAM
+
+    layer = gradcam_layer or meta.gradcam_layer
+    explainer = GradCAM(artifact.model, layer_name=layer, class_index=meta.ng_index)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -672,10 +679,6 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
     input_size = tuple(meta.input_size)
     from tqdm import tqdm
 
-    from bolt_inspection.core.gradcam import GradCAM
-
-    layer = gradcam_layer or meta.gradcam_layer
-    explainer = GradCAM(artifact.model, layer_name=layer, class_index=meta.ng_index)
     tally = LocalisationTally(tolerance_px=tolerance_px, grid_wh=explainer.grid_hw[::-1])
     bar = tqdm(total=len(records), desc='evaluate', unit='view', disable=not progress)
     for start in range(0, len(records), batch_size):
@@ -740,8 +743,10 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
     loc = metrics['localisation']
     share = '' if loc['peak_in_mask'] is None else (
         f' - peak on defect {loc["ng_views_located"]}/{loc["ng_views_scored"]}')
+    of_layer = '' if layer == meta.gradcam_layer else f' ({layer})'
     files['gradcam_gallery'] = plot_gradcam_gallery(
-        gallery, out_dir / 'gradcam_gallery.png', title=f'{prefix}Grad-CAM of NG views{share}')
+        gallery, out_dir / 'gradcam_gallery.png',
+        title=f'{prefix}Grad-CAM{of_layer} of NG views{share}')
     return EvalResult(metrics=metrics, predictions=predictions, gallery=ng_views, files=files)
 
 

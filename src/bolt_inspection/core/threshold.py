@@ -70,8 +70,9 @@ def bolt_sorting_threshold(p_by_bolt: dict[str, float],
 
     A bolt is NG when its highest view score reaches the threshold; per-view false alarms
     compound over the four views, so a threshold calibrated per view rejects too many OK bolts.
-    Among the cut points with the best bolt accuracy, the middle one is returned (the widest
-    margin on both sides).
+    The candidate cuts lie between consecutive bolt scores, plus 0 (reject all) and just above
+    the highest score (pass all; never 1.0 itself, which a saturated softmax reaches). Of the
+    cuts with the best bolt accuracy, the middle one in order is returned.
 
     Args:
         p_by_bolt: Highest view NG probability per bolt id.
@@ -81,16 +82,20 @@ def bolt_sorting_threshold(p_by_bolt: dict[str, float],
         ``(threshold, bolt accuracy at it)``.
 
     Raises:
-        ValueError: No bolts, or a bolt without a label.
+        ValueError: No bolts, a bolt without a label, or only one class (every cut would sort
+            the bolts alike: there is nothing to learn the threshold from).
     """
     if not p_by_bolt:
         raise ValueError('no bolts to calibrate on')
     missing = set(p_by_bolt) - set(truth)
     if missing:
         raise ValueError(f'{len(missing)} bolt(s) without a label, e.g. {sorted(missing)[0]}')
+    classes = {truth[b] for b in p_by_bolt}
+    if classes != {'NG', 'OK'}:
+        raise ValueError(f'only {"/".join(sorted(classes))} bolts: sorting needs NG and OK bolts')
     scores = sorted(set(p_by_bolt.values()))
-    # Candidate cut points: between consecutive bolt scores, plus both ends.
-    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.0]
+    cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [
+        math.nextafter(scores[-1], math.inf)]
 
     def accuracy(t: float) -> float:
         return sum((p >= t) == (truth[b] == 'NG') for b, p in p_by_bolt.items()) / len(p_by_bolt)

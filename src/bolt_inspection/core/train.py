@@ -710,23 +710,24 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
         target_recall: NG recall to reach, over bolts or views (``calibrate_on``); rule
             ``'recall'`` only.
         calibrate_on: ``'bolt'`` or ``'view'`` (see :class:`TrainConfig`).
-        rule: ``'recall'``: the highest threshold (at most :data:`THRESHOLD_CAP`) reaching
-            ``target_recall``. ``'sorting'``: the middle of the widest cut with the best BOLT
-            accuracy (:func:`~bolt_inspection.core.threshold.bolt_sorting_threshold`, what the
-            demo scores); needs ``calibrate_on='bolt'``.
+        rule: ``'recall'``: the highest threshold reaching ``target_recall``. ``'sorting'``:
+            the middle of the cuts with the best BOLT accuracy
+            (:func:`~bolt_inspection.core.threshold.bolt_sorting_threshold`, what the demo
+            scores); needs ``calibrate_on='bolt'`` and both NG and OK bolts. Either way the
+            threshold is at most :data:`THRESHOLD_CAP`.
         split: Which views: ``'auto'`` (the model's validation bolts when ``dataset`` is its
             training set, else all), ``'val'`` or ``'all'`` (see ``evaluate.select_records``).
         progress: Progress bar while the views are read.
         write: False = only compute (a dry run).
 
     Returns:
-        The calibration record: old and new threshold, the split, counts, and the NG recall
-        and OK pass rate at the new threshold.
+        The calibration record: rule, old and new threshold, the split, counts, and the NG
+        recall, OK pass rate and accuracy (over bolts or views) at the new threshold.
 
     Raises:
         ModelError: The artifact cannot be loaded.
-        DatasetError: No NG bolt (or view) to calibrate on.
-        ConfigError: Bad ``calibrate_on``.
+        DatasetError: No NG bolt (or view) to calibrate on; for ``'sorting'``, no OK bolt.
+        ConfigError: Bad ``calibrate_on`` or ``rule``.
     """
     from bolt_inspection.core.artifact import METADATA_FILE, load_artifact
     from bolt_inspection.core.evaluate import select_records
@@ -747,17 +748,21 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
     p_ng = artifact.model.predict(views, batch_size=32, verbose=0)[:, meta.ng_index]
     y = labels_of(records)
     p_cal, y_cal = (p_ng, y) if calibrate_on == 'view' else bolt_scores(records, p_ng)
-    if rule == 'recall' and not y_cal.any():
+    if not y_cal.any():
         raise DatasetError(f'{dataset.root}: no NG {calibrate_on} in the {used} split: nothing '
                            'to calibrate the NG threshold on')
+    if rule == 'sorting' and y_cal.all():
+        raise DatasetError(f'{dataset.root}: no OK bolt in the {used} split: the sorting rule '
+                           'needs NG and OK bolts')
     if rule == 'recall':
         threshold = calibrate_threshold(p_cal, y_cal, target_recall, at_most=THRESHOLD_CAP)
     else:
         # bolt_scores lists the bolts in their first-seen order; index them the same way.
         bolts = list(dict.fromkeys(r.bolt_id for r in records))
-        threshold, _ = bolt_sorting_threshold(
+        best, _ = bolt_sorting_threshold(
             dict(zip(bolts, p_cal.tolist(), strict=True)),
             {b: 'NG' if t else 'OK' for b, t in zip(bolts, y_cal, strict=True)})
+        threshold = min(best, THRESHOLD_CAP)
     at = view_metrics(p_cal, y_cal, threshold)
     record = {
         'date': time.strftime('%Y-%m-%dT%H:%M:%S'), 'data': str(dataset.root), 'split': used,
