@@ -75,6 +75,8 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
     for heading in ('## Data', '## Grad-CAM', '## Table 2', 'cached vs recomputed'):
         assert heading in report
     assert 'bolt-inspection reproduce' in report and 'Wall time' in report
+    cell_row = next(line for line in report.splitlines() if line.startswith('| grid cell'))
+    assert cell_row.count(' grid)') == 2          # both models, each with its grid size
     # Every figure the report embeds exists, by a path relative to the report.
     figures = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report)
     assert 'fig7_gradcam.png' in figures and len(figures) >= 4
