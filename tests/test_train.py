@@ -283,21 +283,22 @@ def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_
                  '--rule', 'sorting', '--calibrate-on', 'view', '--no-progress']) == 2
     assert 'needs calibrate_on' in capsys.readouterr().err
 
+    def only(label):
+        """A folder dataset of three views of one class."""
+        import shutil
+
+        folder = tmp_path / f'{label}_only' / label
+        folder.mkdir(parents=True)
+        for record in [r for r in small_dataset.records if r.label == label][:3]:
+            shutil.copy(record.image_path, folder / f'{record.bolt_id}_cam{record.cam}.png')
+        return str(folder.parent)
+
     # Only OK bolts: nothing to calibrate on, a one-line error and no change.
-    ok_only = tmp_path / 'ok_only'
-    (ok_only / 'OK').mkdir(parents=True)
-    import shutil
-    for record in [r for r in small_dataset.records if r.label == 'OK'][:3]:
-        shutil.copy(record.image_path, ok_only / 'OK' / f'{record.bolt_id}_cam{record.cam}.png')
-    assert main(['calibrate', '--model', str(out), '--data', str(ok_only), '--split', 'all',
+    assert main(['calibrate', '--model', str(out), '--data', only('OK'), '--split', 'all',
                  '--no-progress']) == 2
     assert 'no NG bolt' in capsys.readouterr().err
     # Only NG bolts: fine for a recall target, but nothing to sort against.
-    ng_only = tmp_path / 'ng_only'
-    (ng_only / 'NG').mkdir(parents=True)
-    for record in [r for r in small_dataset.records if r.label == 'NG'][:3]:
-        shutil.copy(record.image_path, ng_only / 'NG' / f'{record.bolt_id}_cam{record.cam}.png')
-    assert main(['calibrate', '--model', str(out), '--data', str(ng_only), '--split', 'all',
+    assert main(['calibrate', '--model', str(out), '--data', only('NG'), '--split', 'all',
                  '--rule', 'sorting', '--no-progress']) == 2
     assert 'no OK bolt' in capsys.readouterr().err
     assert main(['calibrate', '--model', str(out), '--data', str(small_dataset.root),

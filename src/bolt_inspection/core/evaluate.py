@@ -287,6 +287,14 @@ def _on_grid(heatmap: np.ndarray, grid_wh: tuple[int, int] | None) -> np.ndarray
     return heatmap
 
 
+def _peak(heat: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) of a 2-D heatmap's maximum; None when it has no peak (all zero or not finite)."""
+    if not np.isfinite(heat).all() or heat.max() <= 0:
+        return None
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(row), int(col)
+
+
 def peak_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
                  input_size: tuple[int, int] | None = None, tolerance_px: int = 4) -> bool | None:
     """Whether the heatmap's peak falls inside the (dilated) defect mask.
@@ -308,10 +316,8 @@ def peak_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
     target = mask_on_grid(mask, region, grid, tolerance_px)
     if not mask_on_grid(mask, region, grid, 0).any():
         return None
-    if not np.isfinite(heat).all() or heat.max() <= 0:
-        return False
-    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return bool(target[row, col])
+    peak = _peak(heat)
+    return peak is not None and bool(target[peak])
 
 
 def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
@@ -337,11 +343,11 @@ def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
     heat = np.asarray(heatmap, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
-    if not np.isfinite(heat).all() or heat.max() <= 0:
+    peak = _peak(heat)
+    if peak is None:
         return False
-    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
     gw, gh = int(grid_wh[0]), int(grid_wh[1])
-    return bool(cells[row * gh // heat.shape[0], col * gw // heat.shape[1]])
+    return bool(cells[peak[0] * gh // heat.shape[0], peak[1] * gw // heat.shape[1]])
 
 
 def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: tuple[int, int],
@@ -355,12 +361,12 @@ def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: t
         return None
     heat = _on_grid(heatmap, input_size)
     defect = mask_on_grid(mask, region, tuple(input_size), 0)
-    if np.isfinite(heat).all() and heat.max() > 0:
-        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        ys, xs = np.nonzero(defect)
-        distance = float(np.min(np.hypot(ys - row, xs - col)))
-    else:
+    peak = _peak(heat)
+    if peak is None:
         distance = math.inf
+    else:
+        ys, xs = np.nonzero(defect)
+        distance = float(np.min(np.hypot(ys - peak[0], xs - peak[1])))
     cell = None if grid_wh is None else peak_cell_in_mask(heat, mask, region, grid_wh)
     return PeakCheck(located, cell, distance, int(defect.sum()))
 

@@ -757,11 +757,10 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
     if rule == 'recall':
         threshold = calibrate_threshold(p_cal, y_cal, target_recall, at_most=THRESHOLD_CAP)
     else:
-        # bolt_scores lists the bolts in their first-seen order; index them the same way.
-        bolts = list(dict.fromkeys(r.bolt_id for r in records))
+        # Only each bolt's score and truth matter: the positions in p_cal / y_cal serve as ids.
         best, _ = bolt_sorting_threshold(
-            dict(zip(bolts, p_cal.tolist(), strict=True)),
-            {b: 'NG' if t else 'OK' for b, t in zip(bolts, y_cal, strict=True)})
+            {str(i): float(p) for i, p in enumerate(p_cal)},
+            {str(i): 'NG' if t else 'OK' for i, t in enumerate(y_cal)})
         threshold = min(best, THRESHOLD_CAP)
     at = view_metrics(p_cal, y_cal, threshold)
     record = {
