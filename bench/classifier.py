@@ -91,13 +91,15 @@ SIZE_BINS = ((0.0, 1 / 8, 'under 1/8 cell'), (1 / 8, 1.0, '1/8 to 1 cell'),
 def localisation_by_size(predictions: Path, cell_area_px: float) -> dict[str, dict]:
     """NG views located, per defect area relative to one Grad-CAM cell.
 
-    Per bin: views, peak in (dilated) mask, peak cell on the defect, and how many of the misses
-    have their peak within one cell side of the defect (a near miss).
+    Per bin: views, peak in (dilated) mask, peak cell on the defect, how many of the misses
+    have their peak within one cell side of the defect (a near miss), and how many any model
+    could have located at this grid (``peak_reachable``).
     """
     import csv
 
     side = cell_area_px ** 0.5
-    out = {name: {'n': 0, 'located': 0, 'located_cell': 0, 'misses_within_a_cell': 0}
+    out = {name: {'n': 0, 'located': 0, 'located_cell': 0, 'misses_within_a_cell': 0,
+                  'reachable': 0}
            for _, _, name in SIZE_BINS}
     with predictions.open(newline='') as f:
         for row in csv.DictReader(f):
@@ -109,6 +111,7 @@ def localisation_by_size(predictions: Path, cell_area_px: float) -> dict[str, di
             entry['n'] += 1
             entry['located'] += row['peak_located'] == '1'
             entry['located_cell'] += row['peak_cell_located'] == '1'
+            entry['reachable'] += row.get('peak_reachable') == '1'
             if row['peak_located'] != '1' and float(row['peak_to_defect_px']) <= side:
                 entry['misses_within_a_cell'] += 1
     return out
@@ -122,6 +125,8 @@ def summarise(metrics: dict, predictions: Path, input_wh: tuple[int, int] | None
            'ng_views_scored': loc['ng_views_scored'],
            'peak_cell_in_mask': loc.get('peak_cell_in_mask'),
            'ng_views_located_cell': loc.get('ng_views_located_cell'), 'grid': loc.get('grid'),
+           'peak_in_mask_ceiling': loc.get('peak_in_mask_ceiling'),
+           'ng_views_reachable': loc.get('ng_views_reachable'),
            'peak_in_mask_by_defect': loc['peak_in_mask_by_defect'],
            'defect_recall': defect_recall(predictions, metrics['threshold'])}
     if input_wh is not None and loc.get('grid'):
@@ -146,6 +151,14 @@ def cell_share(row: dict) -> str:
             f'{row["ng_views_scored"]}, {gw}x{gh} grid)')
 
 
+def ceiling_share(row: dict) -> str:
+    """'92.2% (283/307)': NG views where some Grad-CAM on this grid could peak on the defect."""
+    if row.get('peak_in_mask_ceiling') is None:
+        return 'n/a'
+    return (f'{row["peak_in_mask_ceiling"]:.1%} ({row["ng_views_reachable"]}/'
+            f'{row["ng_views_scored"]})')
+
+
 def results_md(result: dict) -> str:
     mode = result['mode']
     lines = [
@@ -158,8 +171,8 @@ def results_md(result: dict) -> str:
         f'{result["train_s"] / 60:.1f} min; threshold {result["threshold"]:.3f} (NG recall '
         f'0.99 over the validation bolts, at most 0.5).', '',
         '| test set | views (NG/OK) | view F1 NG / OK | bolt F1 NG / OK | view AUC | '
-        'Grad-CAM peak in defect mask | peak cell on defect |',
-        '|---|---|---:|---:|---:|---:|---:|',
+        'Grad-CAM peak in defect mask | peak cell on defect | best any model could reach |',
+        '|---|---|---:|---:|---:|---:|---:|---:|',
     ]
     for name, row in result['tests'].items():
         for rule in ('calibrated', 'at_0.5') if row['threshold'] != 0.5 else ('calibrated',):
@@ -173,7 +186,7 @@ def results_md(result: dict) -> str:
                 f'{r["bolt"]["f1_ng"]:.3f} / {r["bolt"]["f1_ok"]:.3f} | '
                 f'{r["view"]["roc_auc"]:.3f} | '
                 f'{row["peak_in_mask"]:.1%} ({row["ng_views_located"]}/{row["ng_views_scored"]})'
-                f' | {cell_share(row)} |')
+                f' | {cell_share(row)} | {ceiling_share(row)} |')
     lines += ['', f'Targets: F1 >= {TARGET_F1} for both classes at view and bolt level, '
               f'peak in mask >= {TARGET_PEAK:.0%}.', '']
     for name, row in result['tests'].items():
@@ -192,9 +205,83 @@ def results_md(result: dict) -> str:
                          f'{mode["input"][1] // row["grid"][1]} input px): ' + '; '.join(
                              f'{name}: {v["located"]}/{v["n"]} in mask, {v["located_cell"]}/'
                              f'{v["n"]} peak cell, {v["misses_within_a_cell"]} of '
-                             f'{v["n"] - v["located"]} misses within a cell'
+                             f'{v["n"] - v["located"]} misses within a cell, '
+                             f'{v["reachable"]}/{v["n"]} reachable'
                              for name, v in row['located_by_size'].items() if v['n']))
+    if result.get('ceiling_by_input'):
+        lines += ['', 'Best Grad-CAM peak in mask any model could reach on the held-out NG views, '
+                  'by input size (block5_conv3 grid; no model involved): ' + ', '.join(
+                      f'{r["input"][0]}x{r["input"][1]} {r["ceiling"]:.1%}'
+                      for r in result['ceiling_by_input'] if r['ceiling'] is not None) + '.']
     return '\n'.join(lines) + '\n'
+
+
+CEILING_INPUTS = ((64, 128), (80, 160), (96, 192), (112, 224), (128, 256), (160, 320),
+                  (224, 224), (224, 448))
+VGG16_STRIDE = 16  # block5_conv3 comes after four 2x2 poolings
+
+
+def ceiling_by_input(test_dir: Path, frame: tuple[int, int],
+                     inputs=CEILING_INPUTS) -> list[dict]:
+    """Per model input size: the best Grad-CAM peak-in-mask any ROI model could reach on the
+    NG views of ``test_dir`` (``core.evaluate.localisation_ceiling``; no model involved)."""
+    import cv2
+
+    from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.evaluate import localisation_ceiling, region_box
+    from bolt_inspection.core.synth import default_roi_boxes
+
+    boxes = default_roi_boxes(frame)
+    views = []
+    for rec in load_dataset(test_dir).records:
+        if rec.label == 'NG' and rec.mask_path is not None:
+            mask = cv2.imread(str(rec.mask_path), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise SystemExit(f'{rec.mask_path}: cannot read the defect mask')
+            views.append((mask, region_box(boxes, rec.cam, frame)))
+    rows = []
+    for w, h in inputs:
+        grid = (w // VGG16_STRIDE, h // VGG16_STRIDE)
+        reachable, scored = localisation_ceiling(views, (w, h), grid)
+        rows.append({'input': [w, h], 'grid': list(grid), 'reachable': reachable,
+                     'scored': scored, 'ceiling': reachable / scored if scored else None})
+    return rows
+
+
+def plot_ceiling(result: dict, path: Path) -> Path:
+    """Bars: the localisation ceiling per input size; dots: this run's model(s)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rows = result['ceiling_by_input']
+    labels = [f'{r["input"][0]}x{r["input"][1]}\n({r["grid"][0]}x{r["grid"][1]} cells)'
+              for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars = ax.bar(range(len(rows)), [r['ceiling'] for r in rows], color='tab:blue', alpha=0.6,
+                  label='best any Grad-CAM on this grid could reach')
+    for bar, r in zip(bars, rows, strict=True):
+        ax.annotate(f'{r["ceiling"]:.1%}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha='center', va='bottom', fontsize=8)
+    model_input = list(result['mode']['input'])
+    where = next((i for i, r in enumerate(rows) if r['input'] == model_input), None)
+    if where is not None:
+        row = result['tests']['held-out bolts']
+        ax.plot([where], [row['peak_in_mask']], 'o', color='tab:red', markersize=8,
+                label=f'this model: {row["peak_in_mask"]:.1%}')
+    ax.axhline(TARGET_PEAK, color='grey', lw=0.8, ls='--', label=f'target {TARGET_PEAK:.0%}')
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel('model input (w x h) and its block5_conv3 grid')
+    ax.set_ylabel('NG views with the peak in the defect mask')
+    n = rows[0]['scored']
+    ax.set_title(f'Grad-CAM localisation ceiling by input size ({n} held-out NG views)')
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_defect_recall(result: dict, path: Path) -> Path:
@@ -305,10 +392,13 @@ def main(argv=None) -> int:
         'train': {'views': len(dataset.records), 'bolts': len(dataset.bolts()),
                   'seed': TRAIN_SEED},
         'train_s': train_s, 'threshold': next(iter(tests.values()))['threshold'],
-        'tests': tests, 'wall_s': time.time() - started,
+        'tests': tests,
+        'ceiling_by_input': ceiling_by_input(test_sets['held-out bolts'], frame),
+        'wall_s': time.time() - started,
     }
     (out / 'classifier.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
     plot_defect_recall(result, out / 'defect_recall.png')
+    plot_ceiling(result, out / 'localisation_ceiling.png')
     text = results_md(result)
     (out / 'RESULTS.md').write_text(text)
     print(text)

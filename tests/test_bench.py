@@ -151,6 +151,15 @@ def test_classifier_bench_smoke_reports_every_test_set(tmp_path):
     assert sum(v['located'] for v in by_size) == row['ng_views_located']
     assert sum(v['located_cell'] for v in by_size) == row['ng_views_located_cell']
     assert (tmp_path / 'defect_recall.png').stat().st_size > 5000
+    # No model beats the ceiling of its own grid; the sweep covers the model's input size.
+    assert row['ng_views_located'] <= row['ng_views_reachable'] <= row['ng_views_scored']
+    assert sum(v['reachable'] for v in by_size) == row['ng_views_reachable']
+    sweep = {tuple(r['input']): r for r in result['ceiling_by_input']}
+    assert all(r['scored'] == row['ng_views_scored'] and 0.0 <= r['ceiling'] <= 1.0
+               for r in sweep.values())
+    assert sweep[(224, 448)]['grid'] == [14, 28]
+    assert (tmp_path / 'localisation_ceiling.png').stat().st_size > 5000
+    assert 'by input size' in (tmp_path / 'RESULTS.md').read_text()
     text = (tmp_path / 'RESULTS.md').read_text()
     assert '| held-out bolts, threshold ' in text and ' | 24 (' in text and 'Targets:' in text
     # --model evaluates a trained artifact again without training: same numbers.
@@ -202,16 +211,19 @@ def test_classifier_bench_bins_peaks_by_defect_area(tmp_path):
     predictions = tmp_path / 'predictions.csv'
     predictions.write_text(
         'bolt_id,cam,view_label,bolt_label,defect,p_ng,predicted,peak_located,'
-        'peak_cell_located,peak_to_defect_px,defect_px\n'
-        '1,0,NG,NG,foreign,0.9,NG,0,1,9.0,12\n'       # 12 px < 256/8; missed by 9 <= 16 px
-        '1,1,NG,NG,foreign,0.9,NG,0,0,40.0,20\n'      # looked two cells away
-        '1,2,NG,NG,foreign,0.9,NG,0,0,inf,31\n'       # all-zero heatmap: no peak at all
-        '2,0,NG,NG,insufficient,0.8,NG,1,1,0.0,32\n'  # exactly 1/8 cell: the middle bin
-        '2,1,NG,NG,insufficient,0.8,NG,0,1,12.0,100\n'
-        '3,0,NG,NG,no_coating,1.0,NG,1,1,0.0,256\n'   # exactly one cell: the top bin
-        '4,0,OK,OK,ok,0.1,OK,,,,\n')
+        'peak_cell_located,peak_to_defect_px,defect_px,peak_reachable\n'
+        '1,0,NG,NG,foreign,0.9,NG,0,1,9.0,12,0\n'       # 12 px < 256/8; missed by 9 <= 16 px
+        '1,1,NG,NG,foreign,0.9,NG,0,0,40.0,20,1\n'      # looked two cells away
+        '1,2,NG,NG,foreign,0.9,NG,0,0,inf,31,0\n'       # all-zero heatmap: no peak at all
+        '2,0,NG,NG,insufficient,0.8,NG,1,1,0.0,32,1\n'  # exactly 1/8 cell: the middle bin
+        '2,1,NG,NG,insufficient,0.8,NG,0,1,12.0,100,1\n'
+        '3,0,NG,NG,no_coating,1.0,NG,1,1,0.0,256,1\n'   # exactly one cell: the top bin
+        '4,0,OK,OK,ok,0.1,OK,,,,,\n')
     bins = classifier.localisation_by_size(predictions, 16 * 16)
     assert bins == {
-        'under 1/8 cell': {'n': 3, 'located': 0, 'located_cell': 1, 'misses_within_a_cell': 1},
-        '1/8 to 1 cell': {'n': 2, 'located': 1, 'located_cell': 2, 'misses_within_a_cell': 1},
-        '1 cell or more': {'n': 1, 'located': 1, 'located_cell': 1, 'misses_within_a_cell': 0}}
+        'under 1/8 cell': {'n': 3, 'located': 0, 'located_cell': 1, 'misses_within_a_cell': 1,
+                           'reachable': 1},
+        '1/8 to 1 cell': {'n': 2, 'located': 1, 'located_cell': 2, 'misses_within_a_cell': 1,
+                          'reachable': 2},
+        '1 cell or more': {'n': 1, 'located': 1, 'located_cell': 1, 'misses_within_a_cell': 0,
+                           'reachable': 1}}

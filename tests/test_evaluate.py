@@ -19,9 +19,13 @@ from bolt_inspection.core.evaluate import (
     compute_metrics,
     energy_share,
     format_table2,
+    heatmap_peak,
     level_metrics,
+    localisation_ceiling,
     peak_cell_in_mask,
     peak_in_mask,
+    peak_reachable,
+    reachable_peaks,
     write_metrics,
     write_predictions,
 )
@@ -154,7 +158,7 @@ def test_peak_cell_separates_a_coarse_grid_from_looking_elsewhere():
     grid = np.zeros((8, 4), np.float32)
     grid[2, 1] = 1.0
     right_cell = cv2.resize(grid, (64, 128), interpolation=cv2.INTER_LINEAR)
-    # Its peak is at the cell centre (y 39, x 23), beside the spot: a pixel-level miss.
+    # Its peak is at the cell centre (y 40, x 24), beside the spot: a pixel-level miss.
     assert peak_in_mask(right_cell, mask, box, tolerance_px=0) is False
     assert peak_cell_in_mask(right_cell, mask, box, (4, 8)) is True
     grid[2, 1], grid[6, 3] = 0.0, 1.0
@@ -178,7 +182,84 @@ def test_peak_cell_separates_a_coarse_grid_from_looking_elsewhere():
     assert s['peak_in_mask'] == 0.0 and s['peak_cell_in_mask'] == 0.5
     assert s['ng_views_located_cell'] == 1 and s['grid'] == [4, 8]
     assert s['peak_in_mask_by_defect']['foreign'] == {'located': 0, 'scored': 2,
-                                                      'located_cell': 1}
+                                                      'located_cell': 1, 'reachable': 0}
+    # No cell centre of this grid lies on the spot: no model could have located it exactly.
+    assert near.reachable is False and s['peak_in_mask_ceiling'] == 0.0
+
+
+def upsampled(grid: np.ndarray, size_wh=(64, 128)) -> np.ndarray:
+    """A Grad-CAM grid upsampled the way GradCAM does (bilinear, half-pixel centres)."""
+    return cv2.resize(grid.astype(np.float32), size_wh, interpolation=cv2.INTER_LINEAR)
+
+
+def test_peak_of_a_border_cell_is_its_centre_not_the_image_edge():
+    grid = np.zeros((8, 4), np.float32)
+    grid[0, 0] = 1.0                   # hottest cell: the top-left corner
+    grid[1, 1] = 0.5
+    heat = upsampled(grid)
+    # Bilinear upsampling clamps at the border: the heatmap is flat from the cell centre
+    # (7.5, 7.5) out to the corner, and argmax's first index would be the corner pixel.
+    assert heat[0, 0] == heat.max() and np.unravel_index(heat.argmax(), heat.shape) == (0, 0)
+    assert heatmap_peak(heat) == (7, 7)
+    # A 4 px spot on that cell's centre is found; with the corner as the peak it was missed.
+    mask = np.zeros((128, 64), np.uint8)
+    mask[6:10, 6:10] = 255
+    assert peak_in_mask(heat, mask, (0, 0, 64, 128), tolerance_px=0) is True
+    grid[0, 0], grid[3, 3] = 0.0, 1.0  # an edge (not corner) cell: right column, row 3
+    row, col = heatmap_peak(upsampled(grid))
+    assert row in (55, 56) and col == 56   # the cell centre is (55.5, 55.5)
+    # An interior tie (two equal neighbouring cells) resolves inside the tie, not beside it.
+    grid[:] = 0.0
+    grid[4, 1] = grid[4, 2] = 1.0
+    row, col = heatmap_peak(upsampled(grid))
+    assert row in (71, 72) and 23 <= col <= 40
+    assert heatmap_peak(np.zeros((8, 8))) is None
+    assert heatmap_peak(np.full((8, 8), np.nan)) is None
+
+
+def test_reachable_peaks_are_the_cell_centres():
+    reach = reachable_peaks((4, 8), (64, 128))
+    assert reach.shape == (128, 64)
+    centres = [(16 * r + 7.5, 16 * c + 7.5) for r in range(8) for c in range(4)]
+    ys, xs = np.nonzero(reach)
+    # Every reachable pixel is within 1.5 px of a cell centre, and every centre is reachable.
+    dist = np.min(np.hypot(ys[:, None] - np.array([y for y, _ in centres]),
+                           xs[:, None] - np.array([x for _, x in centres])), axis=1)
+    assert dist.max() <= 2.2
+    assert all(reach[int(y), int(x)] or reach[int(y) + 1, int(x) + 1] for y, x in centres)
+    assert reach.sum() <= 9 * 32
+    # Random Grad-CAM grids never peak outside the reachable set.
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert reach[heatmap_peak(upsampled(rng.random((8, 4))))]
+
+
+def test_ceiling_bounds_every_model_and_depends_on_the_grid():
+    box = (0, 0, 64, 128)
+    between = np.zeros((128, 64), np.uint8)
+    between[10:14, 10:14] = 255   # a 4 px spot between the centres of 16 px cells (7.5, 23.5)
+    on_centre = np.zeros((128, 64), np.uint8)
+    on_centre[38:42, 22:26] = 255  # on the centre (39.5, 23.5) of cell (row 2, col 1)
+    assert peak_reachable(between, box, (64, 128), (4, 8), tolerance_px=0) is False
+    assert peak_reachable(on_centre, box, (64, 128), (4, 8), tolerance_px=0) is True
+    # Twice the grid (8 px cells) has a centre at (11.5, 11.5): now reachable.
+    assert peak_reachable(between, box, (64, 128), (8, 16), tolerance_px=0) is True
+    assert peak_reachable(np.zeros_like(between), box, (64, 128), (4, 8)) is None
+    views = [(between, box), (on_centre, box), (np.zeros_like(between), box)]
+    assert localisation_ceiling(views, (64, 128), (4, 8), tolerance_px=0) == (1, 2)
+    # ... and the spot on a 16 px centre lies between the 8 px ones (35.5 / 43.5): a finer
+    # grid is not always better for a given spot, which is why the bench sweeps input sizes.
+    assert peak_reachable(on_centre, box, (64, 128), (8, 16), tolerance_px=0) is False
+    assert localisation_ceiling(views, (64, 128), (8, 16), tolerance_px=0) == (1, 2)
+    # An upper bound: whatever the heatmap, a located view is a reachable one.
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        mask = np.zeros((128, 64), np.uint8)
+        y, x = rng.integers(0, 124), rng.integers(0, 60)
+        mask[y:y + 4, x:x + 4] = 255
+        heat = upsampled(rng.random((8, 4)) ** 4)
+        if peak_in_mask(heat, mask, box, tolerance_px=2):
+            assert peak_reachable(mask, box, (64, 128), (4, 8), tolerance_px=2)
 
 
 def test_tolerance_catches_a_peak_next_to_a_thin_defect():
@@ -317,11 +398,13 @@ def test_split_auto_uses_validation_bolts_of_the_training_dataset(tiny_dataset):
 def test_predictions_csv_says_where_each_ng_peak_fell(tmp_path):
     import csv
 
-    views = [ViewPrediction('1', 0, 'NG', 'NG', 0.9, 'foreign', PeakCheck(False, True, 2.5, 25)),
+    views = [ViewPrediction('1', 0, 'NG', 'NG', 0.9, 'foreign',
+                            PeakCheck(False, True, 2.5, 25, True)),
              ViewPrediction('1', 1, 'OK', 'NG', 0.2, 'foreign'),
              ViewPrediction('2', 0, 'OK', 'OK', 0.6, 'ok')]
     rows = list(csv.DictReader(write_predictions(views, 0.5, tmp_path / 'p.csv').open()))
     assert [r['predicted'] for r in rows] == ['NG', 'OK', 'NG']
     assert (rows[0]['peak_located'], rows[0]['peak_cell_located'],
-            rows[0]['peak_to_defect_px'], rows[0]['defect_px']) == ('0', '1', '2.5', '25')
-    assert rows[1]['peak_located'] == rows[2]['defect_px'] == ''
+            rows[0]['peak_to_defect_px'], rows[0]['defect_px'],
+            rows[0]['peak_reachable']) == ('0', '1', '2.5', '25', '1')
+    assert rows[1]['peak_located'] == rows[2]['defect_px'] == rows[2]['peak_reachable'] == ''

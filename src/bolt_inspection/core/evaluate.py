@@ -69,12 +69,15 @@ class PeakCheck:
             inf for an all-zero heatmap, which has no peak).
         defect_px: Model-input pixels the defect touches (area resampling, then > 0: a defect
             thinner than a pixel still counts one), i.e. its size as the model sees it.
+        reachable: Some Grad-CAM on this grid could have put its peak on the defect
+            (:func:`peak_reachable`); None without a grid.
     """
 
     located: bool
     located_cell: bool | None
     distance_px: float
     defect_px: int
+    reachable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -287,12 +290,68 @@ def _on_grid(heatmap: np.ndarray, grid_wh: tuple[int, int] | None) -> np.ndarray
     return heatmap
 
 
-def _peak(heat: np.ndarray) -> tuple[int, int] | None:
-    """(row, col) of a 2-D heatmap's maximum; None when it has no peak (all zero or not finite)."""
+def heatmap_peak(heat: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) of a 2-D heatmap's maximum; None when it has no peak (all zero or not finite).
+
+    Where the maximum is a plateau, its pixel nearest the image centre. Bilinear upsampling
+    clamps at the borders, so a hottest Grad-CAM cell on the edge of the grid is flat from its
+    centre out to the image edge; plain ``argmax`` (first index) would put the peak on the edge,
+    half a cell away from where the model looked, and this rule puts it on the cell centre.
+    """
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
     if not np.isfinite(heat).all() or heat.max() <= 0:
         return None
     row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return int(row), int(col)
+    top = heat >= heat[row, col] * (1 - 1e-6)
+    _, labels = cv2.connectedComponents(top.astype(np.uint8), connectivity=4)
+    ys, xs = np.nonzero(labels == labels[row, col])
+    centre_row, centre_col = (heat.shape[0] - 1) / 2, (heat.shape[1] - 1) / 2
+    nearest = int(np.argmin(np.hypot(ys - centre_row, xs - centre_col)))
+    return int(ys[nearest]), int(xs[nearest])
+
+
+def reachable_peaks(grid_wh: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """Where, on a ``input_size`` = (w, h) input, the peak of a Grad-CAM on ``grid_wh`` can fall.
+
+    A bilinearly upsampled grid peaks at the centre of its hottest cell: the surface is
+    bilinear between cell centres, so its maximum is at one of them (for a cell on the border,
+    :func:`heatmap_peak` picks the centre out of the clamped plateau). Each cell's peak is
+    found by upsampling a grid hot in that cell alone, the way :class:`GradCAM` upsamples, and
+    marked with its 8 neighbours (which of the two pixels beside a centre wins depends on the
+    neighbouring cells).
+
+    Returns:
+        Boolean (h, w) array, True where a peak can fall.
+    """
+    gw, gh = int(grid_wh[0]), int(grid_wh[1])
+    width, height = int(input_size[0]), int(input_size[1])
+    reach = np.zeros((height, width), dtype=np.uint8)
+    for index in range(gw * gh):
+        hot = np.zeros((gh, gw), dtype=np.float32)
+        hot.flat[index] = 1.0
+        row, col = heatmap_peak(cv2.resize(hot, (width, height), interpolation=cv2.INTER_LINEAR))
+        reach[row, col] = 1
+    return cv2.dilate(reach, np.ones((3, 3), np.uint8)) > 0
+
+
+def peak_reachable(mask: np.ndarray, region: Box, input_size: tuple[int, int],
+                   grid_wh: tuple[int, int], tolerance_px: int = 4,
+                   reach: np.ndarray | None = None) -> bool | None:
+    """Whether ANY Grad-CAM on ``grid_wh`` could put its peak inside the (dilated) defect mask.
+
+    The ceiling of :func:`peak_in_mask` for one view: a defect smaller than a grid cell that
+    lies away from every cell centre cannot be hit by any model at this input size. None when
+    the mask has no pixel inside the region. ``reach`` is :func:`reachable_peaks` (computed
+    once and passed in when many views are checked).
+    """
+    size = (int(input_size[0]), int(input_size[1]))
+    if not mask_on_grid(mask, region, size, 0).any():
+        return None
+    if reach is None:
+        reach = reachable_peaks(grid_wh, size)
+    return bool((reach & mask_on_grid(mask, region, size, tolerance_px)).any())
 
 
 def peak_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
@@ -316,8 +375,35 @@ def peak_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
     target = mask_on_grid(mask, region, grid, tolerance_px)
     if not mask_on_grid(mask, region, grid, 0).any():
         return None
-    peak = _peak(heat)
+    peak = heatmap_peak(heat)
     return peak is not None and bool(target[peak])
+
+
+def localisation_ceiling(views: Iterable[tuple[np.ndarray, Box]], input_size: tuple[int, int],
+                         grid_wh: tuple[int, int], tolerance_px: int = 4) -> tuple[int, int]:
+    """The best peak-in-mask any Grad-CAM on ``grid_wh`` could score on a set of NG views.
+
+    Needs no model: it tells, before training, whether an input size can reach a localisation
+    target at all (VGG16's ``block5_conv3`` has one cell per 16 input pixels).
+
+    Args:
+        views: ``(full-frame defect mask, region box the model input is cut from)`` per NG view.
+        input_size: Model input (w, h).
+        grid_wh: Grad-CAM grid (w, h).
+        tolerance_px: Mask dilation in model-input pixels, as for :func:`peak_in_mask`.
+
+    Returns:
+        ``(reachable, scored)``: views some peak could locate, and views with a defect inside
+        their region.
+    """
+    reach = reachable_peaks(grid_wh, input_size)
+    reachable = scored = 0
+    for mask, region in views:
+        hit = peak_reachable(mask, region, input_size, grid_wh, tolerance_px, reach)
+        if hit is not None:
+            scored += 1
+            reachable += hit
+    return reachable, scored
 
 
 def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
@@ -343,7 +429,7 @@ def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
     heat = np.asarray(heatmap, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
-    peak = _peak(heat)
+    peak = heatmap_peak(heat)
     if peak is None:
         return False
     gw, gh = int(grid_wh[0]), int(grid_wh[1])
@@ -351,24 +437,29 @@ def peak_cell_in_mask(heatmap: np.ndarray, mask: np.ndarray, region: Box,
 
 
 def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: tuple[int, int],
-               tolerance_px: int = 4, grid_wh: tuple[int, int] | None = None) -> PeakCheck | None:
+               tolerance_px: int = 4, grid_wh: tuple[int, int] | None = None,
+               reach: np.ndarray | None = None) -> PeakCheck | None:
     """All the localisation facts of one NG view (None when the mask misses the region).
 
-    ``input_size`` is the model input (w, h): distances and areas are counted on it.
+    ``input_size`` is the model input (w, h): distances and areas are counted on it. ``reach``
+    is :func:`reachable_peaks` of ``grid_wh`` (computed here when not given).
     """
     located = peak_in_mask(heatmap, mask, region, input_size, tolerance_px)
     if located is None:
         return None
     heat = _on_grid(heatmap, input_size)
     defect = mask_on_grid(mask, region, tuple(input_size), 0)
-    peak = _peak(heat)
+    peak = heatmap_peak(heat)
     if peak is None:
         distance = math.inf
     else:
         ys, xs = np.nonzero(defect)
         distance = float(np.min(np.hypot(ys - peak[0], xs - peak[1])))
-    cell = None if grid_wh is None else peak_cell_in_mask(heat, mask, region, grid_wh)
-    return PeakCheck(located, cell, distance, int(defect.sum()))
+    cell = reachable = None
+    if grid_wh is not None:
+        cell = peak_cell_in_mask(heat, mask, region, grid_wh)
+        reachable = peak_reachable(mask, region, input_size, grid_wh, tolerance_px, reach)
+    return PeakCheck(located, cell, distance, int(defect.sum()), reachable)
 
 
 def energy_share(heatmap: np.ndarray, region: Box, inner: Box) -> float | None:
@@ -400,7 +491,8 @@ class LocalisationTally:
     """Accumulates localisation results view by view (so heatmaps need not all be kept).
 
     ``grid_wh`` is the Grad-CAM layer's grid (w, h); with it the peak is also tested at cell
-    level (:func:`peak_cell_in_mask`).
+    level (:func:`peak_cell_in_mask`), and each view is checked for whether any model could
+    have located it at this grid (:func:`peak_reachable`: the ceiling of peak-in-mask).
     """
 
     tolerance_px: int = 4
@@ -408,12 +500,14 @@ class LocalisationTally:
     hits: int = 0
     misses: int = 0
     cell_hits: int = 0
+    reachable: int = 0
     no_mask: int = 0
     flat: int = 0
-    by_defect: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    by_defect: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))
     roi_shares: list = field(default_factory=list)
     thread_shares: list = field(default_factory=list)
     ng_roi_shares: list = field(default_factory=list)
+    _reach: dict = field(default_factory=dict, init=False, repr=False)
 
     def add(self, heatmap: np.ndarray, *, label: str, region: Box, roi_box: Box | None,
             thread_box: Box | None, mask: np.ndarray | None, input_size=None,
@@ -438,7 +532,13 @@ class LocalisationTally:
             self.no_mask += 1
             return None
         size = input_size or (heat.shape[1], heat.shape[0])
-        check = check_peak(heat, mask, region, size, self.tolerance_px, self.grid_wh)
+        reach = None
+        if self.grid_wh is not None:
+            key = (tuple(self.grid_wh), tuple(size))
+            if key not in self._reach:
+                self._reach[key] = reachable_peaks(self.grid_wh, size)
+            reach = self._reach[key]
+        check = check_peak(heat, mask, region, size, self.tolerance_px, self.grid_wh, reach)
         if check is None:
             self.no_mask += 1
             return None
@@ -451,6 +551,9 @@ class LocalisationTally:
         if check.located_cell:
             self.cell_hits += 1
             counts[2] += 1
+        if check.reachable:
+            self.reachable += 1
+            counts[3] += 1
         return check
 
     def summary(self) -> dict:
@@ -472,12 +575,16 @@ class LocalisationTally:
             'energy_on_thread': mean(self.thread_shares),
             'peak_in_mask_by_defect': {
                 k: {'located': v[0], 'scored': v[0] + v[1]}
-                | ({'located_cell': v[2]} if self.grid_wh is not None else {})
+                | ({'located_cell': v[2], 'reachable': v[3]} if self.grid_wh is not None
+                   else {})
                 for k, v in sorted(self.by_defect.items())
             },
             'grid': None if self.grid_wh is None else list(self.grid_wh),
             'peak_cell_in_mask': (self.cell_hits / n) if n and self.grid_wh else None,
             'ng_views_located_cell': self.cell_hits if self.grid_wh else None,
+            # The best peak-in-mask any Grad-CAM on this grid could reach on these views.
+            'peak_in_mask_ceiling': (self.reachable / n) if n and self.grid_wh else None,
+            'ng_views_reachable': self.reachable if self.grid_wh else None,
         }
 
 
@@ -771,14 +878,15 @@ def write_predictions(predictions: Sequence[ViewPrediction], threshold: float,
         writer = csv.writer(fh)
         writer.writerow(['bolt_id', 'cam', 'view_label', 'bolt_label', 'defect', 'p_ng',
                          'predicted', 'peak_located', 'peak_cell_located', 'peak_to_defect_px',
-                         'defect_px'])
+                         'defect_px', 'peak_reachable'])
         for p in predictions:
             peak = p.peak
             writer.writerow([p.bolt_id, p.cam, p.label, p.bolt_label, p.defect,
                              f'{p.p_ng:.6f}', 'NG' if p.p_ng >= threshold else 'OK',
-                             *(('',) * 4 if peak is None else (
+                             *(('',) * 5 if peak is None else (
                                  flag(peak.located), flag(peak.located_cell),
-                                 f'{peak.distance_px:.1f}', peak.defect_px))])
+                                 f'{peak.distance_px:.1f}', peak.defect_px,
+                                 flag(peak.reachable)))])
     return path
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bolt_inspection.core.evaluate import heatmap_peak
+
 Box = tuple[int, int, int, int]
 
 
@@ -68,8 +70,9 @@ def _draw_view(ax, view: HeatmapView, alpha: float = 0.45) -> None:
                    linewidths=1.2)
     for (x, y, bw, bh) in view.boxes:
         ax.add_patch(_rect(x, y, bw, bh))
-    if heat.max() > 0:
-        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    peak = heatmap_peak(heat)
+    if peak is not None:
+        row, col = peak
         ax.plot([col], [row], marker='X', markersize=11, markerfacecolor='white',
                 markeredgecolor='black', markeredgewidth=1.2)
     # Markers and boxes at the border must not widen the axes beyond the image.
