@@ -320,6 +320,9 @@ def test_evaluate_cli_writes_report(tiny_artifact, tiny_dataset, tmp_path, capsy
     for name in ('training_curves', 'confusion', 'gradcam_gallery'):
         assert (report / f'{name}.png').stat().st_size > 1000
     assert loc['gradcam_layer'] == 'last_conv'
+    # The grid's ceiling bounds what this model scored, and the CLI says both.
+    assert loc['ng_views_located'] <= loc['ng_views_reachable'] <= loc['ng_views_scored']
+    assert f'Best any Grad-CAM on this grid could do: {loc["ng_views_reachable"]}/' in out
 
     # An earlier conv layer, for diagnosis: same predictions, a grid twice as fine.
     code, out, err = _cli(['evaluate', '--model', str(tiny_artifact), '--data',

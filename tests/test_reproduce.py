@@ -77,6 +77,8 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
     assert 'bolt-inspection reproduce' in report and 'Wall time' in report
     cell_row = next(line for line in report.splitlines() if line.startswith('| grid cell'))
     assert cell_row.count(' grid)') == 2          # both models, each with its grid size
+    ceiling_row = next(line for line in report.splitlines() if line.startswith('| best any'))
+    assert len(re.findall(r'\d+\.\d%', ceiling_row)) == 2  # full frame and ROI
     # Every figure the report embeds exists, by a path relative to the report.
     figures = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report)
     assert 'fig7_gradcam.png' in figures and len(figures) >= 4

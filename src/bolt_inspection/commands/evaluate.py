@@ -83,6 +83,10 @@ def render_summary(metrics: dict, format_table2) -> str:
                          f'{loc["ng_views_scored"]} NG views = {loc["peak_cell_in_mask"]:.1%} '
                          f'(the {gw}x{gh} grid cell of {loc.get("gradcam_layer", "?")} under '
                          'the peak holds defect pixels)')
+        if loc.get('peak_in_mask_ceiling') is not None:
+            lines.append(f'Best any Grad-CAM on this grid could do: {loc["ng_views_reachable"]}/'
+                         f'{loc["ng_views_scored"]} NG views = {loc["peak_in_mask_ceiling"]:.1%} '
+                         '(a cell centre on the dilated defect)')
     else:
         lines.append('Grad-CAM peak on the defect: n/a (no NG views with a defect mask)')
     for key, text in (('energy_in_roi', 'Grad-CAM energy inside the thread ROI box'),

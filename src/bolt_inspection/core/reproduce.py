@@ -583,10 +583,18 @@ def write_report_md(out_dir: Path, m: dict, markdown_table2) -> Path:
         return (f'{loc["peak_cell_in_mask"]:.1%} ({loc["ng_views_located_cell"]}/'
                 f'{loc["ng_views_scored"]}, {loc["grid"][0]}x{loc["grid"][1]} grid)')
 
+    def reachable(loc):
+        if loc.get('peak_in_mask_ceiling') is None:
+            return 'n/a'
+        return (f'{loc["peak_in_mask_ceiling"]:.1%} ({loc["ng_views_reachable"]}/'
+                f'{loc["ng_views_scored"]})')
+
     lines.append(f'| heatmap peak inside the defect mask (NG test views) | {located(lf)} | '
                  f'{located(lr)} | 95% of 66 |')
     lines.append(f'| grid cell under the peak holds defect pixels | {located_cell(lf)} | '
                  f'{located_cell(lr)} | - |')
+    lines.append(f'| best any Grad-CAM on this grid could reach (a cell centre on the defect) | '
+                 f'{reachable(lf)} | {reachable(lr)} | - |')
     lines.append(f'| heatmap energy inside the thread ROI box (all test views) | '
                  f'{_fmt(lf["energy_in_roi"], ".1%")} | {_fmt(lr["energy_in_roi"], ".1%")} '
                  '(by construction) | - |')
