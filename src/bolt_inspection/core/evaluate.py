@@ -16,9 +16,9 @@ Conventions (the paper's Table 2, Eqs. 5-7):
 
 Localisation (the paper's "95% of the 66 NG test images had their defect located"):
 
-* *peak in mask*: for each NG view, the heatmap's argmax is compared with the true defect mask
-  cropped with the same box the model input was cut from (the ROI box, or the whole frame for a
-  full-frame model) and resampled to the heatmap grid. The mask is dilated by
+* *peak in mask*: for each NG view, the heatmap's peak (:func:`heatmap_peak`) is compared with
+  the true defect mask cropped with the same box the model input was cut from (the ROI box, or the
+  whole frame for a full-frame model) and resampled to the heatmap grid. The mask is dilated by
   ``tolerance_px`` pixels of the model input (default 4): Grad-CAM of ``block5_conv3`` has one
   cell per 16 input pixels, so its upsampled peak cannot be placed more precisely than that, and a
   thin gap in the coating would otherwise be missed by a peak one pixel beside it. A view whose
@@ -27,6 +27,9 @@ Localisation (the paper's "95% of the 66 NG test images had their defect located
   cell that holds the peak contains any defect pixel. It separates the two ways of missing: a
   peak in the right cell but beside a spot smaller than the cell (a limit of the grid, 4x8 cells
   at 64x128) from a peak in another cell (the model looked elsewhere).
+* *ceiling*: whether ANY Grad-CAM on that grid could have put its peak on the (dilated) defect.
+  An upsampled grid peaks at a cell centre, so a spot far from every centre cannot be hit by any
+  model at this input size (:func:`peak_reachable`, :func:`localisation_ceiling`).
 * *energy in ROI*: the share of heatmap mass (sum of the [0, 1] heatmap) inside the camera's ROI
   box. For a full-frame model this is what shows whether it looks at the thread or at the
   background; for an ROI model it is 1 by construction (its input IS the ROI box).

@@ -604,9 +604,11 @@ def write_report_md(out_dir: Path, m: dict, markdown_table2) -> Path:
     cell = ('Grad-CAM of block5_conv3 has one cell per 16 input pixels' if plan['arch'] !=
             'tiny' else "Grad-CAM of the small CNN's last conv layer has one cell per 4 input "
             'pixels')
-    lines += ['', f'Peak-in-mask: the argmax of the heatmap, mapped to the frame, inside the '
+    lines += ['', f'Peak-in-mask: the maximum of the heatmap (on a border cell, the cell '
+              'centre), mapped to the frame, inside the '
               f'defect mask dilated by {lr["tolerance_px"]} px of the model input ({cell}). '
-              'All-zero heatmaps count as misses.', '']
+              'All-zero heatmaps count as misses. The best any model could reach: the views '
+              'with a grid cell centre on the dilated defect.', '']
     lines += ['Per defect kind, located / scored (a) vs (b):', '',
               '| defect | (a) full frame | (b) ROI |', '|---|---:|---:|']
     kinds = sorted(set(lf['peak_in_mask_by_defect']) | set(lr['peak_in_mask_by_defect']))
