@@ -224,11 +224,14 @@ VGG16_STRIDE = 16  # block5_conv3 comes after four 2x2 poolings
 def ceiling_by_input(test_dir: Path, frame: tuple[int, int],
                      inputs=CEILING_INPUTS) -> list[dict]:
     """Per model input size: the best Grad-CAM peak-in-mask any ROI model could reach on the
-    NG views of ``test_dir`` (``core.evaluate.localisation_ceiling``; no model involved)."""
+    NG views of ``test_dir`` (``core.evaluate.localisation_ceiling``; no model involved).
+
+    The ROI boxes are the synthetic rig's for ``frame``, the ones ``train`` stores with a model
+    trained on rig data."""
     import cv2
 
     from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.evaluate import localisation_ceiling, region_box
+    from bolt_inspection.core.evaluate import crop_region, localisation_ceiling, region_box
     from bolt_inspection.core.synth import default_roi_boxes
 
     boxes = default_roi_boxes(frame)
@@ -238,7 +241,9 @@ def ceiling_by_input(test_dir: Path, frame: tuple[int, int],
             mask = cv2.imread(str(rec.mask_path), cv2.IMREAD_GRAYSCALE)
             if mask is None:
                 raise SystemExit(f'{rec.mask_path}: cannot read the defect mask')
-            views.append((mask, region_box(boxes, rec.cam, frame)))
+            region = region_box(boxes, rec.cam, frame)
+            # Only the ROI of each mask is kept in memory.
+            views.append((crop_region(mask, region), (0, 0) + tuple(region[2:])))
     rows = []
     for w, h in inputs:
         grid = (w // VGG16_STRIDE, h // VGG16_STRIDE)
@@ -248,14 +253,17 @@ def ceiling_by_input(test_dir: Path, frame: tuple[int, int],
     return rows
 
 
-def plot_ceiling(result: dict, path: Path) -> Path:
-    """Bars: the localisation ceiling per input size; dots: this run's model(s)."""
+def plot_ceiling(result: dict, path: Path) -> Path | None:
+    """Bars: the localisation ceiling per input size; the dot: this run's model. None when the
+    test set has no NG view with a defect mask."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    rows = result['ceiling_by_input']
+    rows = [r for r in result['ceiling_by_input'] if r['ceiling'] is not None]
+    if not rows:
+        return None
     labels = [f'{r["input"][0]}x{r["input"][1]}\n({r["grid"][0]}x{r["grid"][1]} cells)'
               for r in rows]
     fig, ax = plt.subplots(figsize=(9, 4))

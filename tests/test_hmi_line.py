@@ -186,6 +186,11 @@ def _check_operator_page(line, probe, sim, db, tmp_path):
     logged = read_verdicts(db, with_images=True)
     assert sorted(v.bolt_id for v in logged) == sorted(r.bolt_id for r in published)
     assert {v.plc_state for v in logged} == {'delivered'}     # every verdict reached the PLC
+    # A late view is the exception under load, not the rule (a join that times out on most
+    # views would still end every bolt NG and pass the checks above).
+    late_bolts = [v.bolt_id for v in logged
+                  if any(r.startswith('missing view') for r in v.reasons)]
+    assert len(late_bolts) <= max(1, len(logged) // 4), late_bolts
     for verdict in logged:
         if not verdict.ok:
             # Every view that arrived is kept with the mosaic. Under load a view can miss the

@@ -46,7 +46,7 @@ def run(args) -> int:
     from bolt_inspection.core.artifact import load_artifact, read_metadata
     from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.errors import ConfigError, ImageError
-    from bolt_inspection.core.evaluate import run_gradcam
+    from bolt_inspection.core.evaluate import heatmap_peak, run_gradcam
     from bolt_inspection.core.gradcam import overlay
 
     if not 0.0 <= args.alpha <= 1.0:
@@ -80,8 +80,9 @@ def run(args) -> int:
         crop = np.ascontiguousarray(image[y:y + h, x:x + w])
         out = overlay(crop, heat, alpha=args.alpha)
         big = cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        if big.max() > 0:
-            row, col = np.unravel_index(int(np.argmax(big)), big.shape)
+        peak = heatmap_peak(big)
+        if peak is not None:
+            row, col = peak
             size = max(9, min(w, h) // 20)  # small: it must not hide what it points at
             cv2.drawMarker(out, (int(col), int(row)), (0, 0, 0), cv2.MARKER_TILTED_CROSS,
                            size, max(3, size // 4))

@@ -257,7 +257,7 @@ def region_box(roi_boxes: dict | None, cam: int, frame_size: tuple[int, int]) ->
     return (0, 0, int(frame_size[0]), int(frame_size[1]))
 
 
-def _crop(arr: np.ndarray, box: Box) -> np.ndarray:
+def crop_region(arr: np.ndarray, box: Box) -> np.ndarray:
     """Crop with zero padding where the box leaves the array (the ROI box may touch the edge)."""
     x, y, w, h = box
     out = np.zeros((h, w) + arr.shape[2:], dtype=arr.dtype)
@@ -275,7 +275,7 @@ def mask_on_grid(mask: np.ndarray, region: Box, grid_wh: tuple[int, int],
     Area resampling followed by ``> 0`` keeps a defect that is thinner than one grid cell;
     then the mask is dilated by ``tolerance_px`` grid pixels (elliptic kernel).
     """
-    crop = _crop((np.asarray(mask) > 0).astype(np.float32), region)
+    crop = crop_region((np.asarray(mask) > 0).astype(np.float32), region)
     small = cv2.resize(crop, grid_wh, interpolation=cv2.INTER_AREA) > 0
     if tolerance_px > 0:
         k = 2 * int(tolerance_px) + 1
@@ -296,47 +296,60 @@ def _on_grid(heatmap: np.ndarray, grid_wh: tuple[int, int] | None) -> np.ndarray
 def heatmap_peak(heat: np.ndarray) -> tuple[int, int] | None:
     """(row, col) of a 2-D heatmap's maximum; None when it has no peak (all zero or not finite).
 
-    Where the maximum is a plateau, its pixel nearest the image centre. Bilinear upsampling
-    clamps at the borders, so a hottest Grad-CAM cell on the edge of the grid is flat from its
-    centre out to the image edge; plain ``argmax`` (first index) would put the peak on the edge,
-    half a cell away from where the model looked, and this rule puts it on the cell centre.
+    Bilinear upsampling clamps at the borders, so when the maximum is at a cell on the top or
+    left edge of the Grad-CAM grid, the upsampled heatmap is flat from that cell's centre out to
+    the image edge, and ``argmax`` (the first pixel of the flat stretch) sits on the edge, half a
+    cell from where the model looked. The peak walks inward along the flat stretch to the cell
+    centre (at most to the middle of the image). On the bottom and right edges the first pixel
+    of the flat stretch already is its inner end.
     """
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
     if not np.isfinite(heat).all() or heat.max() <= 0:
         return None
-    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    top = heat >= heat[row, col] * (1 - 1e-6)
-    _, labels = cv2.connectedComponents(top.astype(np.uint8), connectivity=4)
-    ys, xs = np.nonzero(labels == labels[row, col])
-    centre_row, centre_col = (heat.shape[0] - 1) / 2, (heat.shape[1] - 1) / 2
-    nearest = int(np.argmin(np.hypot(ys - centre_row, xs - centre_col)))
-    return int(ys[nearest]), int(xs[nearest])
+    # Equal within float rounding counts as flat (resizers round the clamped stretch unevenly).
+    flat = heat.max() * (1 - 1e-6)
+    row, col = (int(v) for v in np.unravel_index(int(np.argmax(heat >= flat)), heat.shape))
+    if row == 0:
+        while row < (heat.shape[0] - 1) // 2 and heat[row + 1, col] >= flat:
+            row += 1
+    if col == 0:
+        while col < (heat.shape[1] - 1) // 2 and heat[row, col + 1] >= flat:
+            col += 1
+    return row, col
+
+
+def _peak_lines(cells: int, length: int) -> list[int]:
+    """Rows (or columns) of ``length`` pixels on which the peak of ``cells`` upsampled cells
+    can fall: the two pixels either side of each interior cell centre, the inner one of a
+    border cell's (see :func:`heatmap_peak`)."""
+    if cells == 1:
+        return [(length - 1) // 2]
+    centres = (np.arange(cells) + 0.5) * length / cells - 0.5
+    lines = {math.floor(centres[0]), math.ceil(centres[-1])}
+    for centre in centres[1:-1]:
+        lines |= {math.floor(centre), math.ceil(centre)}
+    return sorted(lines)
 
 
 def reachable_peaks(grid_wh: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
     """Where, on a ``input_size`` = (w, h) input, the peak of a Grad-CAM on ``grid_wh`` can fall.
 
-    A bilinearly upsampled grid peaks at the centre of its hottest cell: the surface is
-    bilinear between cell centres, so its maximum is at one of them (for a cell on the border,
-    :func:`heatmap_peak` picks the centre out of the clamped plateau). Each cell's peak is
-    found by upsampling a grid hot in that cell alone, the way :class:`GradCAM` upsamples, and
-    marked with its 8 neighbours (which of the two pixels beside a centre wins depends on the
-    neighbouring cells).
+    Between cell centres a bilinearly upsampled grid is bilinear, so its maximum is at a cell
+    centre (not necessarily the hottest cell's: the pixels sampled around a centre also weigh
+    its neighbours), and the best pixel is one of the pixels around that centre. That is the
+    same set for any model, as long as the heatmap was upsampled bilinearly from ``grid_wh``
+    to ``input_size`` (as :class:`GradCAM` does) and holds no exact tie between cells.
 
     Returns:
         Boolean (h, w) array, True where a peak can fall.
     """
     gw, gh = int(grid_wh[0]), int(grid_wh[1])
     width, height = int(input_size[0]), int(input_size[1])
-    reach = np.zeros((height, width), dtype=np.uint8)
-    for index in range(gw * gh):
-        hot = np.zeros((gh, gw), dtype=np.float32)
-        hot.flat[index] = 1.0
-        row, col = heatmap_peak(cv2.resize(hot, (width, height), interpolation=cv2.INTER_LINEAR))
-        reach[row, col] = 1
-    return cv2.dilate(reach, np.ones((3, 3), np.uint8)) > 0
+    reach = np.zeros((height, width), dtype=bool)
+    reach[np.ix_(_peak_lines(gh, height), _peak_lines(gw, width))] = True
+    return reach
 
 
 def peak_reachable(mask: np.ndarray, region: Box, input_size: tuple[int, int],
@@ -345,7 +358,8 @@ def peak_reachable(mask: np.ndarray, region: Box, input_size: tuple[int, int],
     """Whether ANY Grad-CAM on ``grid_wh`` could put its peak inside the (dilated) defect mask.
 
     The ceiling of :func:`peak_in_mask` for one view: a defect smaller than a grid cell that
-    lies away from every cell centre cannot be hit by any model at this input size. None when
+    lies away from every cell centre cannot be hit by any model at this input size (for a
+    heatmap given at ``input_size`` or at the grid, see :func:`reachable_peaks`). None when
     the mask has no pixel inside the region. ``reach`` is :func:`reachable_peaks` (computed
     once and passed in when many views are checked).
     """
@@ -814,11 +828,11 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
             predictions.append(ViewPrediction(str(rec.bolt_id), int(rec.cam), rec.label,
                                               rec.bolt_label, float(p), rec.defect, check))
             if rec.label == 'NG':
-                crop = cv2.resize(_crop(image, region), _display_size(region),
+                crop = cv2.resize(crop_region(image, region), _display_size(region),
                                   interpolation=cv2.INTER_AREA)
                 # Area resampling then > 0: a thin gap must stay visible when shrunk.
                 mask_crop = None if mask is None else (cv2.resize(
-                    (_crop(mask, region) > 0).astype(np.float32), _display_size(region),
+                    (crop_region(mask, region) > 0).astype(np.float32), _display_size(region),
                     interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
                 boxes = [] if meta.roi_boxes or roi_box is None else [
                     _box_in_display(roi_box, region)]
