@@ -16,6 +16,7 @@ from bolt_inspection.core.evaluate import (
     PeakCheck,
     ViewPrediction,
     bolt_scores,
+    check_peak,
     compute_metrics,
     energy_share,
     format_table2,
@@ -289,6 +290,9 @@ def test_ceiling_bounds_every_model_and_depends_on_the_grid():
         mask[row - 1:row + 2, col - 1:col + 2] = 255
         assert peak_in_mask(heat, mask, box, tolerance_px=2) is True
         assert peak_reachable(mask, box, (64, 128), (4, 8), tolerance_px=2) is True
+        # check_peak (what the evaluation records) makes the same two calls in one pass.
+        check = check_peak(heat, mask, box, (64, 128), tolerance_px=2, grid_wh=(4, 8))
+        assert (check.located, check.reachable) == (True, True)
 
 
 def test_tolerance_catches_a_peak_next_to_a_thin_defect():

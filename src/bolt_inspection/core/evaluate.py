@@ -461,12 +461,15 @@ def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: t
     ``input_size`` is the model input (w, h): distances and areas are counted on it. ``reach``
     is :func:`reachable_peaks` of ``grid_wh`` (computed here when not given).
     """
-    located = peak_in_mask(heatmap, mask, region, input_size, tolerance_px)
-    if located is None:
+    # The same tests as peak_in_mask and peak_reachable, with each mask and the peak made once.
+    size = (int(input_size[0]), int(input_size[1]))
+    defect = mask_on_grid(mask, region, size, 0)
+    if not defect.any():
         return None
-    heat = _on_grid(heatmap, input_size)
-    defect = mask_on_grid(mask, region, tuple(input_size), 0)
+    target = mask_on_grid(mask, region, size, tolerance_px)
+    heat = _on_grid(heatmap, size)
     peak = heatmap_peak(heat)
+    located = peak is not None and bool(target[peak])
     if peak is None:
         distance = math.inf
     else:
@@ -475,7 +478,9 @@ def check_peak(heatmap: np.ndarray, mask: np.ndarray, region: Box, input_size: t
     cell = reachable = None
     if grid_wh is not None:
         cell = peak_cell_in_mask(heat, mask, region, grid_wh)
-        reachable = peak_reachable(mask, region, input_size, grid_wh, tolerance_px, reach)
+        if reach is None:
+            reach = reachable_peaks(grid_wh, size)
+        reachable = bool((reach & target).any())
     return PeakCheck(located, cell, distance, int(defect.sum()), reachable)
 
 
