@@ -36,6 +36,8 @@ setup(
             'bag_player = bolt_inspection.nodes.bag_player:main',
             'inspection_log_node = bolt_inspection.nodes.inspection_log_node:main',
             'hmi_node = bolt_inspection.nodes.hmi_node:main',
+            'plc_sim_node = bolt_inspection.nodes.plc_sim_node:main',
+            'lifecycle_manager = bolt_inspection.nodes.lifecycle_manager:main',
         ],
     },
 )

@@ -37,7 +37,7 @@ def render_views(seed: int, bolt_ids, size=TINY_FRAME_SIZE):
 
 
 def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
-                       epochs: int = 40) -> Path:
+                       epochs: int = 40, frame_size=TINY_FRAME_SIZE) -> Path:
     """Train a tiny CNN on synthetic ROI crops for a few seconds and save it as an artifact.
 
     Args:
@@ -45,6 +45,7 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
         seed: Synthetic dataset and weight-init seed (same seed -> same data and init).
         bolts: Number of synthetic bolts (4 views each).
         epochs: Training epochs (8 steps each at the default size).
+        frame_size: Camera frame ``(width, height)`` the model is for (its ROI boxes).
 
     Returns:
         ``out_dir`` as a Path.
@@ -56,8 +57,8 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
     from bolt_inspection.core.roi import prepare_batch
     from bolt_inspection.core.threshold import calibrate_threshold
 
-    boxes = synth.default_roi_boxes(TINY_FRAME_SIZE)
-    frames, cams, labels = render_views(seed, range(bolts))
+    boxes = synth.default_roi_boxes(tuple(frame_size))
+    frames, cams, labels = render_views(seed, range(bolts), tuple(frame_size))
     x = prepare_batch(frames, [boxes[c] for c in cams], TINY_INPUT_SIZE)
     y = np.asarray(labels, np.int64)
     k = keras()
@@ -78,7 +79,7 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
         classes=('OK', 'NG'), input_size=TINY_INPUT_SIZE, roi_boxes=boxes, threshold=threshold,
         gradcam_layer=TINY_GRADCAM_LAYER, dataset_fingerprint=f'synthetic-tiny-seed{seed}',
         training={'arch': 'tiny', 'epochs': epochs, 'bolts': bolts, 'seed': seed},
-        metrics={'train_accuracy_at_threshold': accuracy}, frame_size=TINY_FRAME_SIZE)
+        metrics={'train_accuracy_at_threshold': accuracy}, frame_size=tuple(frame_size))
     hist = {key: [float(v) for v in values] for key, values in history.history.items()}
     return save_artifact(model, metadata, out_dir, history=hist)
 
@@ -95,4 +96,18 @@ def tiny_artifact(tmp_path_factory) -> Path:
     if path is None or not (path / 'model.keras').is_file():
         path = make_tiny_artifact(tmp_path_factory.mktemp('tiny_model') / 'model')
         _BUILT['tiny'] = path
+    return path
+
+
+LINE_FRAME_SIZE = (1280, 960)   # the shipped params' camera frames (config/line.yaml)
+
+
+@pytest.fixture(scope='session')
+def tiny_artifact_1280(tmp_path_factory) -> Path:
+    """A tiny trained model for the shipped 1280x960 frames (ROI boxes for that size)."""
+    path = _BUILT.get('tiny_1280')
+    if path is None or not (path / 'model.keras').is_file():
+        path = make_tiny_artifact(tmp_path_factory.mktemp('tiny_model_1280') / 'model',
+                                  frame_size=LINE_FRAME_SIZE)
+        _BUILT['tiny_1280'] = path
     return path

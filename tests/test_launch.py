@@ -53,7 +53,7 @@ def test_every_node_has_an_executable_a_class_and_params(source):
     scripts = _console_scripts()
     config = load_yaml(ROOT / 'config' / 'line.yaml')
     for spec in graph.line_nodes(source=source, bag='/tmp/some_bag', model='/tmp/m', log=True,
-                                 hmi=True):
+                                 hmi=True, plc=True, plc_sim=True, manager=True):
         assert spec.executable in scripts, f'{spec.executable} not in setup.py console_scripts'
         module, _, cls = spec.node_class.partition(':')
         assert scripts[spec.executable] == f'{module}:main'
@@ -92,6 +92,18 @@ class _LaunchConfiguration:
         return context[self.name]
 
 
+def _performed(part, context) -> str:
+    return part if isinstance(part, str) else part.perform(context)
+
+
+class _PathJoinSubstitution:
+    def __init__(self, parts):
+        self.parts = parts
+
+    def perform(self, context):
+        return '/'.join(_performed(p, context) for p in self.parts)
+
+
 def _stub_modules(monkeypatch, share: Path):
     made = {}
 
@@ -101,17 +113,29 @@ def _stub_modules(monkeypatch, share: Path):
         monkeypatch.setitem(sys.modules, name, mod)
         made[name] = mod
 
+    class FindPackageShare:
+        def __init__(self, package):
+            assert package == 'bolt_inspection'
+
+        def perform(self, context):
+            return str(share)
+
     classes = {n: type(n, (_Action,), {}) for n in (
-        'LaunchDescription', 'DeclareLaunchArgument', 'ExecuteProcess', 'LogInfo',
-        'OpaqueFunction', 'IfCondition', 'Node', 'LifecycleNode')}
+        'LaunchDescription', 'DeclareLaunchArgument', 'LogInfo', 'OpaqueFunction',
+        'RegisterEventHandler', 'IfCondition', 'Node', 'LifecycleNode', 'OnStateTransition',
+        'LocalSubstitution')}
+    classes['FindPackageShare'] = FindPackageShare
     module('launch', LaunchDescription=classes['LaunchDescription'])
     module('launch.actions', **{k: classes[k] for k in (
-        'DeclareLaunchArgument', 'ExecuteProcess', 'LogInfo', 'OpaqueFunction')})
+        'DeclareLaunchArgument', 'LogInfo', 'OpaqueFunction', 'RegisterEventHandler')})
     module('launch.conditions', IfCondition=classes['IfCondition'])
-    module('launch.substitutions', LaunchConfiguration=_LaunchConfiguration)
+    module('launch.substitutions', LaunchConfiguration=_LaunchConfiguration,
+           LocalSubstitution=classes['LocalSubstitution'],
+           PathJoinSubstitution=_PathJoinSubstitution)
     module('launch_ros')
     module('launch_ros.actions', Node=classes['Node'], LifecycleNode=classes['LifecycleNode'])
-    module('ament_index_python.packages', get_package_share_directory=lambda pkg: str(share))
+    module('launch_ros.event_handlers', OnStateTransition=classes['OnStateTransition'])
+    module('launch_ros.substitutions', FindPackageShare=FindPackageShare)
     return classes
 
 
@@ -123,33 +147,46 @@ def _load_launch(monkeypatch, share):
     return mod, classes
 
 
+def _context(**values):
+    context = {'params_file': '/p/line.yaml', 'source': 'synthetic', 'bag': '', 'model': '',
+               'rqt': 'false', 'plc': 'false', 'plc_host': '', 'plc_port': '',
+               'log': 'false', 'hmi': 'false', 'plc_sim': 'false'}
+    context.update(values)
+    return context
+
+
 def test_launch_arguments_are_declared_with_descriptions(monkeypatch, tmp_path):
     mod, classes = _load_launch(monkeypatch, tmp_path)
     description = mod.generate_launch_description()
     declared = {a.args[0]: a.kwargs for a in description.args[0]
                 if isinstance(a, classes['DeclareLaunchArgument'])}
+    assert set(declared) == set(ARGUMENTS)
     for name in ARGUMENTS:
-        assert name in declared, name
         assert len(declared[name].get('description', '')) > 10, name
-    assert declared['params_file']['default_value'] == str(tmp_path / 'config' / 'line.yaml')
+    # FindPackageShare, resolved by launch (not ament_index at description time).
+    assert declared['params_file']['default_value'].perform({}) == f'{tmp_path}/config/line.yaml'
     assert set(declared['source']['choices']) == set(graph.SOURCES)
+    assert 'ament_index_python' not in LAUNCH.read_text()
 
 
 def test_launch_file_starts_the_line_nodes_as_lifecycle_nodes(monkeypatch, tmp_path):
     mod, classes = _load_launch(monkeypatch, tmp_path)
-    context = {'params_file': '/p/line.yaml', 'source': 'bag', 'bag': '/b', 'model': '/m',
-               'rqt': 'true', 'plc': 'true', 'plc_host': '127.0.0.1', 'plc_port': '5020',
-               'log': 'false', 'hmi': 'false'}
-    actions = mod._line(context)
+    actions = mod._line(_context(source='bag', bag='/b', model='/m', rqt='true', plc='true',
+                                 plc_host='127.0.0.1', plc_port='5020'))
     nodes = [a.kwargs for a in actions if isinstance(a, classes['LifecycleNode'])]
     expected = graph.line_nodes(source='bag', bag='/b', model='/m')
     assert [n['name'] for n in nodes] == [s.name for s in expected]
     assert [n['executable'] for n in nodes] == [s.executable for s in expected]
     for node, spec in zip(nodes, expected, strict=True):
         assert node['parameters'][-2:] == ['/p/line.yaml', spec.parameters]
-    # No perspective file yet: rqt falls back to rqt_image_view on the Grad-CAM mosaic.
-    viewers = [a.kwargs for a in actions if isinstance(a, classes['Node'])]
-    assert viewers and viewers[0]['arguments'] == ['/inspection/gradcam']
+    # The lifecycle manager brings them up, in this order; launch logs each transition.
+    [manager] = [a.kwargs for a in actions if isinstance(a, classes['Node'])
+                 and a.kwargs['executable'] == 'lifecycle_manager']
+    assert manager['parameters'][-1]['node_names'] == [s.name for s in expected]
+    handlers = [a.args[0] for a in actions if isinstance(a, classes['RegisterEventHandler'])]
+    watched = [h.kwargs['target_lifecycle_node'].kwargs['name'] for h in handlers
+               if isinstance(h, classes['OnStateTransition'])]
+    assert watched == [s.name for s in expected]
 
 
 def test_plc_bridge_hook_reads_plc_yaml_and_overrides():
@@ -183,31 +220,47 @@ def test_composed_plc_bridge_gets_dotted_parameters(rclpy_context):
 
 def test_launch_file_adds_the_plc_bridge_after_the_cameras(monkeypatch, tmp_path):
     mod, classes = _load_launch(monkeypatch, tmp_path)
-    context = {'params_file': '/p/line.yaml', 'source': 'synthetic', 'bag': '', 'model': '',
-               'rqt': 'false', 'plc': 'true', 'plc_host': '10.1.1.1', 'plc_port': '502',
-               'log': 'false', 'hmi': 'false'}
+    context = _context(plc='true', plc_host='10.1.1.1', plc_port='502')
     nodes = [a.kwargs for a in mod._line(context) if isinstance(a, classes['LifecycleNode'])]
     assert [n['name'] for n in nodes] == ['classifier', 'cam0', 'cam1', 'cam2', 'cam3',
                                           'plc_bridge']
     bridge = nodes[-1]
-    assert bridge['parameters'] == [str(tmp_path / 'config' / 'plc.yaml'), '/p/line.yaml',
+    assert bridge['parameters'] == [f'{tmp_path}/config/plc.yaml', '/p/line.yaml',
                                     {'host': '10.1.1.1', 'port': 502}]
 
 
-def test_rqt_uses_the_shipped_perspective_when_there_is_one(monkeypatch, tmp_path):
-    (tmp_path / 'config').mkdir()
-    (tmp_path / 'config' / 'line.perspective').write_text('{}')
+def test_rqt_uses_the_shipped_perspective(monkeypatch, tmp_path):
     mod, classes = _load_launch(monkeypatch, tmp_path)
-    context = {'params_file': '/p/line.yaml', 'source': 'synthetic', 'bag': '', 'model': '',
-               'rqt': 'true', 'plc': 'false', 'plc_host': '', 'plc_port': '',
-               'log': 'false', 'hmi': 'false'}
-    actions = mod._line(context)
-    [rqt] = [a.kwargs for a in actions if isinstance(a, classes['Node'])]
-    assert rqt['executable'] == 'rqt_gui'
-    assert rqt['arguments'] == ['--perspective-file',
-                                str(tmp_path / 'config' / 'line.perspective')]
+    actions = mod._line(_context(rqt='true'))
+    [rqt] = [a.kwargs for a in actions if isinstance(a, classes['Node'])
+             and a.kwargs['executable'] == 'rqt_gui']
+    assert rqt['arguments'] == ['--perspective-file', f'{tmp_path}/config/line.perspective']
+    assert (ROOT / 'config' / 'line.perspective').is_file()
     names = [a.kwargs['name'] for a in actions if isinstance(a, classes['LifecycleNode'])]
     assert 'plc_bridge' not in names                                  # plc:=false
+
+
+def test_plc_sim_is_a_package_node_with_the_plc_params_and_the_line_starts_it(monkeypatch,
+                                                                            tmp_path):
+    """plc_sim:=true: the simulator is resolved like any node executable (no PATH lookup),
+    reads plc.yaml and the params file, serves the bridge's host/port, and the manager presses
+    Start once the line is up."""
+    mod, classes = _load_launch(monkeypatch, tmp_path)
+    actions = mod._line(_context(plc='true', plc_sim='true', plc_host='127.0.0.1',
+                                 plc_port='5021'))
+    plain = {a.kwargs['name']: a.kwargs for a in actions if isinstance(a, classes['Node'])}
+    sim = plain['plc_sim']
+    assert sim['package'] == 'bolt_inspection' and sim['executable'] == 'plc_sim_node'
+    assert sim['executable'] in _console_scripts()
+    assert sim['parameters'] == [f'{tmp_path}/config/plc.yaml', '/p/line.yaml',
+                                 {'host': '127.0.0.1', 'port': 5021}]
+    assert plain['lifecycle_manager']['parameters'][-1]['start_when_up'] is True
+    # Without the simulator nobody presses Start for the operator.
+    actions = mod._line(_context(plc='true'))
+    plain = {a.kwargs['name']: a.kwargs for a in actions if isinstance(a, classes['Node'])}
+    assert 'plc_sim' not in plain
+    assert plain['lifecycle_manager']['parameters'][-1]['start_when_up'] is False
+    assert 'ExecuteProcess' not in LAUNCH.read_text()
 
 
 def test_log_and_hmi_listen_before_the_classifier_and_read_their_configs():
@@ -230,14 +283,12 @@ def test_launch_file_starts_log_and_hmi_by_default(monkeypatch, tmp_path):
     declared = {a.args[0]: a.kwargs for a in description.args[0]
                 if isinstance(a, classes['DeclareLaunchArgument'])}
     assert declared['log']['default_value'] == declared['hmi']['default_value'] == 'true'
-    context = {'params_file': '/p/line.yaml', 'source': 'synthetic', 'bag': '', 'model': '',
-               'rqt': 'false', 'plc': 'false', 'plc_host': '', 'plc_port': '',
-               'log': 'true', 'hmi': 'true'}
+    context = _context(log='true', hmi='true')
     nodes = [a.kwargs for a in mod._line(context) if isinstance(a, classes['LifecycleNode'])]
     assert [n['name'] for n in nodes][:3] == ['inspection_log', 'hmi', 'classifier']
     assert nodes[0]['executable'] == 'inspection_log_node' and nodes[1]['executable'] == 'hmi_node'
-    assert nodes[0]['parameters'] == [str(tmp_path / 'config' / 'log.yaml'), '/p/line.yaml', {}]
-    assert nodes[1]['parameters'] == [str(tmp_path / 'config' / 'hmi.yaml'), '/p/line.yaml', {}]
+    assert nodes[0]['parameters'] == [f'{tmp_path}/config/log.yaml', '/p/line.yaml', {}]
+    assert nodes[1]['parameters'] == [f'{tmp_path}/config/hmi.yaml', '/p/line.yaml', {}]
     context.update(log='false', hmi='false')
     names = [a.kwargs['name'] for a in mod._line(context)
              if isinstance(a, classes['LifecycleNode'])]

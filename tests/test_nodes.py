@@ -16,6 +16,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from bolt_inspection.core.errors import ConfigError, ModelError  # noqa: E402
 from bolt_inspection.core.fusion import fuse  # noqa: E402
+from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.camera_node import CameraNode  # noqa: E402
 from bolt_inspection.nodes.classifier_node import ClassifierNode  # noqa: E402
 from bolt_inspection.nodes.executor import make_executor  # noqa: E402
@@ -62,8 +63,9 @@ class Rig:
     def __init__(self, context, nodes):
         self.context = context
         self.driver = LineDriver('probe', context=context, keep_gradcam=5)
+        # What the line's cameras offer (nodes/topics.py): reliable, keep-last.
         self.cam_pubs = {c: self.driver.create_publisher(Image, f'/cam{c}/image_raw',
-                                                         qos_profile_sensor_data)
+                                                         topics.IMAGE_QOS)
                          for c in CAMS}
         self.executor = make_executor(num_threads=4, context=context)
         self.nodes = list(nodes) + [self.driver]
@@ -95,7 +97,7 @@ class Rig:
             if bad and cam in bad:
                 bad[cam](msg)
             self.cam_pubs[cam].publish(msg)
-        time.sleep(0.05)  # a camera's pace; sensor-data QoS keeps only the last 5 frames
+        time.sleep(0.05)  # a camera's pace; keep-last QoS keeps only the last few frames
         return stamp
 
     def wait(self, first, count, timeout_s=10.0):
@@ -176,6 +178,31 @@ def test_classifier_one_verdict_per_bolt_with_reasons(rclpy_context, rig_factory
     time.sleep(0.3)
     rig.wait(8001, 6)  # still exactly one verdict per bolt
     assert rig.driver.state.gradcam and rig.driver.state.gradcam[-1].encoding == 'bgr8'
+
+
+def test_classifier_subscribes_reliable_unless_told_otherwise(rclpy_context, rig_factory):
+    """A best-effort camera (a third-party driver with sensor-data QoS) does not match the
+    classifier's reliable subscription; image_reliability:=best_effort lets it in."""
+    node = _classifier(rclpy_context, frame_size=[64, 48])
+    assert bring_up(node)
+    rig = rig_factory([node])
+    be_pub = rig.driver.create_publisher(Image, '/cam0/image_raw', qos_profile_sensor_data)
+    rig.wait_matched()
+    time.sleep(0.5)
+    assert be_pub.get_subscription_count() == 0          # reliable reader, best-effort writer
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    node.destroy_node()
+    tolerant = _classifier(rclpy_context, frame_size=[64, 48], image_reliability='best_effort')
+    assert bring_up(tolerant)
+    rig.executor.add_node(tolerant)
+    deadline = time.monotonic() + 5.0
+    while be_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert be_pub.get_subscription_count() == 1
+    bogus = _classifier(rclpy_context, image_reliability='sometimes')
+    assert not bring_up(bogus)                             # one log line, stays unconfigured
+    bogus.destroy_node()
 
 
 def test_model_that_fails_to_load_leaves_node_unconfigured(rclpy_context, capfd):
@@ -471,7 +498,7 @@ def test_node_executable_with_a_bad_source_stays_unconfigured(ros_domain_id, tmp
             'sys.argv = ["camera_node"] + sys.argv[1:]; main()')
     proc = subprocess.Popen(
         [sys.executable, '-c', code, '--ros-args', '-r', '__node:=cam2', '-p', 'source:=folder',
-         '-p', f'folder:={tmp_path / "missing"}'],
+         '-p', f'folder:={tmp_path / "missing"}', '-p', 'autostart:=true'],
         stderr=subprocess.PIPE, text=True)
     lines = []
     try:
@@ -483,7 +510,7 @@ def test_node_executable_with_a_bad_source_stays_unconfigured(ros_domain_id, tmp
                 break
         assert proc.poll() is None, 'the node must stay alive, unconfigured'
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=20)
+        assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -491,6 +518,45 @@ def test_node_executable_with_a_bad_source_stays_unconfigured(ros_domain_id, tmp
     assert 'cannot open camera source' in err and 'missing' in err and '[cam2]' in err
     assert 'staying unconfigured' in err and 'ros2 lifecycle set /cam2 configure' in err
     assert 'Traceback' not in err + proc.stderr.read()
+
+
+def test_node_executable_waits_for_its_manager_and_rejects_a_bad_parameter(ros_domain_id):
+    """Without autostart a node waits, unconfigured, for the lifecycle manager (or `ros2
+    lifecycle set`) and exits 0 on Ctrl-C; a parameter of the wrong type is one line, exit 2."""
+    import signal
+    import subprocess
+    import sys
+
+    from lifecycle_msgs.srv import GetState
+    code = ('import sys; from bolt_inspection.nodes.camera_node import main; '
+            'sys.argv = ["camera_node"] + sys.argv[1:]; main()')
+    proc = subprocess.Popen([sys.executable, '-c', code, '--ros-args', '-r', '__node:=cam1'],
+                            stderr=subprocess.PIPE, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    node = rclpy.create_node('lifecycle_probe', context=context)
+    try:
+        client = node.create_client(GetState, '/cam1/get_state')
+        assert client.wait_for_service(timeout_sec=20.0)
+        future = client.call_async(GetState.Request())
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.spin_until_future_complete(future, timeout_sec=10.0)
+        assert future.result().current_state.label == 'unconfigured'
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert 'Traceback' not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        node.destroy_node()
+        context.try_shutdown()
+    bad = subprocess.run([sys.executable, '-c', code, '--ros-args', '-r', '__node:=cam1',
+                          '-p', 'rate_hz:=fast'], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith('error: CameraNode: ') and 'rate_hz' in lines[-1]
+    assert 'Traceback' not in bad.stderr
 
 
 def test_record_names_topics_nobody_publishes(rclpy_context, tmp_path):

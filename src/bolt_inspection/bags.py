@@ -27,7 +27,6 @@ LINE_TOPICS = {
 # What a replay feeds into a line: the inputs, never the outputs it would then produce again.
 REPLAY_TOPICS = ('/line/trigger', '/cam0/image_raw', '/cam1/image_raw', '/cam2/image_raw',
                  '/cam3/image_raw')
-SENSOR_TOPIC_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 
 
 def _typestore():

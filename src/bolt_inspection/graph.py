@@ -50,7 +50,8 @@ class NodeSpec:
 def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', folder: str = '',
                device: str = '', cams: tuple[int, ...] = DEFAULT_CAMS, plc: bool = False,
                plc_host: str = '', plc_port: int | str = 0, log: bool = False,
-               hmi: bool = False) -> list[NodeSpec]:
+               hmi: bool = False, plc_sim: bool = False, plc_sim_start: bool = True,
+               manager: bool = False) -> list[NodeSpec]:
     """Return the line's nodes for the given launch arguments.
 
     Args:
@@ -72,11 +73,19 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
         hmi: Add the operator web page (``config/hmi.yaml``: 127.0.0.1:8080 by default).
             Off by default here because a second line on the same machine (a test, a bench
             run) would collide on the port and the log file; the launch file turns both on.
+        plc_sim: Add the simulated line PLC (``plc_sim_node``, ``config/plc.yaml``), serving
+            on ``plc_host``/``plc_port`` like the PLC the bridge talks to.
+        plc_sim_start: With ``plc_sim`` (and the bridge): the lifecycle manager presses Start
+            once every node is active, so the simulated conveyor runs without an operator.
+        manager: Add the ``lifecycle_manager`` node that configures and activates the
+            lifecycle nodes in this order (one process per node: the launch file). The
+            composed line brings its nodes up itself and leaves it out.
 
     Returns:
-        Node specs in start order: the inspection log and the HMI (listeners first, so they see
-        every verdict), the classifier, then the cameras (or the bag player), then the PLC
-        bridge.
+        Node specs in start order: the PLC simulator, the inspection log and the HMI
+        (listeners first, so they see every verdict), the classifier, then the cameras (or the
+        bag player), then the PLC bridge, then the lifecycle manager. Lifecycle nodes are
+        brought up in this order.
 
     Raises:
         ConfigError: An unknown source, or ``source='bag'`` without a bag.
@@ -89,6 +98,16 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
     if model:
         classifier_params['model'] = str(model)
     nodes: list[NodeSpec] = []
+    if plc_sim and source != 'bag':
+        sim_params: dict[str, Any] = {}
+        if plc_host:
+            sim_params['host'] = str(plc_host)
+        if plc_port and int(plc_port):
+            sim_params['port'] = int(plc_port)
+        nodes.append(NodeSpec('plc_sim', 'plc_sim_node',
+                              'bolt_inspection.nodes.plc_sim_node:PlcSimNode',
+                              parameters=sim_params, lifecycle=False,
+                              params_files=('plc.yaml',)))
     # Listeners before the verdicts' producer: no verdict goes unlogged or uncounted.
     if log:
         nodes.append(NodeSpec('inspection_log', 'inspection_log_node',
@@ -105,7 +124,7 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
         nodes.append(NodeSpec('bag_player', 'bag_player',
                               'bolt_inspection.nodes.bag_player:BagPlayer',
                               parameters={'bag': str(bag)}))
-        return nodes
+        return _with_manager(nodes, start_when_up=False) if manager else nodes
     for cam in cams:
         params: dict[str, Any] = {'camera_index': int(cam), 'source': source}
         if source == 'folder' and folder:
@@ -125,7 +144,19 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
         nodes.append(NodeSpec('plc_bridge', 'plc_bridge_node',
                               'bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
                               parameters=plc_params, params_files=('plc.yaml',)))
-    return nodes
+    if not manager:
+        return nodes
+    return _with_manager(nodes, start_when_up=plc and plc_sim and plc_sim_start)
+
+
+def _with_manager(nodes: list[NodeSpec], *, start_when_up: bool) -> list[NodeSpec]:
+    """Append the lifecycle manager that brings the lifecycle nodes up in list order."""
+    order = [n.name for n in nodes if n.lifecycle]
+    return nodes + [NodeSpec('lifecycle_manager', 'lifecycle_manager',
+                             'bolt_inspection.nodes.lifecycle_manager:LifecycleManager',
+                             parameters={'node_names': order,
+                                         'start_when_up': bool(start_when_up)},
+                             lifecycle=False)]
 
 
 def drives_triggers(nodes: list[NodeSpec]) -> bool:

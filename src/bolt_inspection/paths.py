@@ -42,3 +42,29 @@ def config_path(name: str) -> Path:
 def launch_path(name: str) -> Path:
     """Return the path of a shipped launch file."""
     return share_dir() / 'launch' / name
+
+
+def executable(name: str) -> Path:
+    """Return the path of one of the package's node executables, as ``ros2 run`` finds it.
+
+    Looks in ``<prefix>/lib/bolt_inspection/`` of every ``AMENT_PREFIX_PATH`` entry (a sourced
+    colcon workspace or ROS 2 install), then of the running Python's prefix (``pip install``:
+    setup.cfg puts the scripts there), then on ``PATH``.
+
+    Raises:
+        FileNotFoundError: No such executable; the message says where it looked.
+    """
+    import os
+    import shutil
+    prefixes = [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
+    prefixes.append(sys.prefix)
+    for prefix in prefixes:
+        candidate = Path(prefix) / 'lib' / PACKAGE / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise FileNotFoundError(f'executable {name!r} of {PACKAGE} not found in '
+                            f'<prefix>/lib/{PACKAGE} of {", ".join(prefixes)} or on PATH '
+                            '(install the package: make venv, or colcon build)')

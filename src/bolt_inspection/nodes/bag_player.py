@@ -13,10 +13,10 @@ import threading
 import time
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from bolt_inspection import bags
 from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.nodes import topics as line_topics
 from bolt_inspection.nodes.lifecycle_util import declare, exit_main
 
 
@@ -24,13 +24,6 @@ def message_class(msgtype: str):
     """'sensor_msgs/msg/Image' -> the rclpy message class."""
     package, kind, name = msgtype.split('/')
     return getattr(importlib.import_module(f'{package}.{kind}'), name)
-
-
-def qos_for(msgtype: str) -> QoSProfile:
-    """Images as sensor data; everything else reliable (what the line's publishers offer)."""
-    if msgtype in bags.SENSOR_TOPIC_TYPES:
-        return qos_profile_sensor_data
-    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class BagPlayer(LifecycleNode):
@@ -75,7 +68,7 @@ class BagPlayer(LifecycleNode):
                 raise BoltInspectionError(f'{self.bag}: none of {list(self.topics)} in the bag')
             for topic, msgtype in topics.items():
                 self._bag_pubs[topic] = self.create_lifecycle_publisher(
-                    message_class(msgtype), topic, qos_for(msgtype))
+                    message_class(msgtype), topic, line_topics.publisher_qos(topic, msgtype))
         except (BoltInspectionError, ImportError, AttributeError, ValueError) as exc:
             self.get_logger().error(f'cannot play bag: {exc}')
             return TransitionCallbackReturn.FAILURE

@@ -6,18 +6,19 @@ import threading
 import time
 
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from bolt_inspection import bags
 from bolt_inspection.core.errors import ConfigError
+from bolt_inspection.nodes import topics as line_topics
 
 
 class BagRecorder(Node):
     """Records ``topics`` ({topic: msgtype}) into a new bag at ``out``.
 
-    Image topics are subscribed best-effort (they are published with sensor-data QoS), the rest
-    reliable, so every publisher of the line matches. Messages are written with their receive
-    time; the header stamps inside the CDR bytes are untouched.
+    Each topic is subscribed with QoS that matches its publishers (reliable for the line's
+    cameras and messages, best effort for the Grad-CAM previews or a best-effort camera driver;
+    ``nodes/topics.py``), so every frame the line publishes is recorded. Messages are written with
+    their receive time; the header stamps inside the CDR bytes are untouched.
     """
 
     def __init__(self, out, topics: dict[str, str], node_name: str = 'bag_recorder', *,
@@ -32,10 +33,7 @@ class BagRecorder(Node):
     def add_topic(self, topic: str, msgtype: str) -> None:
         from bolt_inspection.nodes.bag_player import message_class
         self.writer.add_topic(topic, msgtype)
-        if msgtype in bags.SENSOR_TOPIC_TYPES:
-            qos = qos_profile_sensor_data
-        else:
-            qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        qos = line_topics.subscription_qos(self, topic, msgtype)
         self.create_subscription(message_class(msgtype), topic,
                                  lambda data, t=topic: self._on_message(t, data), qos, raw=True)
 

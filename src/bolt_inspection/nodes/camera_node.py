@@ -14,12 +14,12 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from bolt_inspection.core.camera_source import CameraSourceConfig, FrameSource, make_source
 from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.image_conv import bgr_to_image
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
@@ -27,8 +27,6 @@ from bolt_inspection.nodes.lifecycle_util import (
     key_values,
     publish_diagnostics,
 )
-
-TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class CameraNode(LifecycleNode):
@@ -119,9 +117,10 @@ class CameraNode(LifecycleNode):
             self.get_logger().error(f'cannot open camera source: {exc}')
             self.source = None
             return TransitionCallbackReturn.FAILURE
-        self._pub = self.create_lifecycle_publisher(Image, self.image_topic,
-                                                    qos_profile_sensor_data)
-        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        # Reliable: every frame reaches the classifier, also between processes (topics.py).
+        self._pub = self.create_lifecycle_publisher(Image, self.image_topic, topics.IMAGE_QOS)
+        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, topics.DIAGNOSTICS,
+                                                         topics.DIAGNOSTICS_QOS)
         self.get_logger().info(f'{self.source.describe()} -> {self.image_topic}')
         return TransitionCallbackReturn.SUCCESS
 
@@ -132,14 +131,14 @@ class CameraNode(LifecycleNode):
                                                   callback_group=self._group))
         else:
             self._trigger_sub = self.create_subscription(
-                Header, p['trigger_topic'], self._on_trigger, TRIGGER_QOS,
+                Header, p['trigger_topic'], self._on_trigger, topics.TRIGGER_QOS,
                 callback_group=self._group)
         self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
                                               self._publish_diagnostics))
         if p['prefetch'] and p['prefetch_after_topic'] and hasattr(self.source, 'prefetch_next'):
             self._verdict_sub = self.create_subscription(
                 DiagnosticStatus, p['prefetch_after_topic'], self._on_verdict,
-                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+                topics.VERDICT_QOS)
         return super().on_activate(state)
 
     def _on_verdict(self, msg: DiagnosticStatus) -> None:

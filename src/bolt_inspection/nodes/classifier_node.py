@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -41,6 +41,7 @@ from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.core.fusion import fuse
 from bolt_inspection.core.join import Bundle, ViewJoiner
 from bolt_inspection.core.latency import LatencyStats
+from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.image_conv import bgr_to_image, image_to_bgr
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
@@ -51,8 +52,10 @@ from bolt_inspection.nodes.lifecycle_util import (
     stamp_to_ns,
 )
 
-TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+TRIGGER_QOS = topics.TRIGGER_QOS
+VERDICT_QOS = topics.VERDICT_QOS
+IMAGE_RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE,
+                     'best_effort': ReliabilityPolicy.BEST_EFFORT}
 VERDICT_NAME = 'bolt_inspection/verdict'
 # Bolts whose mosaic waits for the image thread; a newer bolt pushes out the oldest.
 IMAGE_QUEUE = 2
@@ -127,6 +130,11 @@ class ClassifierNode(LifecycleNode):
                                        'Grad-CAM mosaic on /inspection/gradcam')
         p['publish_heatmaps'] = declare(self, 'publish_heatmaps', False, 'Publish per-view '
                                         'overlays on /inspection/heatmap/camN')
+        p['image_reliability'] = declare(
+            self, 'image_reliability', 'reliable', 'QoS reliability of the camera '
+            "subscriptions: 'reliable' (every frame, also between processes) or 'best_effort' "
+            '(for a third-party camera driver that publishes sensor-data QoS, which a reliable '
+            'subscription does not match)', read_only=True, constraints='reliable | best_effort')
         p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
                                             '/diagnostics', float_range=(0.1, 60.0),
                                             read_only=True)
@@ -166,10 +174,23 @@ class ClassifierNode(LifecycleNode):
                 self.joiner.timeout_s = float(param.value)
             if param.name in ('publish_gradcam', 'publish_heatmaps', 'model', 'view_timeout_s'):
                 self._params[param.name] = param.value
+            if param.name == 'publish_heatmaps' and param.value and self._pubs:
+                self._create_heatmap_publishers()
         return SetParametersResult(successful=True)
+
+    def _create_heatmap_publishers(self) -> None:
+        """/inspection/heatmap/camN, only once someone turns ``publish_heatmaps`` on."""
+        for cam in self.cams:
+            if f'heatmap{cam}' not in self._pubs:
+                self._pubs[f'heatmap{cam}'] = self.create_publisher(
+                    Image, topics.HEATMAP_PATTERN.format(cam), topics.PREVIEW_QOS)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._params['image_reliability'] not in IMAGE_RELIABILITY:
+            self.get_logger().error(f"image_reliability {self._params['image_reliability']!r}: "
+                                    f"expected {' or '.join(IMAGE_RELIABILITY)}")
+            return TransitionCallbackReturn.FAILURE
         model = self._params['model']
         if not model:
             self.get_logger().error('no model: set the "model" parameter to an artifact '
@@ -205,15 +226,15 @@ class ClassifierNode(LifecycleNode):
         self.joiner = ViewJoiner(self.cams, self._params['view_timeout_s'],
                                  max_pending=self._params['max_pending'])
         self._pubs = {
-            'verdict': self.create_lifecycle_publisher(DiagnosticStatus, '/inspection/verdict',
+            'verdict': self.create_lifecycle_publisher(DiagnosticStatus, topics.VERDICT,
                                                        VERDICT_QOS),
-            'gradcam': self.create_lifecycle_publisher(Image, '/inspection/gradcam',
-                                                       qos_profile_sensor_data),
-            'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10),
+            'gradcam': self.create_lifecycle_publisher(Image, topics.GRADCAM,
+                                                       topics.PREVIEW_QOS),
+            'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, topics.DIAGNOSTICS,
+                                                           topics.DIAGNOSTICS_QOS),
         }
-        for cam in self.cams:
-            self._pubs[f'heatmap{cam}'] = self.create_lifecycle_publisher(
-                Image, f'/inspection/heatmap/cam{cam}', qos_profile_sensor_data)
+        if self._params['publish_heatmaps']:
+            self._create_heatmap_publishers()
         self.get_logger().info(f'model {self.inspector.model_id} (threshold '
                                f'{self.inspector.threshold:.3f}), cameras {list(self.cams)}')
         return TransitionCallbackReturn.SUCCESS
@@ -234,10 +255,12 @@ class ClassifierNode(LifecycleNode):
         self._subs.append(self.create_subscription(Header, p['trigger_topic'], self._on_trigger,
                                                    TRIGGER_QOS,
                                                    callback_group=self._input_group))
+        image_qos = QoSProfile(history=topics.IMAGE_QOS.history, depth=topics.IMAGE_QOS.depth,
+                               reliability=IMAGE_RELIABILITY[p['image_reliability']])
         for cam in self.cams:
             self._subs.append(self.create_subscription(
-                Image, p['camera_topic'].format(cam), self._image_callback(cam),
-                qos_profile_sensor_data, callback_group=self._input_group))
+                Image, topics.camera_topic(cam, p['camera_topic']), self._image_callback(cam),
+                image_qos, callback_group=self._input_group))
         period = min(0.05, p['view_timeout_s'] / 10)
         self._own_timers.append(self.create_timer(period, self._on_expire_timer,
                                               callback_group=self._timer_group))
@@ -252,8 +275,11 @@ class ClassifierNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop('classifier cleaned up')
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
+        for name, pub in self._pubs.items():
+            if name.startswith('heatmap'):
+                self.destroy_publisher(pub)
+            else:
+                self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         self.inspector = None
         self.joiner = None
@@ -431,7 +457,7 @@ class ClassifierNode(LifecycleNode):
             threshold=inspector.threshold if inspector is not None else math.nan,
             model_id=inspector.model_id if inspector is not None else '')
         pub = self._pubs.get('verdict')
-        if pub is not None:
+        if pub is not None and self.context.ok():
             pub.publish(status)
         self.latency.add(latency_ms)
         self.counts['verdicts'] += 1

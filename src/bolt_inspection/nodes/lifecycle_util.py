@@ -14,6 +14,7 @@ from rcl_interfaces.msg import (
     IntegerRange,
     ParameterDescriptor,
 )
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -131,38 +132,90 @@ def bring_down(node: LifecycleNode) -> None:
         node.trigger_cleanup()
 
 
-def lifecycle_main(node_cls, args: Iterable[str] | None = None, *, autostart: bool = True) -> int:
-    """``main()`` of a lifecycle node executable (ros2/demos talker shape).
+def node_main(node_cls, args: Iterable[str] | None = None) -> int:
+    """``main()`` of every node executable of the package (ros2/demos talker shape).
 
-    Brings the node up itself (``autostart``) so ``ros2 run`` and the launch file work without a
-    lifecycle manager; ``ros2 lifecycle set`` still works on the node afterwards. A node whose
-    configure fails stays alive, unconfigured, so the operator can fix the cause (plug the
-    camera in, put the model in place, set the classifier's ``model``) and configure it again
-    instead of restarting the launch.
+    Lifecycle nodes: when the node's ``autostart`` parameter is true it configures and activates
+    itself (``ros2 run bolt_inspection camera_node --ros-args -p autostart:=true``); otherwise it
+    waits, unconfigured, for a lifecycle manager — the line's ``lifecycle_manager`` node, which
+    the launch file starts, brings the nodes up in order — or ``ros2 lifecycle set``. A node whose
+    configure fails stays alive, unconfigured, so the cause can be fixed (camera plugged in, model
+    in place, writable parameter set) and the node configured again without a restart.
+
+    Plain nodes may have ``open() -> bool`` (called once spinning; False exits with status 2)
+    and ``close()`` (called at exit while the context is still valid).
+
+    Shutdown: SIGINT / SIGTERM (what ``ros2 launch`` sends on Ctrl-C) run the node's ``shutdown``
+    transition while the ROS context is still valid — the classifier answers the bolts in
+    flight, the camera releases its device — then the node is destroyed and rclpy shut down.
+    rclpy's own signal handler would invalidate the context first, so it is not installed.
+
+    Returns:
+        The exit status: 0, or 2 for a bad parameter or a node that could not open.
     """
+    import signal
+    import threading
+
+    from rclpy.signals import SignalHandlerOptions
+
     rosenv.apply_defaults()
-    rclpy.init(args=args)
-    node = node_cls()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    node = None
     executor = make_executor()
-    executor.add_node(node)
+    spinner = threading.Thread(target=_spin_until_shutdown, args=(executor,),
+                               name='node-main-spin', daemon=True)
     code = 0
     try:
+        try:
+            node = node_cls()
+            lifecycle = isinstance(node, LifecycleNode)
+            autostart = lifecycle and declare(node, 'autostart', False, 'Configure and '
+                                              'activate on start, without a lifecycle manager',
+                                              read_only=True)
+        except ParameterException as exc:
+            # A wrong parameter type or value from the params file / command line: one line.
+            print(f'error: {node_cls.__name__}: {exc}'.splitlines()[0], file=sys.stderr)
+            return 2
+        executor.add_node(node)
+        spinner.start()
         if autostart and not bring_up(node):
             name = node.get_fully_qualified_name()
             node.get_logger().error(
                 f'staying {state_label(node)}: once the cause above is fixed (device plugged '
                 f'in, file in place, writable parameter set), `ros2 lifecycle set {name} '
                 'configure` then `activate` retries')
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if not lifecycle and hasattr(node, 'open') and not node.open():
+            return 2
+        while not stop.wait(0.2) and spinner.is_alive():
+            pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
+        if isinstance(node, LifecycleNode):
+            if state_label(node) in ('unconfigured', 'inactive', 'active'):
+                # While the context is valid: answer the bolts in flight, release devices.
+                node.trigger_shutdown()
+        elif hasattr(node, 'close'):
+            node.close()
+        executor.shutdown(timeout_sec=5.0)
+        if spinner.is_alive():
+            spinner.join(timeout=5.0)
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code
 
 
+def _spin_until_shutdown(executor) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
 def exit_main(node_cls, args=None) -> None:
-    """Entry-point wrapper: ``sys.exit(lifecycle_main(...))``."""
-    sys.exit(lifecycle_main(node_cls, args))
+    """Entry-point wrapper: ``sys.exit(node_main(...))``."""
+    sys.exit(node_main(node_cls, args))

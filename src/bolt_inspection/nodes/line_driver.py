@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import stamp_to_ns
 
-TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+TRIGGER_QOS = topics.TRIGGER_QOS
+VERDICT_QOS = topics.VERDICT_QOS
 
 
 @dataclass
@@ -72,8 +72,8 @@ class LineDriver(Node):
         self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
                                  VERDICT_QOS)
         if keep_gradcam:
-            self.create_subscription(Image, '/inspection/gradcam', self._on_gradcam,
-                                     qos_profile_sensor_data)
+            self.create_subscription(Image, topics.GRADCAM, self._on_gradcam,
+                                     topics.PREVIEW_QOS)
 
     def call_trigger_service(self, name: str, timeout_s: float = 10.0) -> tuple[bool, str]:
         """Call a std_srvs/Trigger service (e.g. the PLC bridge's /line/start).

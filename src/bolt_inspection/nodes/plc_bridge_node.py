@@ -262,6 +262,11 @@ class PlcBridgeNode(LifecycleNode):
             ``(success, message)``; the message says why when it failed.
         """
         what = 'start' if on else 'stop'
+        # Pressed right after activation (the lifecycle manager's start_when_up) the worker may
+        # still be connecting: give it one connect timeout before refusing.
+        deadline = time.monotonic() + self.config.timeout_s + 0.2
+        while self._worker is not None and not self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
         if self._worker is None:
             ok, message = False, f'cannot {what}: plc_bridge not active'
         elif not self.connected:

@@ -1,0 +1,98 @@
+"""The line's topic contract: names, message types and QoS profiles, in one place.
+
+Every node, the bag tools and the tests take their QoS from here, so a publisher and its
+subscribers cannot drift apart. Why each profile is what it is:
+
+* Inspection images (``/camN/image_raw``) are RELIABLE, keep-last :data:`IMAGE_DEPTH`. A
+  1280x960 bgr8 frame is 3.7 MB; Fast DDS splits it into ~57 fragments of 64 KB. Between
+  processes (``ros2 launch``: one process per node) rmw_fastrtps uses its shared-memory transport
+  with 512 KB segments — with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` it installs that
+  transport itself and ignores ``FASTDDS_BUILTIN_TRANSPORTS`` and XML transport settings — and a
+  best-effort sample that loses one fragment is lost whole. Measured here (bench/transport.py):
+  best effort delivered 10-40% of the frames, reliable 100%. Keep-last bounds the writer's
+  memory and never blocks a camera: a reader that falls :data:`IMAGE_DEPTH` frames behind loses
+  the oldest, and the classifier's view timeout then makes that bolt NG.
+* Triggers, verdicts and PLC deliveries are RELIABLE: each one is a bolt.
+* Pictures for people (the Grad-CAM mosaic and per-view heatmaps) are sensor data (best
+  effort): a dropped picture must never delay a verdict.
+* ``/plc/status`` is latched (TRANSIENT_LOCAL, depth 1): a late subscriber sees the last state.
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+# -- names -------------------------------------------------------------------------------------
+TRIGGER = '/line/trigger'
+CAMERA_PATTERN = '/cam{}/image_raw'
+VERDICT = '/inspection/verdict'
+GRADCAM = '/inspection/gradcam'
+HEATMAP_PATTERN = '/inspection/heatmap/cam{}'
+PLC_STATUS = '/plc/status'
+PLC_DELIVERY = '/plc/delivery'
+DIAGNOSTICS = '/diagnostics'
+START_SERVICE = '/line/start'
+STOP_SERVICE = '/line/stop'
+
+# -- QoS ---------------------------------------------------------------------------------------
+# Frames a camera keeps for a reader that is behind (and resends to it): 4 bolts' worth at one
+# view per bolt. Memory: IMAGE_DEPTH x 3.7 MB per camera at 1280x960.
+IMAGE_DEPTH = 4
+
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=IMAGE_DEPTH,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+"""Inspection images: every frame of every bolt, between processes too."""
+
+PREVIEW_QOS = qos_profile_sensor_data
+"""Pictures for people (Grad-CAM mosaic, heatmaps, live camera previews): may drop."""
+
+TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DIAGNOSTICS_QOS = 10
+
+
+def camera_topic(cam: int, pattern: str = CAMERA_PATTERN) -> str:
+    """The image topic of camera ``cam`` (``pattern`` has one ``{}`` for the index)."""
+    return pattern.format(int(cam))
+
+
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+
+
+def publisher_qos(topic: str, msgtype: str) -> QoSProfile:
+    """What the line publishes ``topic`` with (bag replay publishes the same way).
+
+    Pictures for people (Grad-CAM, heatmaps) best effort; every other image — the cameras' —
+    and every other message reliable. Reliable publishers also serve best-effort readers.
+    """
+    if msgtype in IMAGE_TYPES and topic.startswith('/inspection/'):
+        return PREVIEW_QOS
+    if msgtype in IMAGE_TYPES:
+        return IMAGE_QOS
+    return VERDICT_QOS
+
+
+def subscription_qos(node, topic: str, msgtype: str) -> QoSProfile:
+    """A subscription that matches ``topic``'s publishers, like ``ros2 bag record`` adapts.
+
+    Reliable when every publisher seen so far is reliable (the line's own), best effort when
+    one is not (a third-party camera driver with sensor-data QoS, the Grad-CAM previews); with
+    no publisher yet, what the line publishes the topic with (:func:`publisher_qos`).
+    """
+    offered = publisher_qos(topic, msgtype)
+    infos = node.get_publishers_info_by_topic(topic)
+    if not infos:
+        return offered
+    reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(offered.depth, IMAGE_DEPTH),
+                      reliability=(ReliabilityPolicy.RELIABLE if reliable
+                                   else ReliabilityPolicy.BEST_EFFORT))
