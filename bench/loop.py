@@ -1,12 +1,15 @@
 """The closed loop: PLC simulator -> bridge -> cameras -> classifier -> bridge -> verdict regs.
 
-Two processes, as on a line PC next to a PLC:
+This process runs the PLC simulator (``plc_server.PlcSimulator``, a real Modbus TCP server on
+127.0.0.1) and steps the conveyor rate. The line (``graph.line_nodes``: 4 synthetic cameras +
+classifier + PLC bridge) runs in one of two shapes (``--shape``):
 
-* this process runs the PLC simulator (``plc_server.PlcSimulator``, a real Modbus TCP server on
-  127.0.0.1) and steps the conveyor rate;
-* a child process (``loop.py line ...``) runs the line: ``graph.line_nodes`` (4 synthetic
-  cameras + classifier + PLC bridge, ``line_nodes(plc=True, plc_host, plc_port)``), composed like
-  ``bolt-inspection line --plc`` (with an older ``line_nodes`` the bridge spec is appended here).
+* ``composed`` — one child process (``loop.py line ...``) with every node on one executor, like
+  ``bolt-inspection line --plc``;
+* ``processes`` — one process per node from the installed executables plus the lifecycle
+  manager, exactly as ``ros2 launch bolt_inspection line.launch.py`` starts them
+  (``runtime.processes.ProcessLine``); the verdicts are observed by a probe node in this
+  process. CPU and peak RSS are summed over the node processes.
 
 For each rate the simulator gets a fresh conveyor program (a PLC reset: the bridge sees its
 counter restart and resyncs, no reconnect), presses start, feeds ``rate * duration`` bolts and
@@ -35,6 +38,8 @@ import time
 from pathlib import Path
 
 import common
+
+SHAPES = ('composed', 'processes')
 
 HERE = Path(__file__).resolve().parent
 
@@ -203,28 +208,171 @@ def conveyor_class():
     return BenchConveyor
 
 
+class ComposedLineChild:
+    """The line composed in one child process (``loop.py line``)."""
+
+    def __init__(self, artifact: Path, port: int, out_dir: Path, frame_size, prefetch: bool,
+                 prefix: str = 'loop') -> None:
+        self.events_path = out_dir / f'{prefix}_events.jsonl'
+        self.line_json = out_dir / f'{prefix}_line_process.json'
+        self.stderr_path = out_dir / f'{prefix}_line_stderr.log'
+        for p in (self.events_path, self.line_json):
+            p.unlink(missing_ok=True)
+        self.cmd = [sys.executable, str(HERE / 'loop.py'), 'line', '--port', str(port),
+                    '--artifact', str(artifact), '--events', str(self.events_path),
+                    '--out', str(self.line_json), '--frame-size', str(frame_size[0]),
+                    str(frame_size[1])]
+        if not prefetch:
+            self.cmd.append('--no-prefetch')
+        self.child: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.child = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
+            self.stderr_path, 'w'), env=os.environ.copy())
+
+    def ready(self) -> float | None:
+        ready = [e for e in read_events(self.events_path) if e.get('event') == 'ready']
+        return ready[0]['bring_up_s'] if ready else None
+
+    def alive(self) -> bool:
+        return self.child is not None and self.child.poll() is None
+
+    def pids(self) -> list[int]:
+        return [self.child.pid] if self.child is not None else []
+
+    def stop(self) -> None:
+        if self.alive():
+            self.child.send_signal(signal.SIGINT)
+            try:
+                self.child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+
+    def details(self) -> dict:
+        """The classifier's and bridge's own counters (written by the child at exit)."""
+        if not self.line_json.is_file():
+            return {}
+        line_out = json.loads(self.line_json.read_text())
+        return {'line_process': line_out.get('process'),
+                'bridge_stats': line_out.get('bridge_stats'),
+                'modbus_poll_ms': common.stats(line_out.get('modbus_poll_ms', [])),
+                'modbus_write_ms': common.stats(line_out.get('modbus_write_ms', [])),
+                'classifier_counts': line_out.get('classifier_counts'),
+                'join_stats': line_out.get('join_stats'),
+                'camera_errors': line_out.get('camera_errors'),
+                'mosaics_dropped': line_out.get('mosaics_dropped'),
+                'camera_prefetch': line_out.get('camera_prefetch')}
+
+
+class ProcessesLine:
+    """One process per node, as ``ros2 launch`` starts the line, and a verdict probe here."""
+
+    def __init__(self, artifact: Path, port: int, out_dir: Path, frame_size, prefetch: bool,
+                 prefix: str = 'loop_processes') -> None:
+        from bolt_inspection import paths
+        from bolt_inspection.graph import line_nodes
+        from bolt_inspection.runtime.processes import ProcessLine
+        self.events_path = out_dir / f'{prefix}_events.jsonl'
+        self.events_path.unlink(missing_ok=True)
+        self.stderr_path = out_dir / f'{prefix}_logs'
+        specs = line_nodes(source='synthetic', model=str(artifact), plc=True,
+                           plc_host='127.0.0.1', plc_port=int(port), manager=True)
+        overrides = {s.name: {'size': list(frame_size), 'prefetch': bool(prefetch)}
+                     for s in specs if s.executable == 'camera_node'}
+        overrides['classifier'] = {'frame_size': list(frame_size)}
+        self.line = ProcessLine(specs, paths.config_path('line.yaml'), self.stderr_path,
+                                overrides=overrides)
+        self.cmd = ' ; '.join(' '.join(c) for c in self.line.commands().values())
+        self._t0 = 0.0
+        self._probe = None
+
+    def start(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        from bolt_inspection.nodes import topics
+        from bolt_inspection.nodes.executor import make_executor
+        self._t0 = time.perf_counter()
+        self.line.start()
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=int(os.environ['ROS_DOMAIN_ID']))
+        node = rclpy.create_node('bench_verdict_probe', context=context)
+        events = open(self.events_path, 'a', buffering=1, encoding='utf-8')  # noqa: SIM115
+
+        def on_verdict(msg) -> None:
+            values = {kv.key: kv.value for kv in msg.values}
+            events.write(json.dumps({'t': time.time(), 'bolt': msg.hardware_id,
+                                     'message': msg.message,
+                                     'latency_ms': float(values.get('latency_ms', 'nan'))})
+                         + '\n')
+        node.create_subscription(DiagnosticStatus, topics.VERDICT, on_verdict,
+                                 topics.VERDICT_QOS)
+        executor = make_executor(context, num_threads=2)
+        executor.add_node(node)
+        thread = threading.Thread(target=executor.spin, daemon=True)
+        thread.start()
+        self._probe = (context, node, executor, thread, events)
+
+    def ready(self) -> float | None:
+        manager = self.line.processes['lifecycle_manager'].log_text()
+        return time.perf_counter() - self._t0 if 'line up:' in manager else None
+
+    def alive(self) -> bool:
+        return not self.line.dead()
+
+    def pids(self) -> list[int]:
+        return [p.popen.pid for p in self.line.processes.values()]
+
+    def stop(self) -> None:
+        # Summed over the node processes, read while they still exist.
+        self.usage = {'cpu_s': _cpu_of(self.pids()), 'peak_rss_mb': _rss_of(self.pids()),
+                      'wall_s': time.perf_counter() - self._t0, 'processes': len(self.pids())}
+        codes = self.line.stop()
+        if self._probe is not None:
+            context, node, executor, thread, events = self._probe
+            executor.shutdown()
+            thread.join(timeout=5.0)
+            node.destroy_node()
+            context.try_shutdown()
+            events.close()
+        self.exit_codes = codes
+
+    def details(self) -> dict:
+        return {'exit_codes': getattr(self, 'exit_codes', None),
+                'line_process': getattr(self, 'usage', None),
+                'processes': {name: p.popen.pid for name, p in self.line.processes.items()}}
+
+
+def _cpu_of(pids: list[int]) -> float:
+    return sum(proc_cpu_s(pid) or 0.0 for pid in pids)
+
+
+def _rss_of(pids: list[int]) -> float | None:
+    values = [common.vm_hwm_mb(pid) for pid in pids]
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
+
+
 def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Path,
                frame_size=common.FRAME_SIZE, gate_delay_s: float | None = None,
                capacity_gate_s: float = 4.0, latency_rate: float | None = None,
                confirm_s: float = 0.0, stop_on_fail: bool = True,
-               startup_timeout_s: float = 240.0, prefetch: bool = True) -> dict:
+               startup_timeout_s: float = 240.0, prefetch: bool = True,
+               shape: str = 'composed') -> dict:
     """Run the closed loop at each rate; optionally confirm the best rate for ``confirm_s``.
 
     The first step (``latency_rate``, well below capacity) uses the configured gate delay
     (config/plc.yaml): the whole-loop latency and whether verdicts beat the configured gate.
     The rate ladder and the confirmation run use ``capacity_gate_s``: with a gate that far
     downstream a verdict is only late when the line falls behind, so the ladder measures
-    throughput capacity rather than single-bolt latency.
+    throughput capacity rather than single-bolt latency. ``shape`` is the line's process
+    layout (see the module docstring).
     """
     from bolt_inspection.core.plc_contract import load_plc_config
     from bolt_inspection.plc_server import PlcSimulator, sim_with
 
     common.setup_env()
     out_dir.mkdir(parents=True, exist_ok=True)
-    events_path = out_dir / 'loop_events.jsonl'
-    line_json = out_dir / 'loop_line_process.json'
-    for p in (events_path, line_json):
-        p.unlink(missing_ok=True)
     plc, sim_cfg = load_plc_config()
     gate = sim_cfg.gate_delay_s if gate_delay_s is None else gate_delay_s
     capacity_gate = max(gate, capacity_gate_s)
@@ -233,25 +381,22 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
     sim = PlcSimulator(plc, sim_with(sim_cfg, bolts=1, gate_delay_s=gate), host='127.0.0.1',
                        port=port).start()
     t_all = time.perf_counter()
-    cmd = [sys.executable, str(HERE / 'loop.py'), 'line', '--port', str(port),
-           '--artifact', str(artifact), '--events', str(events_path), '--out', str(line_json),
-           '--frame-size', str(frame_size[0]), str(frame_size[1])]
-    if not prefetch:
-        cmd.append('--no-prefetch')
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
-        out_dir / 'loop_line_stderr.log', 'w'), env=os.environ.copy())
+    line_cls = {'composed': ComposedLineChild, 'processes': ProcessesLine}[shape]
+    child = line_cls(artifact, port, out_dir, frame_size, prefetch)
+    events_path = child.events_path
+    child.start()
     steps = []
-    result: dict = {'port': port, 'gate_delay_s': gate, 'capacity_gate_s': capacity_gate,
-                    'step_s': step_s, 'line_cmd': ' '.join(cmd), 'prefetch': bool(prefetch)}
+    result: dict = {'shape': shape, 'port': port, 'gate_delay_s': gate,
+                    'capacity_gate_s': capacity_gate, 'step_s': step_s,
+                    'line_cmd': child.cmd if isinstance(child.cmd, str) else ' '.join(child.cmd),
+                    'prefetch': bool(prefetch)}
     try:
         deadline = time.monotonic() + startup_timeout_s
-        while not any(e.get('event') == 'ready' for e in read_events(events_path)):
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError('line process did not come up; see '
-                                   f'{out_dir / "loop_line_stderr.log"}')
+        while (bring_up_s := child.ready()) is None:
+            if not child.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f'the line did not come up; see {child.stderr_path}')
             time.sleep(0.2)
-        ready = next(e for e in read_events(events_path) if e.get('event') == 'ready')
-        result['line_bring_up_s'] = ready['bring_up_s']
+        result['line_bring_up_s'] = bring_up_s
         time.sleep(1.0)   # the bridge connects and polls
 
         def step(rate: float, seconds: float, kind: str, gate_s: float) -> dict:
@@ -260,17 +405,17 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
             with sim.lock:
                 sim.model = conveyor_class()(cfg, sim.clock(), truth=sim.model.truth)
             time.sleep(max(0.5, 3 * plc.poll_period_s))   # the bridge resyncs to counter 0
-            cpu_line0, cpu_sim0 = proc_cpu_s(child.pid), common.self_usage()['cpu_s']
+            cpu_line0, cpu_sim0 = _cpu_of(child.pids()), common.self_usage()['cpu_s']
             t0_wall, t0 = time.time(), time.perf_counter()
             sim.set_running(True)
             timeout = bolts * 60.0 / rate + gate_s + 30.0
             while not sim.summary()['done'] and time.perf_counter() - t0 < timeout:
-                if child.poll() is not None:
-                    raise RuntimeError('line process died')
+                if not child.alive():
+                    raise RuntimeError(f'the line died; see {child.stderr_path}')
                 time.sleep(0.1)
             time.sleep(0.3)   # the last verdict event reaches the events file
             wall = time.perf_counter() - t0
-            cpu_line = (proc_cpu_s(child.pid) or 0.0) - (cpu_line0 or 0.0)
+            cpu_line = _cpu_of(child.pids()) - cpu_line0
             cpu_sim = common.self_usage()['cpu_s'] - cpu_sim0
             with sim.lock:
                 model = sim.model
@@ -302,7 +447,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                 'loop_latency_samples_ms': [x * 1e3 for x in lat],
                 'cpu_cores_line': cpu_line / wall if wall else None,
                 'cpu_cores_plc_sim': cpu_sim / wall if wall else None,
-                'line_peak_rss_mb': common.vm_hwm_mb(child.pid),
+                'line_peak_rss_mb': _rss_of(child.pids()),
             }
             common.log(f'loop {kind} {rate:.1f}/min x{bolts}: loop p50 '
                        f'{rec["loop_latency_ms"]["p50"]} p99 {rec["loop_latency_ms"]["p99"]} ms, '
@@ -322,13 +467,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
             best = max(s['rate_per_min'] for s in good)
             steps.append(step(best, confirm_s, 'confirm', capacity_gate))
     finally:
-        result['line_peak_rss_mb_before_exit'] = common.vm_hwm_mb(child.pid)
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        result['line_peak_rss_mb_before_exit'] = _rss_of(child.pids())
+        child.stop()
         sim.stop()
     result['steps'] = steps
     confirmed = [s for s in steps if s['kind'] == 'confirm']
@@ -340,17 +480,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
         result['max_sustained_per_min'] = max((s['rate_per_min'] for s in good), default=None)
     result['best_step'] = (max(good, key=lambda s: (s['kind'] == 'confirm', s['rate_per_min']))
                            if good else (steps[0] if steps else None))
-    if line_json.is_file():
-        line_out = json.loads(line_json.read_text())
-        result['line_process'] = line_out.get('process')
-        result['bridge_stats'] = line_out.get('bridge_stats')
-        result['modbus_poll_ms'] = common.stats(line_out.get('modbus_poll_ms', []))
-        result['modbus_write_ms'] = common.stats(line_out.get('modbus_write_ms', []))
-        result['classifier_counts'] = line_out.get('classifier_counts')
-        result['join_stats'] = line_out.get('join_stats')
-        result['camera_errors'] = line_out.get('camera_errors')
-        result['mosaics_dropped'] = line_out.get('mosaics_dropped')
-        result['camera_prefetch'] = line_out.get('camera_prefetch')
+    result.update(child.details())
     result['plc_sim_process'] = common.self_usage(time.perf_counter() - t_all)
     return result
 
@@ -380,6 +510,8 @@ def main(argv=None) -> int:
     ladder.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
     ladder.add_argument('--no-prefetch', action='store_true',
                         help='synthetic cameras render each frame on the trigger')
+    ladder.add_argument('--shape', choices=SHAPES, default='composed',
+                        help='the line in one process, or one process per node (ros2 launch)')
     ladder.add_argument('--out', type=Path, required=True)
     args = parser.parse_args(argv)
     if args.role == 'line':
@@ -392,7 +524,8 @@ def main(argv=None) -> int:
     result = run_ladder(artifact, args.rates, step_s=args.step_s, out_dir=args.out.parent,
                         frame_size=tuple(args.frame_size), confirm_s=args.confirm_s,
                         latency_rate=args.latency_rate, capacity_gate_s=args.capacity_gate_s,
-                        stop_on_fail=not args.keep_going, prefetch=not args.no_prefetch)
+                        stop_on_fail=not args.keep_going, prefetch=not args.no_prefetch,
+                        shape=args.shape)
     result.update({'model_kind': args.model_kind, 'input_size': list(input_size)})
     common.write_json(args.out, result)
     return 0

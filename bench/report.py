@@ -112,7 +112,9 @@ def plot_loop(loop: dict, path: Path) -> Path | None:
     ax.axhline(P99_BUDGET_MS, color='red', lw=1, ls=':', label='0.9 s')
     ax.set_xlabel('bolts / min')
     ax.set_ylabel('bolt at camera -> verdict registers written (ms)')
-    ax.set_title('Closed loop (PLC simulator <-> line) vs rate')
+    layout = ('one process per node' if loop.get('shape') == 'processes'
+              else 'composed in one process')
+    ax.set_title(f'Closed loop (PLC simulator <-> line, {layout}) vs rate')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -271,47 +273,10 @@ def markdown(result: dict) -> str:
                     cells = [f'{_f(s["p50"], "{:.1f}")} / {_f(s["p99"], "{:.1f}")}']
                     out.append(f'| {label} | ' + ' | '.join(cells + [''] * (n_cols - 1)) + ' |')
             out.append('')
-    loop = result['sections'].get('loop') or {}
-    if loop.get('steps'):
-        out += [f'### 2-3. Closed loop: plc-sim (Modbus TCP) <-> bridge -> cameras -> '
-                f'classifier ({loop.get("model_kind")}, input {loop.get("input_size")})', '',
-                f'"latency" run: well below capacity, with the configured gate '
-                f'({loop["gate_delay_s"]} s after the camera, config/plc.yaml). "ladder" / '
-                f'"confirm" runs: gate {loop.get("capacity_gate_s")} s downstream, so a verdict '
-                'is late only when the line falls behind (capacity, not single-bolt latency).',
-                '', '| run | bolts/min | gate | bolts | bolt at camera -> verdict registers '
-                'p50 / p99 | classifier trigger -> publish p50 / p99 | late | fail-safe | '
-                'dropped views | overloaded | CPU line / plc-sim (cores) | sustained |',
-                '|---|---|---|---|---|---|---|---|---|---|---|---|']
-        for s in loop['steps']:
-            ll, cl = s['loop_latency_ms'], s['classifier_latency_ms']
-            out.append(
-                f'| {s["kind"]} | {s["rate_per_min"]:.1f} | {s.get("gate_delay_s", "-")} s | '
-                f'{s["bolts"]} | {_f(ll["p50"])} / '
-                f'{_f(ll["p99"])} ms | {_f(cl["p50"])} / {_f(cl["p99"])} ms | '
-                f'{s["late_verdicts"]} | {s["failsafe_rejects"]} | {s["dropped_view_bolts"]} | '
-                f'{s["overloaded_bolts"]} | {_f(s["cpu_cores_line"], "{:.2f}")} / '
-                f'{_f(s["cpu_cores_plc_sim"], "{:.2f}")} | '
-                f'{"yes" if s["sustained"] else "NO"} |')
-        lp, sp = loop.get('line_process') or {}, loop.get('plc_sim_process') or {}
-        out += ['', f'Highest sustained rate: **{_f(loop.get("max_sustained_per_min"), "{:.1f}")}'
-                f' bolts/min** (gate {loop.get("capacity_gate_s")} s; zero late verdicts, '
-                'fail-safe rejects, dropped views, overloaded bolts). Peak RSS: line process '
-                f'{_f(lp.get("peak_rss_mb"))} MB '
-                f'(CPU {_f(lp.get("cpu_s"), "{:.0f}")} s over {_f(lp.get("wall_s"), "{:.0f}")} s'
-                f' incl. start-up), plc-sim process {_f(sp.get("peak_rss_mb"))} MB (CPU '
-                f'{_f(sp.get("cpu_s"), "{:.0f}")} s). Line bring-up (model load + warm-up): '
-                f'{_f(loop.get("line_bring_up_s"), "{:.0f}")} s.', '']
-        prefetch = loop.get('camera_prefetch') or {}
-        if prefetch or loop.get('mosaics_dropped') is not None:
-            hits = sum(c.get('hits') or 0 for c in prefetch.values())
-            misses = sum(c.get('misses') or 0 for c in prefetch.values())
-            out += [f'Over all steps: camera grabs served from prefetch {hits} of '
-                    f'{hits + misses} (a miss renders on the trigger; each step restarts the '
-                    "bolt counter); Grad-CAM mosaics dropped by the classifier's image thread: "
-                    f'{loop.get("mosaics_dropped", "-")}.', '']
-    elif loop.get('error'):
-        out += [f'### 2-3. Closed loop: error: {loop["error"]}', '']
+    for key, shape_title in (('loop', 'composed: every node in one process'),
+                             ('loop_processes', 'one process per node, as ros2 launch runs '
+                                                'it')):
+        out += _loop_markdown(result['sections'].get(key) or {}, shape_title)
     tr = result['sections'].get('training') or {}
     if tr.get('stage1'):
         s = tr['stage1']
@@ -384,22 +349,23 @@ def targets(result: dict) -> list[str]:
         rows.append(f'| p99 trigger -> verdict, {name} ({r["bolts_measured"]} bolts) | '
                     f'{_f(p99)} ms | < 900 ms | '
                     f'{"holds" if p99 is not None and p99 < P99_BUDGET_MS else "misses"} |')
-    loop = result['sections'].get('loop') or {}
-    for s in loop.get('steps') or []:
-        if s['kind'] == 'latency':
-            ll = s['loop_latency_ms']
-            ok = s['late_verdicts'] == 0 and s['failsafe_rejects'] == 0
-            rows.append(f'| whole loop, bolt at camera -> verdict registers, p50 / p99 '
-                        f'({s["rate_per_min"]:.0f}/min) | {_f(ll["p50"])} / {_f(ll["p99"])} ms | '
-                        f'before the gate ({s["gate_delay_s"]} s); paper 0.9 s | '
-                        f'{"holds" if ok else "misses"} (gate); '
-                        f'{"holds" if ll["p99"] and ll["p99"] < P99_BUDGET_MS else "misses"}'
-                        ' (0.9 s) |')
-    if loop.get('steps'):
-        best = loop.get('max_sustained_per_min')
-        rows.append(f'| highest sustained rate, zero late / dropped (gate '
-                    f'{loop.get("capacity_gate_s")} s) | {_f(best, "{:.1f}")} bolts/min | '
-                    f'(measure) | {"measured" if best else "none sustained"} |')
+    for key, shape in (('loop', 'composed'), ('loop_processes', 'one process per node')):
+        loop = result['sections'].get(key) or {}
+        for s in loop.get('steps') or []:
+            if s['kind'] == 'latency':
+                ll = s['loop_latency_ms']
+                ok = s['late_verdicts'] == 0 and s['failsafe_rejects'] == 0
+                rows.append(f'| {shape}: whole loop, bolt at camera -> verdict registers, p50 / '
+                            f'p99 ({s["rate_per_min"]:.0f}/min) | {_f(ll["p50"])} / '
+                            f'{_f(ll["p99"])} ms | before the gate ({s["gate_delay_s"]} s); '
+                            f'paper 0.9 s | {"holds" if ok else "misses"} (gate); '
+                            f'{"holds" if ll["p99"] and ll["p99"] < P99_BUDGET_MS else "misses"}'
+                            ' (0.9 s) |')
+        if loop.get('steps'):
+            best = loop.get('max_sustained_per_min')
+            rows.append(f'| {shape}: highest sustained rate, zero late / dropped (gate '
+                        f'{loop.get("capacity_gate_s")} s) | {_f(best, "{:.1f}")} bolts/min | '
+                        f'(measure) | {"measured" if best else "none sustained"} |')
     tr = (result['sections'].get('training') or {}).get('stage1')
     if tr:
         rows.append(f'| stage-1 epoch speed-up, cached features | {tr["speedup"]:.1f}x | >= 5x | '
@@ -408,3 +374,49 @@ def targets(result: dict) -> list[str]:
         return []
     return ['### Targets', '', '| target | measured | goal | verdict |', '|---|---|---|---|',
             *rows, '']
+
+
+def _loop_markdown(loop: dict, title: str) -> list[str]:
+    """The closed-loop table of one line shape."""
+    out: list[str] = []
+    if loop.get('steps'):
+        out += [f'### 2-3. Closed loop ({title}): plc-sim (Modbus TCP) <-> bridge -> cameras -> '
+                f'classifier ({loop.get("model_kind")}, input {loop.get("input_size")})', '',
+                f'"latency" run: well below capacity, with the configured gate '
+                f'({loop["gate_delay_s"]} s after the camera, config/plc.yaml). "ladder" / '
+                f'"confirm" runs: gate {loop.get("capacity_gate_s")} s downstream, so a verdict '
+                'is late only when the line falls behind (capacity, not single-bolt latency).',
+                '', '| run | bolts/min | gate | bolts | bolt at camera -> verdict registers '
+                'p50 / p99 | classifier trigger -> publish p50 / p99 | late | fail-safe | '
+                'dropped views | overloaded | CPU line / plc-sim (cores) | sustained |',
+                '|---|---|---|---|---|---|---|---|---|---|---|---|']
+        for s in loop['steps']:
+            ll, cl = s['loop_latency_ms'], s['classifier_latency_ms']
+            out.append(
+                f'| {s["kind"]} | {s["rate_per_min"]:.1f} | {s.get("gate_delay_s", "-")} s | '
+                f'{s["bolts"]} | {_f(ll["p50"])} / '
+                f'{_f(ll["p99"])} ms | {_f(cl["p50"])} / {_f(cl["p99"])} ms | '
+                f'{s["late_verdicts"]} | {s["failsafe_rejects"]} | {s["dropped_view_bolts"]} | '
+                f'{s["overloaded_bolts"]} | {_f(s["cpu_cores_line"], "{:.2f}")} / '
+                f'{_f(s["cpu_cores_plc_sim"], "{:.2f}")} | '
+                f'{"yes" if s["sustained"] else "NO"} |')
+        lp, sp = loop.get('line_process') or {}, loop.get('plc_sim_process') or {}
+        out += ['', f'Highest sustained rate: **{_f(loop.get("max_sustained_per_min"), "{:.1f}")}'
+                f' bolts/min** (gate {loop.get("capacity_gate_s")} s; zero late verdicts, '
+                'fail-safe rejects, dropped views, overloaded bolts). Peak RSS: line process '
+                f'{_f(lp.get("peak_rss_mb"))} MB '
+                f'(CPU {_f(lp.get("cpu_s"), "{:.0f}")} s over {_f(lp.get("wall_s"), "{:.0f}")} s'
+                f' incl. start-up), plc-sim process {_f(sp.get("peak_rss_mb"))} MB (CPU '
+                f'{_f(sp.get("cpu_s"), "{:.0f}")} s). Line bring-up (model load + warm-up): '
+                f'{_f(loop.get("line_bring_up_s"), "{:.0f}")} s.', '']
+        prefetch = loop.get('camera_prefetch') or {}
+        if prefetch or loop.get('mosaics_dropped') is not None:
+            hits = sum(c.get('hits') or 0 for c in prefetch.values())
+            misses = sum(c.get('misses') or 0 for c in prefetch.values())
+            out += [f'Over all steps: camera grabs served from prefetch {hits} of '
+                    f'{hits + misses} (a miss renders on the trigger; each step restarts the '
+                    "bolt counter); Grad-CAM mosaics dropped by the classifier's image thread: "
+                    f'{loop.get("mosaics_dropped", "-")}.', '']
+    elif loop.get('error'):
+        out += [f'### 2-3. Closed loop ({title}): error: {loop["error"]}', '']
+    return out

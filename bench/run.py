@@ -7,10 +7,11 @@ Modes:
   the stage-1 timing on 128 images, ``bolt-inspection reproduce --quick`` end to end;
 * ``--smoke``: a tiny model on 320x240 frames, seconds per section (the test's configuration).
 
-Sections (``--only``): ``latency`` (issue items 1 and 4), ``loop`` (2 and 3), ``training`` (5),
-``scaling`` (6). Latency, training and scaling run in this process; the closed loop runs the PLC
-simulator and the line in two processes of their own (``bench/loop.py``), so their CPU and peak
-RSS are per process.
+Sections (``--only``): ``latency`` (issue items 1 and 4), ``loop`` (2 and 3), ``loop_processes``
+(the same closed loop with one process per node, as ``ros2 launch`` runs the line), ``training``
+(5), ``scaling`` (6). Latency, training and scaling run in this process; the closed loop runs the
+PLC simulator and the line in processes of their own (``bench/loop.py``), so their CPU and peak
+RSS are per process. ``loop`` and ``loop_processes`` run the same rates one after the other.
 
 The synthetic cameras prefetch the next bolt (the camera node's ``prefetch`` parameter, on by
 default). The latency section also runs the first model again with prefetch off (fewer bolts,
@@ -41,7 +42,7 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ('latency', 'loop', 'training', 'scaling')
+SECTIONS = ('latency', 'loop', 'loop_processes', 'training', 'scaling')
 
 MODES = {
     'quick': {
@@ -107,13 +108,14 @@ def section_latency(cfg: dict, out: Path) -> dict:
     return results
 
 
-def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
+def section_loop(cfg: dict, out: Path, latency: dict | None, shape: str = 'composed',
+                 rates: list[float] | None = None) -> dict:
     kind = cfg['loop_model']
     arch, input_size = common.MODEL_KINDS[kind]
     # Built here (TensorFlow is loaded in this process anyway); loop.py finds it by path.
     common.make_artifact(artifact_dir(out, kind, cfg['frame_size']), arch, input_size,
                          cfg['frame_size'])
-    rates = cfg.get('loop_rates')
+    rates = rates or cfg.get('loop_rates')
     if not rates:
         # Around what one worker can do: the line's inference worker per bolt in the latency
         # run (the mosaic is on the classifier's image thread, no longer on the worker; the
@@ -125,11 +127,12 @@ def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
         estimate = 60000.0 / worker_ms if worker_ms else 30.0
         rates = [round(f * estimate, 1) for f in cfg['loop_fractions']]
         cfg = {**cfg, 'loop_latency_rate': round(0.3 * estimate, 1)}
-    common.log(f'loop: {kind}, rates {rates} bolts/min, {cfg["loop_step_s"]:.0f} s each'
-               + (f', then {cfg["loop_confirm_s"]:.0f} s at the best' if cfg['loop_confirm_s']
-                  else ''))
-    json_path = out / 'loop.json'
+    common.log(f'loop ({shape}): {kind}, rates {rates} bolts/min, {cfg["loop_step_s"]:.0f} s '
+               'each' + (f', then {cfg["loop_confirm_s"]:.0f} s at the best'
+                         if cfg['loop_confirm_s'] else ''))
+    json_path = out / ('loop.json' if shape == 'composed' else f'loop_{shape}.json')
     cmd = [sys.executable, str(HERE / 'loop.py'), 'ladder', '--model-kind', kind,
+           '--shape', shape,
            '--rates', *[str(r) for r in rates], '--step-s', str(cfg['loop_step_s']),
            '--confirm-s', str(cfg['loop_confirm_s']),
            '--capacity-gate-s', str(cfg.get('loop_capacity_gate_s', 4.0)), '--frame-size',
@@ -142,7 +145,8 @@ def section_loop(cfg: dict, out: Path, latency: dict | None) -> dict:
         cmd.append('--no-prefetch')
     proc = subprocess.run(cmd, env=os.environ.copy(), check=False)
     if proc.returncode != 0 or not json_path.is_file():
-        return {'error': f'loop.py exited {proc.returncode} (see {out}/loop_line_stderr.log)'}
+        return {'error': f'loop.py --shape {shape} exited {proc.returncode} (see the logs '
+                         f'in {out})'}
     result = json.loads(json_path.read_text())
     result['rates_requested'] = rates
     return result
@@ -227,6 +231,10 @@ def main(argv=None) -> int:
     runners = {
         'latency': lambda: section_latency(cfg, out),
         'loop': lambda: section_loop(cfg, out, result['sections'].get('latency')),
+        # The same rates as the composed run, so the two shapes compare side by side.
+        'loop_processes': lambda: section_loop(
+            cfg, out, result['sections'].get('latency'), shape='processes',
+            rates=(result['sections'].get('loop') or {}).get('rates_requested')),
         'training': lambda: section_training(cfg, out),
         'scaling': lambda: section_scaling(cfg, out),
     }
@@ -255,6 +263,7 @@ def draw_plots(result: dict, out: Path) -> list[str]:
     s = result['sections']
     for fn, data, file in ((report.plot_latency, s.get('latency'), 'latency.png'),
                            (report.plot_loop, s.get('loop'), 'loop.png'),
+                           (report.plot_loop, s.get('loop_processes'), 'loop_processes.png'),
                            (report.plot_training, s.get('training'), 'training.png'),
                            (report.plot_scaling, s.get('scaling'), 'scaling.png')):
         if data and 'error' not in data:

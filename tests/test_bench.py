@@ -43,9 +43,11 @@ def smoke(tmp_path_factory):
 def test_smoke_run_writes_json_table_and_plots(smoke):
     out, result, stdout, wall = smoke
     assert result['mode'] == 'smoke' and result['errors'] == []
-    assert set(result['sections']) == {'latency', 'loop', 'training', 'scaling'}
+    assert set(result['sections']) == {'latency', 'loop', 'loop_processes', 'training',
+                                       'scaling'}
     assert result['machine']['nproc'] >= 1 and result['machine']['versions']['python']
-    for name in ('latency.png', 'loop.png', 'training.png', 'scaling.png', 'RESULTS.md'):
+    for name in ('latency.png', 'loop.png', 'loop_processes.png', 'training.png', 'scaling.png',
+                 'RESULTS.md'):
         assert (out / name).stat().st_size > 1000, name
     # The markdown table is printed and names the machine and the command.
     assert '| CPU |' in stdout and 'bench/run.py --smoke' in stdout
@@ -107,6 +109,23 @@ def test_loop_section_sorts_every_bolt_and_reports_both_processes(smoke):
     # The line's background work is accounted for: prefetch hits/misses, dropped mosaics.
     assert loop['prefetch'] is True and loop['mosaics_dropped'] is not None
     assert sum(c['hits'] for c in loop['camera_prefetch'].values()) > 0
+
+
+@ros
+def test_loop_runs_both_line_shapes_on_the_same_rates(smoke):
+    """One process per node (as ros2 launch runs the line) beside the composed line."""
+    sections = smoke[1]['sections']
+    composed, processes = sections['loop'], sections['loop_processes']
+    assert composed['shape'] == 'composed' and processes['shape'] == 'processes'
+    assert processes['rates_requested'] == composed['rates_requested']
+    step = processes['steps'][0]
+    assert step['sorted'] == step['bolts'] > 0 and step['dropped_view_bolts'] == 0
+    assert step['late_verdicts'] == step['failsafe_rejects'] == 0
+    assert _positive(step['loop_latency_ms']['p50']) and _positive(step['line_peak_rss_mb'])
+    # Every node process exited 0 on SIGINT, the lifecycle manager included.
+    assert processes['exit_codes'] and set(processes['exit_codes'].values()) == {0}
+    assert 'lifecycle_manager' in processes['exit_codes']
+    assert 'one process per node' in smoke[2]
 
 
 @ros
