@@ -138,3 +138,23 @@ def test_the_launched_line_sorts_every_bolt_and_shuts_down_cleanly(rclpy_context
     latencies = [r.latency_ms for r in verdicts.values() if r.latency_ms is not None]
     print(f'{BOLTS} bolts in {elapsed:.0f} s, trigger -> verdict max {max(latencies):.0f} ms, '
           f'gate accuracy vs truth {sim["accuracy"]}')
+
+
+def test_line_command_runs_the_closed_loop_one_process_per_node(ros_domain_id, tiny_artifact,
+                                                                tmp_path, capfd):
+    """`bolt-inspection line --processes`: the launch shape without launch_ros (PyPI)."""
+    from bolt_inspection import cli
+    summary = tmp_path / 'summary.json'
+    code = cli.main(['line', '--processes', '--log-dir', str(tmp_path / 'logs'), '--model',
+                     str(tiny_artifact), '--size', '320x240', '--bolts', '6', '--rate', '120',
+                     '--summary-out', str(summary)])
+    out = capfd.readouterr().out
+    assert code == 0, out
+    assert 'one process per node' in out and 'line up: classifier, cam0' in out
+    plc = json.loads(summary.read_text())['plc']
+    assert plc['sorted'] == 6 and plc['failsafe_rejects'] == 0 and plc['late_verdicts'] == 0
+    logs = {p.stem for p in (tmp_path / 'logs').glob('*.log')}
+    assert logs == {'classifier', 'cam0', 'cam1', 'cam2', 'cam3', 'plc_bridge',
+                    'lifecycle_manager'}
+    assert cli.main(['line', '--processes', '--plc', '--model', str(tiny_artifact)]) == 2
+    assert 'error: --processes runs the closed loop or --no-plc' in capfd.readouterr().err

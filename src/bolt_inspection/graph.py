@@ -11,6 +11,7 @@ No rclpy and no launch import here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,3 +163,20 @@ def _with_manager(nodes: list[NodeSpec], *, start_when_up: bool) -> list[NodeSpe
 def drives_triggers(nodes: list[NodeSpec]) -> bool:
     """True when some node of the list publishes /line/trigger (a bag player or PLC bridge)."""
     return any(n.executable in ('bag_player', 'plc_bridge_node') for n in nodes)
+
+
+def node_parameter_values(spec: NodeSpec, config: Mapping[str, Any],
+                          extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters a node gets: its params files, the line's file, the spec, then ``extra``.
+
+    The same layering launch_ros applies to the launch file's ``parameters=[...]`` list.
+    """
+    from bolt_inspection import paths
+    from bolt_inspection.core.config import load_yaml, node_parameters
+    values: dict[str, Any] = {}
+    for name in spec.params_files:
+        values.update(node_parameters(load_yaml(paths.config_path(name)), spec.name))
+    values.update(node_parameters(config, spec.name))
+    values.update(spec.parameters)
+    values.update(extra or {})
+    return values

@@ -38,7 +38,13 @@ from bolt_inspection.commands._common import fraction, positive_int, size_wh
 from bolt_inspection.core.config import load_yaml, node_parameters
 from bolt_inspection.core.errors import ConfigError
 from bolt_inspection.core.latency import percentile
-from bolt_inspection.graph import SOURCES, NodeSpec, drives_triggers, line_nodes
+from bolt_inspection.graph import (  # noqa: F401 - node_parameter_values: re-exported
+    SOURCES,
+    NodeSpec,
+    drives_triggers,
+    line_nodes,
+    node_parameter_values,
+)
 
 
 def _non_negative(text: str) -> float:
@@ -106,6 +112,13 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seconds between live tally lines (0 = none); default 5')
     parser.add_argument('--summary-out', type=Path, default=None, metavar='OUT.json',
                         help='also write the final summary (line + sorting gate tally) as JSON')
+    parser.add_argument('--processes', action='store_true',
+                        help='one process per node, started as `ros2 launch` starts them (the '
+                             'node executables, the lifecycle manager); their logs go to '
+                             '--log-dir. Default: every node composed in this process')
+    parser.add_argument('--log-dir', type=Path, default=None,
+                        help='--processes: where each node writes its log (default '
+                             '~/.ros/log/bolt_inspection/<time>)')
 
 
 def register(subparsers) -> None:
@@ -179,18 +192,6 @@ def summarize(records, triggered_ids: list[str],
         agreement=agreement, compared=compared,
         reasons=dict(Counter(r.message for r in first.values() if r.message.startswith('NG:'))),
         missing_ids=[b for b in triggered_ids if b not in first])
-
-
-def node_parameter_values(spec: NodeSpec, config: Mapping[str, Any],
-                          extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The parameters a node gets: its params files, the line's file, the spec, then ``extra``."""
-    values: dict[str, Any] = {}
-    for name in spec.params_files:
-        values.update(node_parameters(load_yaml(paths.config_path(name)), spec.name))
-    values.update(node_parameters(config, spec.name))
-    values.update(spec.parameters)
-    values.update(extra or {})
-    return values
 
 
 def _load_class(path: str):
@@ -588,6 +589,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_yaml(params_file)
     source = args.source or node_parameters(config, 'cam0').get('source', 'synthetic')
     mode = plc_mode(args, source)
+    processes = getattr(args, 'processes', False)
+    if processes and mode not in ('sim', 'none'):
+        raise ConfigError('--processes runs the closed loop or --no-plc; for an external PLC or '
+                          'a bag use `ros2 launch bolt_inspection line.launch.py`')
     sim = None
     if mode == 'sim':
         # The cameras' scenario (params file + options) is the simulator's scenario.
@@ -601,14 +606,23 @@ def run(args: argparse.Namespace) -> int:
                        plc=mode in ('sim', 'external'),
                        plc_host='127.0.0.1' if sim else args.plc_host,
                        plc_port=sim.port if sim else args.plc_port,
-                       log=getattr(args, 'log', False), hmi=getattr(args, 'hmi', False))
+                       log=getattr(args, 'log', False), hmi=getattr(args, 'hmi', False),
+                       manager=processes)
     context = rclpy.Context()
     # Ctrl-C stays a KeyboardInterrupt in this thread, so the nodes are shut down in order.
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     line = None
     try:
-        line = ComposedLine(specs, config, context=context,
-                            overrides=cli_overrides(args, specs))
+        if processes:
+            from bolt_inspection.runtime.processes import LaunchedLine
+            log_dir = args.log_dir or (Path.home() / '.ros' / 'log' / 'bolt_inspection'
+                                       / time.strftime('%Y-%m-%d-%H-%M-%S'))
+            print(f'one process per node; logs in {log_dir}', flush=True)
+            line = LaunchedLine(specs, params_file, context=context,
+                                overrides=cli_overrides(args, specs), log_dir=log_dir)
+        else:
+            line = ComposedLine(specs, config, context=context,
+                                overrides=cli_overrides(args, specs))
         driver = LineDriver('line_driver', context=context)
         line.add_node(driver)
         line.start()

@@ -177,3 +177,75 @@ class ProcessLine:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LaunchedLine:
+    """The line as node processes plus observer nodes (the line driver) in this process.
+
+    The same interface as the composed line where ``bolt-inspection line`` needs it
+    (``specs``, ``parameters``, ``nodes``, ``add_node``, ``start``, ``stop``), so the closed
+    loop and the open loop run unchanged on either shape.
+
+    Args:
+        specs: The node list, with the lifecycle manager (``line_nodes(manager=True)``).
+        params_file: The line's params file.
+        context: The rclpy Context of this process's observer nodes.
+        overrides: Node name -> parameter overrides.
+        log_dir: Each node process's log and override file.
+        ready_timeout_s: Longest wait for the lifecycle manager's "line up".
+    """
+
+    def __init__(self, specs: list[NodeSpec], params_file: Path, *, context,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None, log_dir: Path,
+                 ready_timeout_s: float = 180.0) -> None:
+        from bolt_inspection.core.config import load_yaml
+        from bolt_inspection.graph import node_parameter_values
+        from bolt_inspection.nodes.executor import make_executor
+        config = load_yaml(params_file)
+        self.specs = list(specs)
+        self.parameters = {s.name: node_parameter_values(s, config, (overrides or {}).get(s.name))
+                           for s in self.specs}
+        self.processes = ProcessLine(self.specs, params_file, log_dir, overrides=overrides)
+        self.nodes: dict[str, Any] = {}     # only this process's observer nodes
+        self.executor = make_executor(context, num_threads=2)
+        self.ready_timeout_s = ready_timeout_s
+        self._thread = None
+
+    def add_node(self, node) -> None:
+        self.executor.add_node(node)
+        self.nodes[node.get_name()] = node
+
+    def start(self) -> None:
+        """Start the node processes and wait until the lifecycle manager has them all active.
+
+        Raises:
+            ConfigError: An executable is missing, a node process died, or the line did not
+                come up in time (the message names the log to read).
+        """
+        import threading
+        self._thread = threading.Thread(target=self.executor.spin, name='line-observers',
+                                        daemon=True)
+        self._thread.start()
+        self.processes.start()
+        manager = self.processes.processes['lifecycle_manager']
+        deadline = time.monotonic() + self.ready_timeout_s
+        while 'line up:' not in manager.log_text():
+            dead = self.processes.dead()
+            if dead:
+                name, code = next(iter(dead.items()))
+                raise ConfigError(f'node {name} exited with status {code}; see '
+                                  f'{self.processes.processes[name].log_path}')
+            if time.monotonic() > deadline:
+                raise ConfigError(f'the line did not come up in {self.ready_timeout_s:.0f} s; '
+                                  f'see {manager.log_path} and the other logs beside it')
+            time.sleep(0.2)
+
+    def stop(self) -> dict[str, int]:
+        """SIGINT every node process (bolts in flight are answered), then the observers."""
+        codes = self.processes.stop()
+        self.executor.shutdown(timeout_sec=5.0)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        for node in self.nodes.values():
+            node.destroy_node()
+        return codes
