@@ -141,12 +141,23 @@ class LineSummary:
     compared: int = 0
     missing_ids: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+    bad_verdicts: int = 0
 
     def lines(self) -> list[str]:
         out = [f'bolts triggered: {self.triggered}, verdicts: {self.verdicts} '
                f'(OK {self.ok}, NG {self.ng}, of which {self.ng_with_reason} NG with a reason)',
                f'trigger -> verdict latency: mean {self.mean_ms:.1f} ms, '
                f'p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms']
+        if self.skipped:
+            shown = ', '.join(self.skipped_ids[:10]) + (', ...' if self.skipped > 10 or
+                                                       not self.skipped_ids else '')
+            out.append(f'skipped by the PLC bridge: {self.skipped} bolts ({shown}): no trigger, '
+                       'no verdict; the PLC rejects them (fail-safe)')
+        if self.bad_verdicts:
+            out.append(f'{self.bad_verdicts} malformed verdict messages dropped (their bolts '
+                       'get no verdict: the PLC rejects them)')
         if self.agreement is not None:
             out.append(f'agreement with ground truth: {self.agreement:.1%} '
                        f'of {self.compared} bolts')
@@ -159,8 +170,19 @@ class LineSummary:
 
 
 def summarize(records, triggered_ids: list[str],
-              truth: Mapping[str, str] | None = None) -> LineSummary:
-    """Summarise verdict records (``bolt_id``, ``ok``, ``message``, ``latency_ms``)."""
+              truth: Mapping[str, str] | None = None, *, skipped_ids=(),
+              skipped: int | None = None, bad_verdicts: int = 0) -> LineSummary:
+    """Summarise verdict records (``bolt_id``, ``ok``, ``message``, ``latency_ms``).
+
+    Args:
+        records: The decoded verdicts (:class:`bolt_inspection.nodes.line_driver.VerdictRecord`).
+        triggered_ids: The bolts triggered.
+        truth: Bolt id -> 'OK'/'NG' when known.
+        skipped_ids: Bolts the PLC bridge saw pass unseen (a counter jump or an outage).
+        skipped: How many there were (default ``len(skipped_ids)``; the bridge names only its
+            last 200).
+        bad_verdicts: Malformed verdict messages the driver dropped.
+    """
     first = {}
     for rec in records:
         first.setdefault(rec.bolt_id, rec)
@@ -178,7 +200,10 @@ def summarize(records, triggered_ids: list[str],
         p99_ms=percentile(latencies, 99), max_ms=max(latencies) if latencies else math.nan,
         agreement=agreement, compared=compared,
         reasons=dict(Counter(r.message for r in first.values() if r.message.startswith('NG:'))),
-        missing_ids=[b for b in triggered_ids if b not in first])
+        missing_ids=[b for b in triggered_ids if b not in first],
+        skipped=len(skipped_ids) if skipped is None else int(skipped),
+        skipped_ids=[str(b) for b in skipped_ids],
+        bad_verdicts=int(bad_verdicts))
 
 
 def node_parameter_values(spec: NodeSpec, config: Mapping[str, Any],
@@ -477,14 +502,16 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
                 stall_s: float = 30.0) -> str:
     """Run the simulated conveyor until every bolt of its scenario has been sorted.
 
-    Presses start (``/line/start`` through the bridge, as an operator would), prints a live
-    tally every ``tally_s`` seconds and re-presses start when the PLC's watchdog stopped the
-    conveyor. Ctrl-C: the bolts already inspected get their verdicts and ride on to the gate,
-    then ``/line/stop`` (a second Ctrl-C skips the wait).
+    Presses start once (``/line/start`` through the bridge, as an operator would) and prints a
+    live tally every ``tally_s`` seconds. A conveyor that stops (the operator's Stop on the HMI,
+    or the PLC watchdog) stays stopped until the operator starts it again: this runner never
+    overrides a stop, and a stopped conveyor is not a stall. Ctrl-C: the bolts already inspected
+    get their verdicts and ride on to the gate, then ``/line/stop`` (a second Ctrl-C skips the
+    wait).
 
     Returns:
-        'done' (all sorted), 'interrupted' (Ctrl-C), 'stalled' (no bolt moved for ``stall_s``)
-        or 'no-start' (the PLC never started).
+        'done' (all sorted), 'interrupted' (Ctrl-C), 'stalled' (the conveyor ran but no bolt
+        moved for ``stall_s``) or 'no-start' (the PLC never started).
     """
     deadline = time.monotonic() + 15.0
     while True:  # the bridge connects in its worker after activation
@@ -501,7 +528,7 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
     outcome = 'done'
     next_tally = time.monotonic() + tally_s
     last_progress, progress_at = None, time.monotonic()
-    last_restart = 0.0
+    stopped = False
     try:
         while True:
             state = sim.summary()
@@ -509,18 +536,23 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
                 break
             now = time.monotonic()
             progress = (state['bolts_in'], state['sorted'])
+            if not state['running']:
+                if not stopped:
+                    why = ('the PLC watchdog (heartbeat stale)' if state.get('heartbeat_stale')
+                           else 'a Stop (operator or PLC)')
+                    print(f'conveyor stopped by {why}; waiting for Start from the operator '
+                          '(HMI or /line/start); Ctrl-C ends the run', flush=True)
+                stopped = True
+                progress_at = now          # waiting for the operator is not a stall
+            elif stopped:
+                stopped = False
+                print('conveyor running again', flush=True)
             if progress != last_progress:
                 last_progress, progress_at = progress, now
             elif now - progress_at > stall_s:
                 print(f'error: no bolt moved for {stall_s:.0f} s; stopping', flush=True)
                 outcome = 'stalled'
                 break
-            if not state['running'] and now - last_restart > 5.0:
-                # The PLC watchdog stopped the conveyor (stale heartbeat): press start again.
-                print('conveyor stopped by the PLC (heartbeat stale); pressing start',
-                      flush=True)
-                driver.call_trigger_service('/line/start', timeout_s=5.0)
-                last_restart = now
             if tally_s and now >= next_tally:
                 print(f'{sim.summary_line()} | {verdict_tally(driver)}', flush=True)
                 next_tally += tally_s
@@ -546,6 +578,11 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
 def _skipped(bridge) -> int:
     counters = getattr(bridge, 'counters', None) or {}
     return int(counters.get('skipped_bolts', 0))
+
+
+def _skipped_ids(bridge) -> list[str]:
+    """The bolts the PLC bridge saw pass unseen, as ids (the last 200 it keeps)."""
+    return [str(b) for b in list(getattr(bridge, 'recent_skipped', ()))]
 
 
 def wait_for_subscribers(publisher, count: int, timeout_s: float = 10.0) -> bool:
@@ -635,7 +672,10 @@ def run(args: argparse.Namespace) -> int:
             ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
                         first_bolt=args.first_bolt, timeout_s=timeout,
                         grace_s=view_timeout + 2.0)
-        summary = summarize(driver.verdicts(), ids, ground_truth(line, ids))
+        summary = summarize(driver.verdicts(), ids, ground_truth(line, ids),
+                            skipped_ids=_skipped_ids(line.nodes.get('plc_bridge')),
+                            skipped=_skipped(line.nodes.get('plc_bridge')),
+                            bad_verdicts=driver.bad_verdicts)
         print('--- summary ---')
         for text in summary.lines():
             print(text)
