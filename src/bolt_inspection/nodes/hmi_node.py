@@ -67,6 +67,10 @@ class HmiNode(LifecycleNode):
                             'configure', int_range=(0, 65535))
         p['token'] = declare(self, 'token', '', 'Secret for Start/Stop (X-HMI-Token); required '
                              'when host is not loopback; read on configure')
+        p['allowed_hosts'] = declare(self, 'allowed_hosts', '', 'More names the page may be '
+                                     'reached by, comma-separated (localhost, loopback and '
+                                     'host always are); any other Host is refused (DNS '
+                                     'rebinding); read on configure')
         p['log_db'] = declare(self, 'log_db', '~/.ros/bolt_inspection/inspection.db',
                               "Inspection log whose stored images a clicked bolt shows ('' = "
                               'none)', read_only=True)
@@ -98,9 +102,10 @@ class HmiNode(LifecycleNode):
         from bolt_inspection.hmi.state import HmiState
 
         p = self._params
-        for name in ('host', 'port', 'token'):
+        for name in ('host', 'port', 'token', 'allowed_hosts'):
             p[name] = self.get_parameter(name).value
         self.config = HmiConfig(host=p['host'], port=int(p['port']), token=p['token'],
+                                allowed_hosts=p['allowed_hosts'],
                                 log_db=p['log_db'], log_image_dir=p['log_image_dir'],
                                 jpeg_quality=int(p['jpeg_quality']),
                                 control_timeout_s=float(p['control_timeout_s']))
