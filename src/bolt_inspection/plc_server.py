@@ -205,9 +205,12 @@ class PlcSimulator:
 
     def write_summary(self, path: str | Path) -> Path:
         """Write :meth:`summary` as JSON to ``path``."""
+        from bolt_inspection.core.files import atomic_output
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.summary(), indent=2) + '\n', encoding='utf-8')
+        text = json.dumps(self.summary(), indent=2) + '\n'
+        with atomic_output(path) as tmp:
+            tmp.write_text(text, encoding='utf-8')
         return path
 
     # -- inside the loop -------------------------------------------------------------------

@@ -34,21 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from bolt_inspection import paths
-from bolt_inspection.commands._common import fraction, positive_int, size_wh
+from bolt_inspection.commands._common import (
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    size_wh,
+)
 from bolt_inspection.core.config import load_yaml, node_parameters
 from bolt_inspection.core.errors import ConfigError
 from bolt_inspection.core.latency import percentile
 from bolt_inspection.graph import SOURCES, NodeSpec, drives_triggers, line_nodes
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {text}')
-    return value
 
 
 def add_line_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +61,10 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                         help='bolts to run: the simulated conveyor feeds this many and the run '
                              'ends when all are sorted at the gate (external PLC: verdicts to '
                              'wait for; --no-plc: bolts to trigger); default 20')
-    parser.add_argument('--rate', type=float, default=60.0,
+    parser.add_argument('--rate', type=positive_float, default=60.0,
                         help='bolts per minute (the conveyor rate, or the trigger rate with '
                              '--no-plc); default 60')
-    parser.add_argument('--gate-delay', type=_non_negative, default=None,
+    parser.add_argument('--gate-delay', type=non_negative_float, default=None,
                         help="seconds of conveyor travel camera station -> sorting gate "
                              "(simulator; default: plc.yaml's, 2.0)")
     parser.add_argument('--first-bolt', type=int, default=1,
@@ -80,7 +76,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                         help='synthetic scenario seed (cameras and simulator)')
     parser.add_argument('--defect-rate', type=fraction, default=None,
                         help='synthetic defect rate (cameras and simulator)')
-    parser.add_argument('--view-timeout', type=float, default=None,
+    parser.add_argument('--view-timeout', type=positive_float, default=None,
                         help='classifier view_timeout_s')
     plc = parser.add_argument_group('PLC (default: the closed loop with an in-process simulator)')
     plc.add_argument('--plc-host', default='',
@@ -94,7 +90,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
     plc.add_argument('--no-plc', action='store_true',
                      help='no PLC and no bridge: this command triggers --bolts bolts at --rate '
                           'itself (the open loop)')
-    plc.add_argument('--drain', type=float, default=3.0,
+    plc.add_argument('--drain', type=non_negative_float, default=3.0,
                      help='external PLC: seconds the conveyor keeps running after the last '
                           'verdict so inspected bolts reach the sorting gate (default 3)')
     parser.add_argument('--log', action='store_true',
@@ -102,7 +98,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                              'SQLite, NG evidence as PNG)')
     parser.add_argument('--hmi', action='store_true',
                         help='add the operator web page (config/hmi.yaml: 127.0.0.1:8080)')
-    parser.add_argument('--tally-period', type=_non_negative, default=5.0,
+    parser.add_argument('--tally-period', type=non_negative_float, default=5.0,
                         help='seconds between live tally lines (0 = none); default 5')
     parser.add_argument('--summary-out', type=Path, default=None, metavar='OUT.json',
                         help='also write the final summary (line + sorting gate tally) as JSON')
@@ -454,7 +450,7 @@ def start_simulator(args: argparse.Namespace, camera_params: Mapping[str, Any]):
     of the very bolts the cameras rendered.
     """
     from bolt_inspection.plc_server import PlcSimulator
-    if not args.rate > 0:
+    if not (math.isfinite(args.rate) and args.rate > 0):
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
     overrides = {'rate_per_min': float(args.rate), 'bolts': int(args.bolts),
                  'seed': int(camera_params.get('seed', 0)),
@@ -599,15 +595,17 @@ def write_summary(path: Path, *, mode: str, summary: LineSummary, sim: dict | No
     """The final summary as JSON: the line's verdicts and the sorting gate's scored tally."""
     import dataclasses
     import json
+
+    from bolt_inspection.core.files import atomic_output
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def clean(value):  # JSON has no NaN
         return None if isinstance(value, float) and math.isnan(value) else value
     line = {k: clean(v) for k, v in dataclasses.asdict(summary).items()}
-    path.write_text(json.dumps({'mode': mode, 'line': line, 'plc': sim,
-                                'latency_breakdown_ms': breakdown}, indent=2) + '\n',
-                    encoding='utf-8')
+    text = json.dumps({'mode': mode, 'line': line, 'plc': sim,
+                       'latency_breakdown_ms': breakdown}, indent=2) + '\n'
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding='utf-8')
     return path
 
 
@@ -616,11 +614,14 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import rosenv
+    from bolt_inspection.core.files import check_output_file
     from bolt_inspection.nodes.line_driver import LineDriver
 
     rosenv.apply_defaults()
-    if args.rate <= 0:
+    if not (math.isfinite(args.rate) and args.rate > 0):    # also for callers without argparse
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
+    if args.summary_out:
+        check_output_file(args.summary_out, '--summary-out')   # now, not after the run
     params_file = args.params_file or paths.config_path('line.yaml')
     config = load_yaml(params_file)
     source = args.source or node_parameters(config, 'cam0').get('source', 'synthetic')

@@ -327,7 +327,10 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
                 return None
             img = verdict.images[index]
             # The path comes from the log, never from the request: no traversal possible.
-            bgr = cv2.imread(str(img.path)) if img.state == 'stored' else None
+            try:
+                bgr = cv2.imread(str(img.path)) if img.state == 'stored' else None
+            except cv2.error:        # not a picture this page can show: same as missing
+                bgr = None
             return None if bgr is None else encode_jpeg(bgr, config.jpeg_quality)
 
         try:
