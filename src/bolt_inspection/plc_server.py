@@ -302,9 +302,15 @@ class PlcSimulator:
                         registers[reg] &= ~(1 << bit)
             elif values is not None and fc in _FC_WRITE:
                 regs = self.plc.registers
+                vid, vcode = regs['verdict_bolt_id'], regs['verdict_code']
+                if (vid in span) != (vcode in span):
+                    # Half a verdict (FC6, a one-register FC16, FC22): the contract writes the
+                    # pair in one request. Refused whole, counted like a bad code.
+                    model.refuse_verdict(now)
+                    self.exceptions_sent += 1
+                    return ExcCodes.ILLEGAL_VALUE
                 if regs['heartbeat'] in span:
                     model.write_heartbeat(values[regs['heartbeat'] - address], now)
-                vid, vcode = regs['verdict_bolt_id'], regs['verdict_code']
                 if vid in span and vcode in span:
                     code = int(values[vcode - address])
                     if code not in VERDICT_CODES:

@@ -392,7 +392,7 @@ def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float,
             bridge = line.nodes.get('plc_bridge')
             # A bolt the bridge saw skipped (counter jump) gets no trigger and no verdict:
             # the PLC rejects it; count it as done rather than wait for it forever.
-            while len(driver.verdicts()) + _skipped(bridge) < bolts:
+            while len(driver.verdicts()) + driver.bad_verdicts + _skipped(bridge) < bolts:
                 time.sleep(0.2)
             # The inspected bolts are still on the belt between the cameras and the gate.
             time.sleep(drain_s)
