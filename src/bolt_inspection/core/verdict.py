@@ -161,11 +161,15 @@ def encode_verdict_status(bolt_id: str | int, ok: bool, message: str,
     if not _BOLT_ID.fullmatch(bolt):
         raise ValueError(f'bolt id must be 1-{MAX_BOLT_ID_DIGITS} decimal digits, got '
                          f'{_show(bolt)}')
-    message = _CONTROL.sub(' ', str(message))
+    message = str(message)
     if ok != (message == 'OK') or not (message in ('OK', 'NG') or message.startswith('NG: ')):
         raise ValueError(f'verdict ok={ok} contradicts message {_show(message)}')
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS - 3] + '...'
+    if message.startswith('NG: '):
+        # Written as the decoder reads it: reasons without control characters, never none.
+        reasons = [r.strip() for r in _CONTROL.sub(' ', message[4:]).split(';') if r.strip()]
+        message = 'NG: ' + '; '.join(reasons or ['no reason given'])
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS - 3].rstrip(' ;') + '...'
     values = [(f'p_ng_cam{int(c)}', _format(p_ng.get(int(c)), 0.0, 1.0))
               for c in sorted({int(c) for c in cams} | {int(c) for c in p_ng})
               if 0 <= int(c) <= MAX_CAM]
