@@ -149,6 +149,7 @@ def test_what_the_encoder_writes_the_decoder_reads_back(bolt, ok, reasons, p_ng,
 def consumers(tmp_path_factory):
     """The verdict consumers, configured (no spinning: the callbacks are called directly)."""
     rclpy = pytest.importorskip('rclpy')
+    from conftest import next_domain_id
     from rclpy.parameter import Parameter
 
     from bolt_inspection.nodes.hmi_node import HmiNode
@@ -158,7 +159,7 @@ def consumers(tmp_path_factory):
     from bolt_inspection.nodes.plc_bridge_node import PlcBridgeNode
 
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=102)      # outside conftest's pool; no traffic
+    rclpy.init(context=context, domain_id=next_domain_id())
     tmp = tmp_path_factory.mktemp('fuzz')
     bridge = PlcBridgeNode(context=context)
     log = InspectionLogNode(context=context, parameter_overrides=[
