@@ -228,7 +228,11 @@ def test_deliveries_triggers_status_and_diagnostics_never_raise(consumers, level
     status = _ros_status(level, message, bolt, pairs)
     status.name = name
     log, hmi, driver = consumers['log'], consumers['hmi'], consumers['driver']
+    before = (log.counts['bad_deliveries'], log.counts['deliveries'])
     log._on_delivery(status)
+    good = bolt.isascii() and bolt.isdigit() and len(bolt) <= 20
+    assert (log.counts['bad_deliveries'] - before[0], log.counts['deliveries'] - before[1]) == \
+        ((0, 1) if good else (1, 0))
     log._on_trigger(Header(frame_id=bolt))
     driver._on_trigger(Header(frame_id=bolt))
     hmi._on_plc_status(status)

@@ -52,7 +52,8 @@ MAX_CAM = 255
 MAX_LATENCY_MS = 86_400_000.0           # one day
 NOT_AVAILABLE = 'n/a'
 
-_BOLT_ID = re.compile(f'[0-9]{{1,{MAX_BOLT_ID_DIGITS}}}')
+# A bolt id on the wire (verdicts, deliveries): 1-20 ASCII digits; use with fullmatch.
+BOLT_ID = re.compile(f'[0-9]{{1,{MAX_BOLT_ID_DIGITS}}}')
 _CAM_KEY = re.compile(r'p_ng_cam([0-9]{1,3})')
 # A plain decimal number as the encoder writes it: no '_', 'inf', hex or surrounding blanks.
 _NUMBER = re.compile(r'-?[0-9]{1,12}(\.[0-9]{1,12})?([eE][-+]?[0-9]{1,3})?')
@@ -158,7 +159,7 @@ def encode_verdict_status(bolt_id: str | int, ok: bool, message: str,
             the caller: it must never be published).
     """
     bolt = str(bolt_id).strip()
-    if not _BOLT_ID.fullmatch(bolt):
+    if not BOLT_ID.fullmatch(bolt):
         raise ValueError(f'bolt id must be 1-{MAX_BOLT_ID_DIGITS} decimal digits, got '
                          f'{_show(bolt)}')
     message = str(message)
@@ -240,7 +241,7 @@ def decode_verdict_fields(level: Any, message: Any, hardware_id: Any,
     level = _level(level)
     message = _text(message, 'message', MAX_MESSAGE_CHARS)
     bolt = _text(hardware_id, 'bolt id', MAX_BOLT_ID_DIGITS + 1)
-    if not _BOLT_ID.fullmatch(bolt):
+    if not BOLT_ID.fullmatch(bolt):
         raise VerdictDecodeError(f'bolt id must be 1-{MAX_BOLT_ID_DIGITS} decimal digits, '
                                  f'got {_show(bolt)}')
     reasons: tuple[str, ...] = ()

@@ -45,6 +45,7 @@ from bolt_inspection.core.inspection_log import (
     InspectionLog,
     VerdictRecord,
 )
+from bolt_inspection.core.verdict import BOLT_ID
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
     destroy_entities,
@@ -95,7 +96,7 @@ class InspectionLogNode(LifecycleNode):
         self.camera_config = None
         self.counts = {'verdicts': 0, 'mosaics_joined': 0, 'without_mosaic': 0,
                        'unknown_trigger': 0, 'deliveries': 0, 'crops_stored': 0,
-                       'crop_errors': 0, 'errors': 0, BAD_VERDICTS: 0}
+                       'crop_errors': 0, 'errors': 0, BAD_VERDICTS: 0, 'bad_deliveries': 0}
         self._entities: list = []
         self._diag_pub = None
         p = self._params = {}
@@ -288,6 +289,12 @@ class InspectionLogNode(LifecycleNode):
         return callback
 
     def _on_delivery(self, msg: DiagnosticStatus) -> None:
+        if not BOLT_ID.fullmatch(msg.hardware_id):
+            with self._lock:
+                self.counts['bad_deliveries'] += 1
+            self.get_logger().warning('malformed /plc/delivery dropped: the bolt id is not '
+                                      '1-20 decimal digits', throttle_duration_sec=5.0)
+            return
         ok = _level(msg.level) == _level(DiagnosticStatus.OK)
         state = 'delivered' if ok else 'undelivered'
         if self.log is not None:
