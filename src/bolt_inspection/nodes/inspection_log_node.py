@@ -230,16 +230,19 @@ class InspectionLogNode(LifecycleNode):
         record = VerdictRecord.from_verdict(verdict, trigger_ns=trigger_ns, created_ns=now_ns)
         self.counts['verdicts'] += 1
         wants_mosaic = exact and (not record.ok or self._params['store_ok_images'])
+        mosaic = None
         if wants_mosaic:
             with self._lock:
                 mosaic = self._mosaics.pop(trigger_ns, None)
-                if mosaic is None:
-                    self._awaiting[trigger_ns] = _Awaiting(
-                        record.bolt_id, time.monotonic() + self._params['mosaic_wait_s'])
             if mosaic is not None:
                 self._attach(record, mosaic)
         # Committed now, not after the mosaic: a crash must not take the verdict with it.
         self._write(record)
+        if wants_mosaic and mosaic is None:
+            # Queued after its row, so the writer always finds the row for the mosaic.
+            with self._lock:
+                self._awaiting[trigger_ns] = _Awaiting(
+                    record.bolt_id, time.monotonic() + self._params['mosaic_wait_s'])
 
     def _on_mosaic(self, msg: Image) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
