@@ -23,10 +23,15 @@ random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), 'little')).shuffle(_DO
 _DOMAIN_IDS = iter(_DOMAIN_POOL * 10)
 
 
+def next_domain_id() -> int:
+    """A ROS_DOMAIN_ID no other test in this run uses (for module-scoped fixtures)."""
+    return next(_DOMAIN_IDS)
+
+
 @pytest.fixture
 def ros_domain_id(monkeypatch) -> int:
     """A ROS_DOMAIN_ID no other test in this run uses, exported for subprocesses too."""
-    domain_id = next(_DOMAIN_IDS)
+    domain_id = next_domain_id()
     monkeypatch.setenv('ROS_DOMAIN_ID', str(domain_id))
     monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     return domain_id

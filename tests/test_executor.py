@@ -115,3 +115,44 @@ def test_every_callback_runs_and_shutdown_is_clean(rclpy_context):
     node.destroy_node()
     assert [t.name for t in set(threading.enumerate()) - threads_before
             if t.name.startswith('ThreadPoolExecutor')] == []
+
+
+def test_a_callback_exception_is_logged_once_counted_and_spinning_goes_on(rclpy_context, capfd):
+    """A callback that raises (a malformed message, a bug) must not kill the spin thread: the
+    line would stop inspecting while the conveyor runs on. It is logged with its traceback the
+    first time, counted every time, and every later callback still runs."""
+    node = rclpy.create_node('executor_faults', context=rclpy_context)
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    received = []
+
+    def on_number(msg: Int32) -> None:
+        if msg.data < 0:
+            raise ValueError(f'hostile payload {msg.data}')
+        received.append(msg.data)
+
+    node.create_subscription(Int32, 'numbers', on_number, qos)
+    publisher = node.create_publisher(Int32, 'numbers', qos)
+    executor = make_executor(rclpy_context, num_threads=2)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while not publisher.get_subscription_count() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for value in (1, -1, 2, -2, 3):
+            publisher.publish(Int32(data=value))
+            time.sleep(0.05)
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert received == [1, 2, 3]
+        assert spin.is_alive(), 'a callback exception killed the spin thread'
+        assert executor.callback_errors == 2
+        assert 'ValueError: hostile payload' in executor.last_callback_error
+    finally:
+        assert executor.shutdown(timeout_sec=5.0)
+        spin.join(timeout=5.0)
+        node.destroy_node()
+    err = capfd.readouterr().err
+    assert err.count('Traceback (most recent call last)') == 1, err   # same fault: once
+    assert 'hostile payload -1' in err

@@ -127,6 +127,16 @@ def _get(url, timeout=10):
         return resp.status, resp.headers.get('Content-Type'), resp.read()
 
 
+def _get_status(url, *, headers=None, timeout=10) -> int:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _post(url, *, headers=None, content_type='application/json', timeout=10):
     hdrs = {'Content-Type': content_type, **(headers or {})}
     req = urllib.request.Request(url, data=b'{}', method='POST', headers=hdrs)
@@ -228,7 +238,10 @@ def test_token_protects_controls(serve):
     assert _post(url + '/api/stop', headers={'X-HMI-Token': 's3cret'})[0] == 200
     assert _post(url + '/api/stop', headers={'Authorization': 'Bearer s3cret'})[0] == 200
     assert controls.calls == ['stop', 'stop']
-    assert _get(url + '/api/state')[0] == 200                # viewing needs no token
+    # Issue 17: with a token configured, the state API needs it too.
+    assert _get_status(url + '/api/state') == 403
+    assert _get_status(url + '/api/state', headers={'X-HMI-Token': 's3cret'}) == 200
+    assert _get_status(url + '/api/state', headers={'Authorization': 'Bearer s3cret'}) == 200
 
 
 def test_non_loopback_bind_needs_token(tmp_path):
@@ -359,14 +372,19 @@ def test_page_in_headless_chromium(serve, tmp_path):
 def test_message_field_adapters():
     clock = FakeClock()
     state = HmiState(clock=clock)
-    state.on_verdict_status('42', 'NG: missing view cam1',
-                            {'p_ng_cam0': '0.9100', 'p_ng_cam1': 'n/a', 'latency_ms': '231.5000',
-                             'threshold': '0.5000', 'model_id': 'm'})
-    state.on_verdict_status('43', 'garbled', {})
+    from bolt_inspection.core.verdict import decode_verdict_fields
+
+    state.on_verdict_message(decode_verdict_fields(
+        2, 'NG: missing view cam1', '42',
+        [('p_ng_cam0', '0.9100'), ('p_ng_cam1', 'n/a'), ('latency_ms', '231.5000'),
+         ('threshold', '0.5000'), ('model_id', 'm')]))
+    state.on_verdict_message(decode_verdict_fields(0, 'OK', '43', []))
+    state.on_bad_verdict()                                  # a malformed one, dropped
     snap = state.snapshot()
     assert snap['verdicts'][1]['p_ng'] == {'0': 0.91, '1': None}
     assert snap['verdicts'][1]['latency_ms'] == 231.5
-    assert [v['ok'] for v in snap['verdicts']] == [False, False]     # never a silent OK
+    assert [v['ok'] for v in snap['verdicts']] == [True, False]
+    assert snap['counters']['total'] == 2 and snap['counters']['bad_verdicts'] == 1
     state.on_plc_status(b'\x00', 'connected', '127.0.0.1:5020/1', {'conveyor_run': 'True'})
     state.on_status('classifier', b'\x02', 'model missing')          # rclpy's byte level
     snap = state.snapshot()
@@ -380,3 +398,36 @@ def test_message_field_adapters():
     assert state.snapshot()['running'] is False
     state.on_plc_status(2, 'PLC not connected', values={'conveyor_run': 'n/a'})
     assert state.snapshot()['running'] is None
+
+
+def test_dns_rebinding_is_refused_by_a_host_allowlist(serve):
+    """Issue 17, defect 3: a page on evil.example whose name is rebound to 127.0.0.1 sends
+    Host: evil.example:PORT and a matching Origin; the old Origin == Host check let it press
+    Start/Stop. Requests for any name but the allowed ones are refused, reads included."""
+    url, _, controls = serve(allowed_hosts='panel.line.local, HMI-2')
+    port = url.rsplit(':', 1)[1]
+    evil = {'Host': f'evil.example:{port}', 'Origin': f'http://evil.example:{port}'}
+    assert _post(url + '/api/start', headers=evil)[0] == 403
+    assert _post(url + '/api/stop', headers=evil)[0] == 403
+    for path in ('/', '/api/state', '/events', '/image/gradcam.jpg', '/api/bolt/1'):
+        assert _get_status(url + path, headers={'Host': f'evil.example:{port}'}) == 403, path
+    assert controls.calls == []
+    for host in (f'localhost:{port}', f'127.0.0.1:{port}', f'[::1]:{port}',
+                 f'panel.line.local:{port}', f'hmi-2:{port}', 'LOCALHOST'):
+        origin = {'Origin': f'http://{host}'} if ':' in host else {}
+        assert _post(url + '/api/stop', headers={'Host': host, **origin})[0] == 200, host
+    assert _post(url + '/api/stop', headers={'Host': ''})[0] == 403
+    assert len(controls.calls) == 6
+
+
+def test_a_huge_log_image_id_is_not_found_not_a_server_error(serve, tmp_path):
+    from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord
+
+    db = tmp_path / 'inspection.db'
+    with InspectionLog(db) as log:
+        log.record(VerdictRecord(bolt_id='1', trigger_ns=1, code=1, message='OK'))
+    url, _, _ = serve(log_db=str(db))
+    for path in ('/logimage/99999999999999999999999/0.jpg', '/logimage/1/99999999999999999999.jpg',
+                 '/logimage/' + '9' * 5000 + '/0.jpg', '/logimage/-1/0.jpg',
+                 '/api/bolt/' + '9' * 5000):
+        assert _get_status(url + path) == 404, path[:40]

@@ -152,7 +152,7 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
     line.send_verdict(5, 'NG', latency_ms=250.0)     # trigger never seen
     line.send_delivery(1, True)
     line.send_delivery(3, False)
-    _until(lambda: log.counts['verdicts'] == 5 and not log._held, 'verdicts not handled')
+    _until(lambda: log.counts['verdicts'] == 5 and not log._awaiting, 'verdicts not handled')
     assert log.log.flush()
 
     rows = {v.bolt_id: v for v in read_verdicts(db, with_images=True)}
@@ -296,3 +296,31 @@ def test_shipped_params_files_name_only_declared_parameters(rclpy_context, node_
             assert node.get_parameter(name).type_ == Parameter(name, value=value).type_, name
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize('node_cls, parameter', [
+    (HmiNode, Parameter('port', value='abc')),
+    (InspectionLogNode, Parameter('mosaic_wait_s', value='abc')),
+    ('bolt_inspection.nodes.plc_bridge_node:PlcBridgeNode',
+     Parameter('diagnostics_period_s', value='abc')),
+])
+def test_a_node_refused_at_construction_tears_down_cleanly(ros_domain_id, node_cls, parameter):
+    """Issue 17, defect 5: a parameter of the wrong type raised inside the node's constructor,
+    then the context's shutdown destroyed the half-built node and died with an AttributeError
+    (a second traceback after the first)."""
+    import importlib
+
+    import rclpy
+
+    if isinstance(node_cls, str):
+        module, _, name = node_cls.partition(':')
+        node_cls = getattr(importlib.import_module(module), name)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    try:
+        with pytest.raises(Exception) as refused:
+            node_cls(context=context, parameter_overrides=[parameter])
+        assert parameter.name in str(refused.value)
+        assert not isinstance(refused.value, AttributeError)
+    finally:
+        context.try_shutdown()              # destroys the half-built node: must not raise

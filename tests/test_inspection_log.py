@@ -245,19 +245,23 @@ def test_sigkill_mid_write_leaves_a_consistent_database(tmp_path):
         else:
             assert len(row.images) == 5                # 4 crops + mosaic, never partial
         for img in row.images:
-            assert img.state in ('stored', 'pruned')
+            # 'writing': the kill landed between the verdict's commit and its pictures'.
+            assert img.state in ('stored', 'pruned', 'writing')
             if img.state == 'stored':
                 assert img.path.is_file() and cv2.imread(str(img.path)) is not None
     assert any(img.state == 'pruned' for row in rows for img in row.images)
     # Deliveries committed with the rows: everything but the last few is delivered.
     assert all(r.plc_state == 'delivered' for r in rows[:committed - 1])
 
-    # The log reopens, sweeps what the kill left behind and keeps writing.
+    # The log reopens, settles what the kill left behind and keeps writing.
     with InspectionLog(db, max_image_bytes=limit) as log:
         log.record(_ok(10_000))
     rows = read_verdicts(db, with_images=True)
     assert rows[-1].bolt_id == '10000'
+    assert {img.state for row in rows for img in row.images} <= {'stored', 'pruned', 'failed'}
     referenced = {img.path for row in rows for img in row.images if img.state == 'stored'}
+    for path in referenced:
+        assert cv2.imread(str(path)) is not None          # a stored image is a whole file
     on_disk = set((tmp_path / 'inspection_images').rglob('*'))
     assert {p for p in on_disk if p.is_file()} == referenced
 
@@ -275,18 +279,20 @@ def test_unwritable_image_is_marked_failed_and_row_kept(tmp_path):
     assert {i.state for i in second.images} == {'stored'}
 
 
-def test_record_from_verdict_topic_fields(tmp_path):
+def test_record_from_a_decoded_verdict_message(tmp_path):
+    from bolt_inspection.core.verdict import decode_verdict_fields
+
     values = {'p_ng_cam0': '0.9100', 'p_ng_cam1': 'n/a', 'p_ng_cam2': '0.0100',
               'latency_ms': '231.5000', 'threshold': '0.5000', 'model_id': 'vgg16-abc'}
-    rec = VerdictRecord.from_status('42', 'NG: missing view cam1; cam3: undecodable', values,
-                                    trigger_ns=5)
+    verdict = decode_verdict_fields(2, 'NG: missing view cam1; cam3: undecodable', '42',
+                                    values.items())
+    rec = VerdictRecord.from_verdict(verdict, trigger_ns=5)
     assert (rec.bolt_id, rec.code, rec.trigger_ns) == ('42', 2, 5)
     assert rec.p_ng == {0: 0.91, 1: None, 2: 0.01}
     assert (rec.latency_ms, rec.threshold, rec.model_id) == (231.5, 0.5, 'vgg16-abc')
     assert rec.reasons == ['missing view cam1', 'cam3: undecodable']
-    ok = VerdictRecord.from_status('43', 'OK', {}, trigger_ns=6)
+    ok = VerdictRecord.from_verdict(decode_verdict_fields(0, 'OK', '43', []), trigger_ns=6)
     assert ok.code == 1 and ok.reasons == [] and ok.latency_ms is None
-    assert VerdictRecord.from_status('44', 'garbled', {}, trigger_ns=7).code == 2
     with InspectionLog(tmp_path / 'inspection.db') as log:
         log.record(rec)
     assert read_verdicts(tmp_path / 'inspection.db')[0].p_ng == {0: 0.91, 1: None, 2: 0.01}
@@ -343,3 +349,90 @@ def test_record_from_a_real_inspection_and_report_reasons(tmp_path):
     stats = shift_stats(rows, 0, 2**63 - 1)
     assert stats.ng == 2
     assert stats.ng_by_reason == {'cam0: NG': 1, 'missing view cam2': 1}
+
+
+def test_the_log_deletes_only_files_it_wrote_and_recorded(tmp_path):
+    """Issue 17, defect 2: the open-time sweep used to delete every *.png under the image
+    folder that its database did not reference: a user's files, another log's evidence, and
+    whatever a symlink led to."""
+    shared = tmp_path / 'images'
+    outside = tmp_path / 'elsewhere'
+    outside.mkdir()
+    victim = outside / 'victim.png'
+    victim.write_bytes(b'not ours')
+    shared.mkdir()
+    (shared / 'link').symlink_to(outside, target_is_directory=True)
+    user = shared / 'photo.png'
+    user.write_bytes(b'a user photo')
+    (shared / 'keep' / 'deep').mkdir(parents=True)
+    (shared / 'keep' / 'deep' / 'scan.png').write_bytes(b'another photo')
+    (shared / 'notes.tmp').write_bytes(b'a user temp file')
+    with InspectionLog(tmp_path / 'b.db', image_dir=shared) as other:
+        other.record(_ng(1))
+    theirs = [img.path for img in read_verdicts(tmp_path / 'b.db', with_images=True,
+                                                image_dir=shared)[0].images]
+    assert len(theirs) == 4 and all(p.is_file() for p in theirs)
+
+    foreign = [victim, user, shared / 'keep' / 'deep' / 'scan.png', shared / 'notes.tmp',
+               *theirs]
+    with InspectionLog(tmp_path / 'a.db', image_dir=shared, max_image_bytes=0) as log:
+        log.record(_ng(2))             # written, then pruned at once (budget 0)
+        log.flush()
+    assert [p for p in foreign if not p.is_file()] == []
+    ours = read_verdicts(tmp_path / 'a.db', with_images=True, image_dir=shared)[0].images
+    assert {img.state for img in ours} == {'pruned'} and not any(i.path.exists() for i in ours)
+
+    # A row whose path leaves the image folder (a tampered or foreign database) deletes
+    # nothing outside it: not on open, not when pruning.
+    conn = sqlite3.connect(tmp_path / 'a.db')
+    conn.execute("UPDATE images SET path = '../elsewhere/victim.png', state = 'pruned'")
+    conn.execute("UPDATE images SET path = 'link/victim.png', state = 'stored' WHERE id = 1")
+    conn.commit()
+    conn.close()
+    with InspectionLog(tmp_path / 'a.db', image_dir=shared, max_image_bytes=0) as log:
+        log.record(_ok(3))
+        log.flush()
+    assert [p for p in foreign if not p.is_file()] == []
+
+
+def test_a_version_1_log_is_migrated_in_place(tmp_path):
+    from bolt_inspection.core.inspection_log import _SCHEMA_V1
+
+    db = tmp_path / 'inspection.db'
+    conn = sqlite3.connect(db)
+    conn.executescript(_SCHEMA_V1 + 'PRAGMA user_version = 1;')
+    conn.execute("INSERT INTO verdicts (bolt_id, trigger_ns, created_ns, code, message) "
+                 "VALUES ('1', 1, 1, 2, 'NG')")
+    conn.execute("INSERT INTO images (verdict_id, kind, cam, path, bytes, state) "
+                 "VALUES (1, 'mosaic', NULL, 'd/x.png', 10, 'pruned')")
+    conn.commit()
+    conn.close()
+    with InspectionLog(db) as log:
+        log.record(_ng(2))
+    conn = connect_readonly(db)
+    assert conn.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+    rows = read_verdicts(db, with_images=True)
+    assert [r.bolt_id for r in rows] == ['1', '2']
+    assert [(i.kind, i.state) for i in rows[0].images] == [('mosaic', 'pruned')]
+    assert {i.state for i in rows[1].images} == {'stored'}
+
+
+def test_the_mosaic_is_added_to_a_verdict_already_committed(tmp_path):
+    db = tmp_path / 'inspection.db'
+    with InspectionLog(db) as log:
+        log.record(_ng(4, mosaic=None))
+        log.record(_ok(5, crops={}, mosaic=None))
+        log.flush()
+        first = read_verdicts(db, with_images=True)
+        assert [i.kind for i in first[0].images] == ['crop'] * 3
+        log.add_images('4', 4_000_000, mosaic=_noise(4, (64, 64, 3)))
+        log.add_images('5', 5_000_000, mosaic=_noise(5, (64, 64, 3)))     # OK: not kept
+        log.add_images('6', 6_000_000, mosaic=_noise(6, (64, 64, 3)))     # no such verdict
+        log.flush()
+        stats = log.stats()
+    ng, ok = read_verdicts(db, with_images=True)
+    assert sorted(i.kind for i in ng.images) == ['crop', 'crop', 'crop', 'mosaic']
+    assert all(i.state == 'stored' and i.path.is_file() for i in ng.images)
+    assert ok.images == []
+    assert stats['errors'] == 1 and 'bolt 6' in stats['last_error']

@@ -300,3 +300,85 @@ def test_line_rejects_contradicting_plc_options(ros_domain_id, capfd):
     from bolt_inspection import cli
     assert cli.main(['line', '--no-plc', '--plc-port', '5020']) == 2
     assert 'error: --no-plc contradicts' in capfd.readouterr().err
+
+
+class _FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(seconds, 0.001)
+
+
+class _StoppedByTheOperator:
+    """The simulator's tally: the conveyor runs, the operator presses Stop at t=10 s and Start
+    again at t=40 s (the runner must not), then the scenario ends at t=50 s."""
+
+    host, port = '127.0.0.1', 5020
+
+    class sim:
+        rate_per_min, gate_delay_s, bolts = 60.0, 2.0, 50
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def summary(self) -> dict:
+        t = self.clock.t
+        running = not 10.0 <= t < 40.0
+        moved = min(t, 10.0) + max(0.0, t - 40.0)
+        return {'done': t >= 50.0, 'bolts_in': int(moved), 'sorted': int(moved),
+                'running': running, 'heartbeat_stale': False}
+
+    def summary_line(self) -> str:
+        return '[plc-sim]'
+
+
+class _Driver:
+    def __init__(self, clock):
+        self.clock = clock
+        self.calls = []
+
+    def call_trigger_service(self, name, timeout_s=10.0):
+        self.calls.append((round(self.clock.t, 1), name))
+        return True, ''
+
+    def verdicts(self):
+        return []
+
+    def triggered_ids(self):
+        return []
+
+
+def test_the_closed_loop_runner_never_overrides_an_operator_stop(monkeypatch, capsys):
+    """Issue 17, defect 4: the runner pressed Start again within 5 s of an operator's Stop (and
+    of a PLC watchdog stop). It starts once; a stopped conveyor waits for the operator and is
+    not a stall."""
+    from bolt_inspection.commands import line as line_cmd
+
+    clock = _FakeClock()
+    monkeypatch.setattr(line_cmd, 'time', clock)
+    driver = _Driver(clock)
+    outcome = line_cmd.closed_loop(driver, _StoppedByTheOperator(clock), grace_s=1.0,
+                                   tally_s=0.0, stall_s=20.0)
+    assert outcome == 'done'
+    assert [name for _, name in driver.calls] == ['/line/start', '/line/stop']
+    assert driver.calls[0][0] == 0.0
+    out = capsys.readouterr().out
+    assert 'conveyor stopped' in out and 'waiting for Start' in out
+
+
+def test_the_summary_counts_skipped_bolts_and_dropped_verdicts():
+    """Issue 17, defect 6: bolts the bridge saw skipped (no trigger; the PLC rejects them) were
+    missing from the run summary."""
+    from bolt_inspection.nodes.line_driver import VerdictRecord
+
+    records = [VerdictRecord('1', True, 'OK', {}, 10, 5),
+               VerdictRecord('4', False, 'NG', {}, 9, 2)]
+    summary = summarize(records, ['1', '4'], skipped_ids=['2', '3'], bad_verdicts=3)
+    assert (summary.verdicts, summary.skipped, summary.bad_verdicts) == (2, 2, 3)
+    text = '\n'.join(summary.lines())
+    assert 'skipped by the PLC bridge: 2 bolts (2, 3)' in text
+    assert '3 malformed verdict messages dropped' in text

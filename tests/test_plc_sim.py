@@ -181,6 +181,25 @@ def test_server_refuses_what_a_plc_would_refuse(simulator, client):
     assert not client.write_registers(regs['verdict_bolt_id'], [1, 1]).isError()
 
 
+def test_a_verdict_written_by_halves_is_refused_like_a_bad_pair(simulator, client):
+    """Issue 17, defect 6: FC6 (write single register) and a one-register FC16 reached the
+    verdict registers without the checks the pair write gets: any code was stored, nothing was
+    counted. The contract writes bolt id and code together; anything else is refused."""
+    regs = simulator.plc.registers
+    for address, value in ((regs['verdict_code'], 7), (regs['verdict_code'], 1),
+                           (regs['verdict_bolt_id'], 5)):
+        rr = client.write_register(address, value)                     # FC6
+        assert rr.isError() and rr.exception_code == 3, (address, value)
+        rr = client.write_registers(address, [value])                  # FC16, one register
+        assert rr.isError() and rr.exception_code == 3, (address, value)
+    assert client.read_holding_registers(regs['verdict_bolt_id'], count=2).registers == [0, 0]
+    assert simulator.summary()['invalid_verdicts'] == 6
+    assert simulator.summary()['verdicts'] == 0
+    rr = client.write_registers(regs['verdict_bolt_id'], [5, 2])       # the pair: accepted
+    assert not rr.isError()
+    assert client.read_holding_registers(regs['verdict_bolt_id'], count=2).registers == [5, 2]
+
+
 def test_suspend_drops_connections_and_resume_serves_the_same_state(simulator, client):
     from pymodbus.exceptions import ModbusException
     simulator.set_running(True)

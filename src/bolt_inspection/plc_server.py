@@ -205,9 +205,12 @@ class PlcSimulator:
 
     def write_summary(self, path: str | Path) -> Path:
         """Write :meth:`summary` as JSON to ``path``."""
+        from bolt_inspection.core.files import atomic_output
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.summary(), indent=2) + '\n', encoding='utf-8')
+        text = json.dumps(self.summary(), indent=2) + '\n'
+        with atomic_output(path) as tmp:
+            tmp.write_text(text, encoding='utf-8')
         return path
 
     # -- inside the loop -------------------------------------------------------------------
@@ -299,9 +302,15 @@ class PlcSimulator:
                         registers[reg] &= ~(1 << bit)
             elif values is not None and fc in _FC_WRITE:
                 regs = self.plc.registers
+                vid, vcode = regs['verdict_bolt_id'], regs['verdict_code']
+                if (vid in span) != (vcode in span):
+                    # Half a verdict (FC6, a one-register FC16, FC22): the contract writes the
+                    # pair in one request. Refused whole, counted like a bad code.
+                    model.refuse_verdict(now)
+                    self.exceptions_sent += 1
+                    return ExcCodes.ILLEGAL_VALUE
                 if regs['heartbeat'] in span:
                     model.write_heartbeat(values[regs['heartbeat'] - address], now)
-                vid, vcode = regs['verdict_bolt_id'], regs['verdict_code']
                 if vid in span and vcode in span:
                     code = int(values[vcode - address])
                     if code not in VERDICT_CODES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -25,6 +26,32 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f'expected a number > 0, got {value}')
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'expected a finite number, got {text}')
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``nan`` and ``inf`` refused: they would run forever or never)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'expected a number > 0, got {value:g}')
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {value:g}')
     return value
 
 

@@ -47,10 +47,12 @@ def run(args) -> int:
     from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.errors import ConfigError, ImageError
     from bolt_inspection.core.evaluate import heatmap_peak, run_gradcam
+    from bolt_inspection.core.files import atomic_output, check_output_dir
     from bolt_inspection.core.gradcam import overlay
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ConfigError(f'--alpha must be in [0, 1], got {args.alpha}')
+    check_output_dir(args.out, '--out')      # before the model is loaded and run
     meta = read_metadata(args.model)
     for path in args.images:
         if not path.is_file():
@@ -90,7 +92,8 @@ def run(args) -> int:
                            cv2.MARKER_TILTED_CROSS, size, max(1, size // 8))
         verdict = 'NG' if p >= threshold else 'OK'
         target = args.out / f'{path.stem}_gradcam.png'
-        if not cv2.imwrite(str(target), out):
-            raise ImageError(f'{target}: cannot write the overlay')
+        with atomic_output(target) as tmp:
+            if not cv2.imwrite(str(tmp), out):
+                raise ImageError(f'{target}: cannot write the overlay')
         print(f'{path}: p_ng={p:.3f} -> {verdict} (threshold {threshold:.3f}), wrote {target}')
     return 0

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from bolt_inspection import paths
-from bolt_inspection.commands._common import fraction, positive_int, size_wh
+from bolt_inspection.commands._common import (
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    size_wh,
+)
 from bolt_inspection.core.config import load_yaml, node_parameters
 from bolt_inspection.core.errors import ConfigError
 from bolt_inspection.core.latency import percentile
@@ -45,16 +51,6 @@ from bolt_inspection.graph import (  # noqa: F401 - node_parameter_values: re-ex
     line_nodes,
     node_parameter_values,
 )
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {text}')
-    return value
 
 
 def add_line_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,10 +67,10 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                         help='bolts to run: the simulated conveyor feeds this many and the run '
                              'ends when all are sorted at the gate (external PLC: verdicts to '
                              'wait for; --no-plc: bolts to trigger); default 20')
-    parser.add_argument('--rate', type=float, default=60.0,
+    parser.add_argument('--rate', type=positive_float, default=60.0,
                         help='bolts per minute (the conveyor rate, or the trigger rate with '
                              '--no-plc); default 60')
-    parser.add_argument('--gate-delay', type=_non_negative, default=None,
+    parser.add_argument('--gate-delay', type=non_negative_float, default=None,
                         help="seconds of conveyor travel camera station -> sorting gate "
                              "(simulator; default: plc.yaml's, 2.0)")
     parser.add_argument('--first-bolt', type=int, default=1,
@@ -86,7 +82,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                         help='synthetic scenario seed (cameras and simulator)')
     parser.add_argument('--defect-rate', type=fraction, default=None,
                         help='synthetic defect rate (cameras and simulator)')
-    parser.add_argument('--view-timeout', type=float, default=None,
+    parser.add_argument('--view-timeout', type=positive_float, default=None,
                         help='classifier view_timeout_s')
     plc = parser.add_argument_group('PLC (default: the closed loop with an in-process simulator)')
     plc.add_argument('--plc-host', default='',
@@ -100,7 +96,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
     plc.add_argument('--no-plc', action='store_true',
                      help='no PLC and no bridge: this command triggers --bolts bolts at --rate '
                           'itself (the open loop)')
-    plc.add_argument('--drain', type=float, default=3.0,
+    plc.add_argument('--drain', type=non_negative_float, default=3.0,
                      help='external PLC: seconds the conveyor keeps running after the last '
                           'verdict so inspected bolts reach the sorting gate (default 3)')
     parser.add_argument('--log', action='store_true',
@@ -108,7 +104,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
                              'SQLite, NG evidence as PNG)')
     parser.add_argument('--hmi', action='store_true',
                         help='add the operator web page (config/hmi.yaml: 127.0.0.1:8080)')
-    parser.add_argument('--tally-period', type=_non_negative, default=5.0,
+    parser.add_argument('--tally-period', type=non_negative_float, default=5.0,
                         help='seconds between live tally lines (0 = none); default 5')
     parser.add_argument('--summary-out', type=Path, default=None, metavar='OUT.json',
                         help='also write the final summary (line + sorting gate tally) as JSON')
@@ -154,12 +150,23 @@ class LineSummary:
     compared: int = 0
     missing_ids: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+    bad_verdicts: int = 0
 
     def lines(self) -> list[str]:
         out = [f'bolts triggered: {self.triggered}, verdicts: {self.verdicts} '
                f'(OK {self.ok}, NG {self.ng}, of which {self.ng_with_reason} NG with a reason)',
                f'trigger -> verdict latency: mean {self.mean_ms:.1f} ms, '
                f'p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms']
+        if self.skipped:
+            shown = ', '.join(self.skipped_ids[:10]) + (', ...' if self.skipped > 10 or
+                                                       not self.skipped_ids else '')
+            out.append(f'skipped by the PLC bridge: {self.skipped} bolts ({shown}): no trigger, '
+                       'no verdict; the PLC rejects them (fail-safe)')
+        if self.bad_verdicts:
+            out.append(f'{self.bad_verdicts} malformed verdict messages dropped (their bolts '
+                       'get no verdict: the PLC rejects them)')
         if self.agreement is not None:
             out.append(f'agreement with ground truth: {self.agreement:.1%} '
                        f'of {self.compared} bolts')
@@ -172,8 +179,19 @@ class LineSummary:
 
 
 def summarize(records, triggered_ids: list[str],
-              truth: Mapping[str, str] | None = None) -> LineSummary:
-    """Summarise verdict records (``bolt_id``, ``ok``, ``message``, ``latency_ms``)."""
+              truth: Mapping[str, str] | None = None, *, skipped_ids=(),
+              skipped: int | None = None, bad_verdicts: int = 0) -> LineSummary:
+    """Summarise verdict records (``bolt_id``, ``ok``, ``message``, ``latency_ms``).
+
+    Args:
+        records: The decoded verdicts (:class:`bolt_inspection.nodes.line_driver.VerdictRecord`).
+        triggered_ids: The bolts triggered.
+        truth: Bolt id -> 'OK'/'NG' when known.
+        skipped_ids: Bolts the PLC bridge saw pass unseen (a counter jump or an outage).
+        skipped: How many there were (default ``len(skipped_ids)``; the bridge names only its
+            last 200).
+        bad_verdicts: Malformed verdict messages the driver dropped.
+    """
     first = {}
     for rec in records:
         first.setdefault(rec.bolt_id, rec)
@@ -191,7 +209,10 @@ def summarize(records, triggered_ids: list[str],
         p99_ms=percentile(latencies, 99), max_ms=max(latencies) if latencies else math.nan,
         agreement=agreement, compared=compared,
         reasons=dict(Counter(r.message for r in first.values() if r.message.startswith('NG:'))),
-        missing_ids=[b for b in triggered_ids if b not in first])
+        missing_ids=[b for b in triggered_ids if b not in first],
+        skipped=len(skipped_ids) if skipped is None else int(skipped),
+        skipped_ids=[str(b) for b in skipped_ids],
+        bad_verdicts=int(bad_verdicts))
 
 
 def _load_class(path: str):
@@ -372,7 +393,7 @@ def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float,
             bridge = line.nodes.get('plc_bridge')
             # A bolt the bridge saw skipped (counter jump) gets no trigger and no verdict:
             # the PLC rejects it; count it as done rather than wait for it forever.
-            while len(driver.verdicts()) + _skipped(bridge) < bolts:
+            while len(driver.verdicts()) + driver.bad_verdicts + _skipped(bridge) < bolts:
                 time.sleep(0.2)
             # The inspected bolts are still on the belt between the cameras and the gate.
             time.sleep(drain_s)
@@ -430,7 +451,7 @@ def start_simulator(args: argparse.Namespace, camera_params: Mapping[str, Any]):
     of the very bolts the cameras rendered.
     """
     from bolt_inspection.plc_server import PlcSimulator
-    if not args.rate > 0:
+    if not (math.isfinite(args.rate) and args.rate > 0):
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
     overrides = {'rate_per_min': float(args.rate), 'bolts': int(args.bolts),
                  'seed': int(camera_params.get('seed', 0)),
@@ -478,14 +499,16 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
                 stall_s: float = 30.0) -> str:
     """Run the simulated conveyor until every bolt of its scenario has been sorted.
 
-    Presses start (``/line/start`` through the bridge, as an operator would), prints a live
-    tally every ``tally_s`` seconds and re-presses start when the PLC's watchdog stopped the
-    conveyor. Ctrl-C: the bolts already inspected get their verdicts and ride on to the gate,
-    then ``/line/stop`` (a second Ctrl-C skips the wait).
+    Presses start once (``/line/start`` through the bridge, as an operator would) and prints a
+    live tally every ``tally_s`` seconds. A conveyor that stops (the operator's Stop on the HMI,
+    or the PLC watchdog) stays stopped until the operator starts it again: this runner never
+    overrides a stop, and a stopped conveyor is not a stall. Ctrl-C: the bolts already inspected
+    get their verdicts and ride on to the gate, then ``/line/stop`` (a second Ctrl-C skips the
+    wait).
 
     Returns:
-        'done' (all sorted), 'interrupted' (Ctrl-C), 'stalled' (no bolt moved for ``stall_s``)
-        or 'no-start' (the PLC never started).
+        'done' (all sorted), 'interrupted' (Ctrl-C), 'stalled' (the conveyor ran but no bolt
+        moved for ``stall_s``) or 'no-start' (the PLC never started).
     """
     deadline = time.monotonic() + 15.0
     while True:  # the bridge connects in its worker after activation
@@ -502,7 +525,7 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
     outcome = 'done'
     next_tally = time.monotonic() + tally_s
     last_progress, progress_at = None, time.monotonic()
-    last_restart = 0.0
+    stopped = False
     try:
         while True:
             state = sim.summary()
@@ -510,18 +533,23 @@ def closed_loop(driver, sim, *, grace_s: float, tally_s: float = 5.0,
                 break
             now = time.monotonic()
             progress = (state['bolts_in'], state['sorted'])
+            if not state['running']:
+                if not stopped:
+                    why = ('the PLC watchdog (heartbeat stale)' if state.get('heartbeat_stale')
+                           else 'a Stop (operator or PLC)')
+                    print(f'conveyor stopped by {why}; waiting for Start from the operator '
+                          '(HMI or /line/start); Ctrl-C ends the run', flush=True)
+                stopped = True
+                progress_at = now          # waiting for the operator is not a stall
+            elif stopped:
+                stopped = False
+                print('conveyor running again', flush=True)
             if progress != last_progress:
                 last_progress, progress_at = progress, now
             elif now - progress_at > stall_s:
                 print(f'error: no bolt moved for {stall_s:.0f} s; stopping', flush=True)
                 outcome = 'stalled'
                 break
-            if not state['running'] and now - last_restart > 5.0:
-                # The PLC watchdog stopped the conveyor (stale heartbeat): press start again.
-                print('conveyor stopped by the PLC (heartbeat stale); pressing start',
-                      flush=True)
-                driver.call_trigger_service('/line/start', timeout_s=5.0)
-                last_restart = now
             if tally_s and now >= next_tally:
                 print(f'{sim.summary_line()} | {verdict_tally(driver)}', flush=True)
                 next_tally += tally_s
@@ -549,6 +577,11 @@ def _skipped(bridge) -> int:
     return int(counters.get('skipped_bolts', 0))
 
 
+def _skipped_ids(bridge) -> list[str]:
+    """The bolts the PLC bridge saw pass unseen, as ids (the last 200 it keeps)."""
+    return [str(b) for b in list(getattr(bridge, 'recent_skipped', ()))]
+
+
 def wait_for_subscribers(publisher, count: int, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while publisher.get_subscription_count() < count:
@@ -563,15 +596,17 @@ def write_summary(path: Path, *, mode: str, summary: LineSummary, sim: dict | No
     """The final summary as JSON: the line's verdicts and the sorting gate's scored tally."""
     import dataclasses
     import json
+
+    from bolt_inspection.core.files import atomic_output
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def clean(value):  # JSON has no NaN
         return None if isinstance(value, float) and math.isnan(value) else value
     line = {k: clean(v) for k, v in dataclasses.asdict(summary).items()}
-    path.write_text(json.dumps({'mode': mode, 'line': line, 'plc': sim,
-                                'latency_breakdown_ms': breakdown}, indent=2) + '\n',
-                    encoding='utf-8')
+    text = json.dumps({'mode': mode, 'line': line, 'plc': sim,
+                       'latency_breakdown_ms': breakdown}, indent=2) + '\n'
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding='utf-8')
     return path
 
 
@@ -580,11 +615,14 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import rosenv
+    from bolt_inspection.core.files import check_output_file
     from bolt_inspection.nodes.line_driver import LineDriver
 
     rosenv.apply_defaults()
-    if args.rate <= 0:
+    if not (math.isfinite(args.rate) and args.rate > 0):    # also for callers without argparse
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
+    if args.summary_out:
+        check_output_file(args.summary_out, '--summary-out')   # now, not after the run
     params_file = args.params_file or paths.config_path('line.yaml')
     config = load_yaml(params_file)
     source = args.source or node_parameters(config, 'cam0').get('source', 'synthetic')
@@ -649,7 +687,10 @@ def run(args: argparse.Namespace) -> int:
             ids = drive(line, driver, bolts=args.bolts, rate_per_min=args.rate,
                         first_bolt=args.first_bolt, timeout_s=timeout,
                         grace_s=view_timeout + 2.0)
-        summary = summarize(driver.verdicts(), ids, ground_truth(line, ids))
+        summary = summarize(driver.verdicts(), ids, ground_truth(line, ids),
+                            skipped_ids=_skipped_ids(line.nodes.get('plc_bridge')),
+                            skipped=_skipped(line.nodes.get('plc_bridge')),
+                            bad_verdicts=driver.bad_verdicts)
         print('--- summary ---')
         for text in summary.lines():
             print(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bolt_inspection.commands._common import non_negative_float, positive_float
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,11 +15,12 @@ def register(subparsers) -> None:
                     'original header stamps, paced by their recorded times. Default topics: '
                     'the line inputs (/line/trigger and /camN/image_raw).')
     parser.add_argument('bag', type=Path, help='bag directory')
-    parser.add_argument('--rate', type=float, default=1.0, help='speed factor (default 1.0)')
+    parser.add_argument('--rate', type=positive_float, default=1.0,
+                        help='speed factor (default 1.0)')
     parser.add_argument('--loop', action='store_true', help='start over at the end')
     parser.add_argument('--topics', nargs='+', default=None, metavar='TOPIC',
                         help="topics to play ('*' = all; default: trigger + camera images)")
-    parser.add_argument('--start-delay', type=float, default=1.0,
+    parser.add_argument('--start-delay', type=non_negative_float, default=1.0,
                         help='seconds to wait for subscribers before the first message')
     parser.set_defaults(func=run)
 

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
-from bolt_inspection.commands._common import fraction
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {value}')
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError('expected a number > 0')
-    return value
+from bolt_inspection.commands._common import fraction, non_negative_float, positive_float
 
 
 def register(subparsers) -> None:
@@ -40,20 +23,20 @@ def register(subparsers) -> None:
                         '127.0.0.1)')
     parser.add_argument('--port', type=int, default=None, help='TCP port (default from config: '
                         '5020; 0 = any free port)')
-    parser.add_argument('--rate', type=_positive, default=None,
+    parser.add_argument('--rate', type=positive_float, default=None,
                         help='bolts per minute while the conveyor runs (default 60)')
-    parser.add_argument('--gate-delay', type=_non_negative, default=None,
+    parser.add_argument('--gate-delay', type=non_negative_float, default=None,
                         help='seconds of travel from the camera station to the gate (default 2.0)')
     parser.add_argument('--seed', type=int, default=None, help='synthetic scenario seed')
     parser.add_argument('--defect-rate', type=fraction, default=None,
                         help='synthetic scenario defect rate (default 0.5)')
     parser.add_argument('--bolts', type=int, default=None,
                         help='stop after this many bolts have been sorted (0 = endless)')
-    parser.add_argument('--heartbeat-timeout', type=_non_negative, default=None,
+    parser.add_argument('--heartbeat-timeout', type=non_negative_float, default=None,
                         help='stale heartbeat for this long stops the conveyor (0 = off)')
     parser.add_argument('--start', action='store_true',
                         help='start the conveyor at once (else wait for /line/start)')
-    parser.add_argument('--summary', metavar='OUT.json', default=None,
+    parser.add_argument('--summary', metavar='OUT.json', default=None, type=Path,
                         help='write the JSON summary here at exit')
     parser.add_argument('--quiet', action='store_true', help='no running summary lines')
     parser.set_defaults(func=run)
@@ -66,9 +49,12 @@ def run(args) -> int:
     import time
 
     from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.core.files import check_output_file
     from bolt_inspection.core.plc_contract import load_plc_config
     from bolt_inspection.plc_server import PlcSimulator, sim_with
 
+    if args.summary:
+        check_output_file(args.summary, '--summary')   # now, not when the run ends
     plc, sim = load_plc_config(args.config)
     if args.bolts is not None and args.bolts < 0:
         raise ConfigError(f'--bolts: expected a number >= 0, got {args.bolts}')

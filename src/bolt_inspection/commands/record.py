@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from bolt_inspection.commands._common import positive_float
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument('--out', type=Path, required=True, help='bag directory to create')
     parser.add_argument('--topics', nargs='+', default=None, metavar='TOPIC',
                         help="topics to record (default: the line's inputs and verdicts)")
-    parser.add_argument('--duration', type=float, default=None,
+    parser.add_argument('--duration', type=positive_float, default=None,
                         help='stop after this many seconds (default: until Ctrl-C)')
     parser.set_defaults(func=run)
 

@@ -48,6 +48,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.core.files import check_output_file
     from bolt_inspection.core.inspection_log import read_verdicts
     from bolt_inspection.core.shift_report import (
         format_table,
@@ -57,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
         write_csv,
     )
 
+    # Outputs first: an unwritable path fails now, not after the report has been printed.
+    if args.csv:
+        check_output_file(args.csv, '--csv')
+    if args.plot:
+        check_output_file(args.plot, '--plot')
     now_ns = time.time_ns()
     since_ns = parse_time(args.since, now_ns)
     until_ns = parse_time(args.until, now_ns)

@@ -94,7 +94,7 @@ class ModelMetadata:
                 int(cam): tuple(int(v) for v in box) for cam, box in boxes.items()}
             if roi_boxes is not None and any(len(b) != 4 for b in roi_boxes.values()):
                 raise ValueError('roi_boxes entries must be [x, y, w, h]')
-            frame = data.get('frame_size')
+            frame = _frame_size(data.get('frame_size'))
             threshold = float(data['threshold'])
             if not (0.0 <= threshold <= 1.0) or math.isnan(threshold):
                 raise ValueError(f'threshold {threshold} not in [0, 1]')
@@ -107,7 +107,33 @@ class ModelMetadata:
                                       'model_id') if k in data and k in known}
         return cls(classes=classes, input_size=(width, height), roi_boxes=roi_boxes,
                    threshold=threshold, gradcam_layer=gradcam_layer,
-                   frame_size=tuple(int(v) for v in frame) if frame else None, **extra)
+                   frame_size=frame, **extra)
+
+
+def _frame_size(value: Any) -> tuple[int, int] | None:
+    """``frame_size`` of metadata.json: null or [width, height], two whole numbers > 0."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(type(v) is int and 0 < v <= 65535 for v in value)):
+        raise ValueError(f'frame_size must be [width, height] in pixels or null, got '
+                         f'{json.dumps(value)[:40]}')
+    return value[0], value[1]
+
+
+def _check_keras_file(model_path: Path) -> None:
+    """A ``.keras`` file is a zip archive: say 'corrupt' rather than let Keras say 'not found'."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f'{model_path}: cannot load model: the file is corrupt or truncated '
+                         f'(not a .keras zip archive: {exc})') from None
+    if bad is not None:
+        raise ModelError(f'{model_path}: cannot load model: the file is corrupt (damaged '
+                         f'entry {bad})')
 
 
 @dataclass
@@ -197,6 +223,7 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     if metadata.model_id and metadata.model_id != model_id:
         raise ModelError(f'{model_path}: file hash {model_id} does not match metadata model_id '
                          f'{metadata.model_id} (model replaced without its metadata?)')
+    _check_keras_file(model_path)
     try:
         model = keras().models.load_model(model_path, compile=False,
                                           custom_objects=custom_objects())

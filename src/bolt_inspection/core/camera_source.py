@@ -320,9 +320,15 @@ class FolderSource(FrameSource):
         if self.state != 'open':
             raise ImageError('folder source is not open')
         path = self.path_for(bolt_id)
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        try:
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error as exc:     # e.g. more pixels than OpenCV decodes
+            frame = None
+            reason = ' '.join(str(exc).split()).split(') ', 1)[-1][:120]
+        else:
+            reason = ''
         if frame is None:
-            self.last_error = f'{path}: cannot decode image'
+            self.last_error = f'{path}: cannot decode image' + (f' ({reason})' if reason else '')
             raise ImageError(self.last_error)
         self.frames += 1
         return self._fit(frame)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import struct
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,31 @@ def split_by_bolt(records: list[ViewRecord], val_fraction: float = 0.2,
     return train, val
 
 
+# OpenCV refuses to decode more pixels than this (CV_IO_MAX_IMAGE_PIXELS, 2^30 by default).
+MAX_IMAGE_PIXELS = 1 << 30
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _cv_reason(exc: Exception) -> str:
+    """The assertion text of a cv2.error, one line."""
+    text = ' '.join(str(exc).split())
+    return text.split(') ', 1)[-1][:160] if text else type(exc).__name__
+
+
+def check_image_size(header: bytes, path) -> None:
+    """Refuse a PNG whose header declares more pixels than OpenCV decodes, before decoding.
+
+    Raises:
+        ImageError: One line with the declared size.
+    """
+    if len(header) >= 24 and header[:8] == _PNG_MAGIC and header[12:16] == b'IHDR':
+        width, height = struct.unpack('>II', header[16:24])
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageError(f'{path}: {width}x{height} image ({width * height / 1e9:.2f} '
+                             f'Gpx) is above the {MAX_IMAGE_PIXELS / 1e9:.2f} Gpx an image may '
+                             'have')
+
+
 def read_image(path) -> np.ndarray:
     """Read an image file as BGR uint8 ``HxWx3``.
 
@@ -281,7 +307,12 @@ def read_image(path) -> np.ndarray:
         raise ImageError(f'{path}: cannot read ({exc.strerror or exc})') from None
     if data.size == 0:
         raise ImageError(f'{path}: empty file, not an image')
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    check_image_size(data[:32].tobytes(), path)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        # OpenCV asserts on what it refuses to decode (e.g. a size past its pixel limit).
+        raise ImageError(f'{path}: cannot decode ({_cv_reason(exc)})') from None
     if image is None:
         raise ImageError(f'{path}: not a decodable image (corrupt or unsupported format)')
     if image.dtype == np.uint16:

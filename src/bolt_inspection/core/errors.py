@@ -29,3 +29,7 @@ class ModelError(BoltInspectionError):
 
 class PlcError(BoltInspectionError):
     """The PLC could not be reached or answered with a Modbus exception."""
+
+
+class OutputError(BoltInspectionError):
+    """An output file or folder cannot be written (checked before the work starts)."""

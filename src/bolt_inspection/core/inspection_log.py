@@ -11,11 +11,21 @@ lets them read while the writer commits.
 
 Crash safety, by construction rather than by clean-up code:
 
-* An image is written to ``<name>.tmp``, fsync'ed and ``os.replace``'d into place *before* the
-  transaction that references it commits, so a committed ``stored`` image row always has its file.
+* A verdict row is committed first, in its own transaction, before any of its pictures is
+  encoded: a verdict that reached the log survives a kill -9 a few milliseconds later (the
+  evidence images can be lost, the verdict cannot). Its image rows are committed with it, in
+  state ``writing``, naming the files about to be written.
+* An image is then written to ``<name>.tmp``, fsync'ed and ``os.replace``'d into place, and only
+  then is its row set to ``stored``: a ``stored`` row always has its complete file.
 * Pruning commits ``state = 'pruned'`` *before* unlinking, so the same holds while pruning.
-* A kill in between leaves only unreferenced files, removed by the sweep when the log is opened
-  again. SQLite's journal makes each batch of rows all-or-nothing.
+* A kill in between leaves ``writing`` rows (and ``pruned`` rows whose file still exists); the
+  log settles them when it is opened again. SQLite's journal makes each batch all-or-nothing.
+
+The log deletes only files it wrote and recorded: the paths in its own image rows (and their
+``.tmp``), and only when they resolve inside ``image_dir`` without passing through a symlink.
+It never scans the folder, so a user's files and another log's evidence in a shared folder are
+safe. Files are named with a random per-process tag, so two logs sharing a folder never write
+the same name.
 
 Rows are never deleted by the log: disk use is bounded by pruning the oldest image files once
 their total passes ``max_image_bytes``; the verdict rows stay, their image rows say ``pruned``.
@@ -29,10 +39,12 @@ import logging
 import math
 import os
 import queue
+import secrets
 import sqlite3
+import stat
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +54,13 @@ from urllib.parse import quote
 import numpy as np
 
 from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.core.verdict import Verdict
 
 _LOG = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DELIVERY_STATES = ('pending', 'delivered', 'undelivered')
-IMAGE_STATES = ('stored', 'pruned', 'failed')
+IMAGE_STATES = ('writing', 'stored', 'pruned', 'failed')
 DEFAULT_MAX_IMAGE_BYTES = 2 * 1024**3
 # ~/.ros is where ROS 2 tools keep per-user state and logs; config/log.yaml says the same.
 DEFAULT_DB_PATH = '~/.ros/bolt_inspection/inspection.db'
@@ -85,10 +98,48 @@ CREATE INDEX images_verdict ON images (verdict_id);
 CREATE INDEX images_stored ON images (state, id);
 """
 
+# Version 2: image rows are committed with their verdict, in state 'writing', before the file is
+# written (issue 17). SQLite cannot alter a CHECK constraint, so the table is rebuilt.
+_V1_TO_V2 = """
+CREATE TABLE images_v2 (
+    id          INTEGER PRIMARY KEY,
+    verdict_id  INTEGER NOT NULL REFERENCES verdicts (id),
+    kind        TEXT    NOT NULL CHECK (kind IN ('crop', 'mosaic')),
+    cam         INTEGER,
+    path        TEXT    NOT NULL,
+    bytes       INTEGER NOT NULL DEFAULT 0,
+    state       TEXT    NOT NULL DEFAULT 'stored'
+                CHECK (state IN ('writing', 'stored', 'pruned', 'failed'))
+);
+INSERT INTO images_v2 (id, verdict_id, kind, cam, path, bytes, state)
+    SELECT id, verdict_id, kind, cam, path, bytes, state FROM images;
+DROP TABLE images;
+ALTER TABLE images_v2 RENAME TO images;
+CREATE INDEX images_verdict ON images (verdict_id);
+CREATE INDEX images_stored ON images (state, id);
+"""
+
 # Migrations from version N to N + 1, applied in order inside one transaction each. Version 0 is
-# an empty file. Add `2: _migrate_1_to_2` here (ALTER TABLE ...) when the schema changes; never
-# edit _SCHEMA_V1, databases in the field were created from it.
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+# an empty file. Never edit a migration once released: databases in the field were made by it.
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2}
+
+
+# Verdicts whose pictures wait for the writer; past this, record() waits (backpressure).
+_MAX_PENDING = 64
+
+
+@dataclass
+class _PlannedImage:
+    kind: str
+    cam: int | None
+    rel: str
+    pixels: np.ndarray
+
+
+@dataclass
+class _ImageJob:
+    bolt_id: str
+    images: list[tuple[int, _PlannedImage]]     # (image row id, what to write)
 
 
 class LogError(BoltInspectionError):
@@ -150,32 +201,15 @@ class VerdictRecord:
 
 
     @classmethod
-    def from_status(cls, hardware_id: str, message: str, values: Mapping[str, str], *,
-                    trigger_ns: int, created_ns: int | None = None) -> VerdictRecord:
-        """Build a record from the fields of an ``/inspection/verdict`` DiagnosticStatus.
-
-        For a log node that only sees the topic: ``values`` are its KeyValues as a dict
-        (``p_ng_camK``, ``latency_ms``, ``threshold``, ``model_id``; ``'n/a'`` = missing).
-        The code follows the message (``'OK'`` -> 1, anything else -> 2: never a silent OK);
-        reasons are the ``'; '``-joined part after ``'NG: '``.
-        """
-        def number(text):
-            try:
-                value = float(text)
-            except (TypeError, ValueError):
-                return None
-            return value if math.isfinite(value) else None
-
-        p_ng = {int(key[len('p_ng_cam'):]): number(value) for key, value in values.items()
-                if key.startswith('p_ng_cam') and key[len('p_ng_cam'):].isdigit()}
-        message = str(message)
-        reasons = ([r.strip() for r in message[3:].split(';') if r.strip()]
-                   if message.startswith('NG:') else [])
-        return cls(bolt_id=str(hardware_id), trigger_ns=int(trigger_ns),
-                   code=1 if message == 'OK' else 2, message=message, p_ng=p_ng,
-                   threshold=number(values.get('threshold')),
-                   latency_ms=number(values.get('latency_ms')),
-                   model_id=str(values.get('model_id', '')), reasons=reasons,
+    def from_verdict(cls, verdict: Verdict, *, trigger_ns: int,
+                     created_ns: int | None = None) -> VerdictRecord:
+        """Build a record from a decoded ``/inspection/verdict``
+        (:func:`bolt_inspection.core.verdict.decode_verdict_status`), for a log node that only
+        sees the topic."""
+        return cls(bolt_id=verdict.bolt_id, trigger_ns=int(trigger_ns), code=verdict.code,
+                   message=verdict.message, p_ng=dict(verdict.p_ng),
+                   threshold=verdict.threshold, latency_ms=verdict.latency_ms,
+                   model_id=verdict.model_id, reasons=list(verdict.reasons),
                    created_ns=created_ns)
 
 
@@ -316,6 +350,7 @@ class InspectionLog:
         # Deliveries reported before the verdict reached the log (separate topics, no ordering).
         self._early_delivery: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._seq = 0
+        self._tag = secrets.token_hex(3)     # names never collide with another log's
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.image_dir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +392,18 @@ class InspectionLog:
         if record.created_ns is None:
             record.created_ns = time.time_ns()
         self._put(('record', record))
+
+    def add_images(self, bolt_id, trigger_ns: int, *,
+                   crops: Mapping[int, np.ndarray] | None = None,
+                   mosaic: np.ndarray | None = None) -> None:
+        """Add evidence pictures to a verdict already recorded (the latest one of ``bolt_id``
+        with this ``trigger_ns``), e.g. the Grad-CAM mosaic that arrives after its verdict.
+
+        Kept only where :meth:`record` would have kept them (NG, or ``store_ok_images``).
+        """
+        if not crops and mosaic is None:
+            return
+        self._put(('images', str(bolt_id), int(trigger_ns), dict(crops or {}), mosaic))
 
     def set_delivery(self, bolt_id, state: str, when_ns: int | None = None) -> None:
         """Set the PLC delivery state of the latest verdict of ``bolt_id``.
@@ -446,54 +493,132 @@ class InspectionLog:
         conn.execute('PRAGMA foreign_keys = ON')
         return conn
 
+    # -- files the log owns ---------------------------------------------------------------
+
+    def _own_file(self, rel: str) -> Path | None:
+        """``image_dir / rel`` if it is a path this log may write or delete, else None.
+
+        ``rel`` comes from the database: it must stay inside ``image_dir`` and no component
+        below it may be a symlink (a planted link must not lead the log out of its folder).
+        """
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or any(p in ('..', '.', '') for p in parts):
+            return None
+        path = self.image_dir
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                return None
+        return path
+
+    def _unlink_own(self, rel: str) -> bool:
+        """Delete the recorded file ``rel`` (and its ``.tmp``); only a regular file of ours."""
+        path = self._own_file(rel)
+        if path is None:
+            self._error(f'not deleting {rel!r}', ValueError('path leaves the image folder'))
+            return False
+        removed = False
+        for target in (path, path.with_name(path.name + '.tmp')):
+            try:
+                if stat.S_ISREG(os.lstat(target).st_mode):
+                    os.unlink(target)
+                    removed = True
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._error(f'deleting {rel}', exc)
+        return removed
+
     def _sweep(self, conn: sqlite3.Connection) -> int:
-        """Remove files a crash left behind; return the bytes of stored images."""
-        stored = {row[0] for row in conn.execute("SELECT path FROM images WHERE state = 'stored'")}
-        removed = 0
-        for file in self.image_dir.rglob('*'):
-            if not file.is_file():
-                continue
-            rel = file.relative_to(self.image_dir).as_posix()
-            if rel in stored:
-                continue
-            if file.suffix in ('.tmp', '.png'):
-                file.unlink(missing_ok=True)
-                removed += 1
-        if removed:
-            _LOG.info('%s: removed %d unreferenced image files', self.image_dir, removed)
+        """Settle what a crash left; return the bytes of stored images.
+
+        Only rows of this database are looked at: an image still ``writing`` becomes ``stored``
+        when its file is complete (it was renamed into place) and ``failed`` otherwise; a
+        ``pruned`` image whose file is still there is deleted. No directory is scanned.
+        """
+        settled = removed = 0
+        writing = conn.execute("SELECT id, path FROM images WHERE state = 'writing'").fetchall()
+        updates = []
+        for image_id, rel in writing:
+            path = self._own_file(rel)
+            size = None
+            if path is not None:
+                tmp = path.with_name(path.name + '.tmp')
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
+                if path.is_file() and not path.is_symlink():
+                    size = path.stat().st_size
+            updates.append(('stored' if size else 'failed', size or 0, image_id))
+            settled += 1
+        for (rel,) in conn.execute("SELECT path FROM images WHERE state = 'pruned'"):
+            path = self._own_file(rel)
+            if path is not None and (path.is_file() or path.with_name(path.name + '.tmp')
+                                     .is_file()):
+                removed += self._unlink_own(rel)
+        if updates:
+            conn.execute('BEGIN IMMEDIATE')
+            conn.executemany('UPDATE images SET state = ?, bytes = ? WHERE id = ?', updates)
+            conn.execute('COMMIT')
+        if settled or removed:
+            _LOG.info('%s: settled %d image(s) a crash left half-written, removed %d pruned '
+                      'file(s)', self.image_dir, settled, removed)
         total = conn.execute(
             "SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'stored'").fetchone()[0]
         return int(total)
 
+    # -- writer thread ----------------------------------------------------------------------
+
     def _run(self, conn: sqlite3.Connection) -> None:
+        pending: deque[_ImageJob] = deque()   # committed 'writing' rows whose files are due
         try:
             stop = False
             while not stop:
-                batch = [self._queue.get()]
-                # Drain a burst into one transaction: one fsync for many rows.
-                while len(batch) < 256:
+                # New verdicts first: they become durable before older pictures are encoded.
+                # With pictures waiting, only look at the queue; else wait for work. Past
+                # _MAX_PENDING the queue waits, so record() blocks (backpressure).
+                batch = []
+                if len(pending) < _MAX_PENDING:
+                    try:
+                        batch.append(self._queue.get(block=not pending))
+                    except queue.Empty:
+                        pass
+                while batch and len(batch) < 256:
                     try:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
                 events = [item[1] for item in batch if item[0] == 'flush']
                 stop = any(item[0] == 'stop' for item in batch)
-                work = [item for item in batch if item[0] in ('record', 'delivery')]
+                work = [item for item in batch if item[0] in ('record', 'delivery', 'images')]
                 if work:
-                    try:
-                        self._write_batch(conn, work)
-                        self._prune(conn)
-                    except Exception as exc:  # noqa: BLE001 - keep logging the next bolts
-                        # A bug or an odd record must not kill the only writer; counted and
-                        # logged, visible in stats() for the node's diagnostics.
-                        self._error('unexpected error in writer', exc)
-                        if conn.in_transaction:
-                            conn.rollback()
+                    pending.extend(self._guarded(conn, self._write_batch, work) or ())
+                if pending and not (events or stop):
+                    job = pending.popleft()
+                    self._guarded(conn, self._store_images, [job])
+                elif pending:
+                    # flush()/close(): everything queued so far, pictures included.
+                    jobs = list(pending)
+                    pending.clear()
+                    self._guarded(conn, self._store_images, jobs)
                 for event in events:
                     event.set()
         finally:
             conn.close()
             self._lock_file.close()      # releases the writer lock
+
+    def _guarded(self, conn: sqlite3.Connection, step, arg):
+        """``step(conn, arg)`` then prune; an unexpected error is logged, not raised."""
+        try:
+            result = step(conn, arg)
+            self._prune(conn)
+            return result
+        except Exception as exc:  # noqa: BLE001 - keep logging the next bolts
+            # A bug or an odd record must not kill the only writer; counted and logged,
+            # visible in stats() for the node's diagnostics.
+            self._error('unexpected error in writer', exc)
+            if conn.in_transaction:
+                conn.rollback()
+            return None
 
     def _error(self, what: str, exc: BaseException) -> None:
         _LOG.error('inspection log %s: %s: %s', self.path, what, exc)
@@ -501,50 +626,30 @@ class InspectionLog:
             self._stats['errors'] += 1
             self._stats['last_error'] = f'{what}: {exc}'
 
-    def _write_images(self, record: VerdictRecord) -> list[tuple[str, int | None, str, int, str]]:
-        """Write the record's evidence PNGs; return rows (kind, cam, rel path, bytes, state)."""
-        if record.ok and not self.store_ok_images:
-            return []
+    def _plan_images(self, bolt_id: str, created_ns: int, crops, mosaic) -> list[_PlannedImage]:
+        """Name the evidence files of one verdict (nothing is written yet)."""
         images: list[tuple[str, int | None, np.ndarray]] = [
-            ('crop', int(cam), crop) for cam, crop in sorted(record.crops.items())
+            ('crop', int(cam), crop) for cam, crop in sorted((crops or {}).items())
             if crop is not None]
-        if record.mosaic is not None:
-            images.append(('mosaic', None, record.mosaic))
+        if mosaic is not None:
+            images.append(('mosaic', None, mosaic))
         if not images:
             return []
-        day = time.strftime('%Y-%m-%d', time.localtime(record.created_ns / 1e9))
-        folder = self.image_dir / day
-        safe_bolt = ''.join(c if c.isalnum() or c in '-_' else '_' for c in record.bolt_id)
+        day = time.strftime('%Y-%m-%d', time.localtime(created_ns / 1e9))
+        safe_bolt = ''.join(c if c.isalnum() or c in '-_' else '_' for c in bolt_id)[:40]
         self._seq += 1
-        stem = f'{record.created_ns}_{self._seq:04d}_bolt{safe_bolt}'
-        rows = []
-        for kind, cam, image in images:
-            name = f'{stem}_{"mosaic" if cam is None else f"cam{cam}"}.png'
-            rel = f'{day}/{name}'
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                data = _encode_png(image)
-                _write_atomic(folder / name, data, fsync=self._fsync_files)
-                rows.append((kind, cam, rel, len(data), 'stored'))
-            except Exception as exc:  # noqa: BLE001 - OSError, cv2.error, ValueError
-                # The verdict row matters more than its pictures: log it with a 'failed' image.
-                self._error(f'bolt {record.bolt_id}: writing {rel}', exc)
-                rows.append((kind, cam, rel, 0, 'failed'))
-        return rows
+        stem = f'{created_ns}_{self._tag}{self._seq:04d}_bolt{safe_bolt}'
+        return [_PlannedImage(kind, cam, f'{day}/{stem}_{"mosaic" if cam is None else f"cam{cam}"}'
+                                         '.png', image)
+                for kind, cam, image in images]
 
-    def _write_batch(self, conn: sqlite3.Connection, work: list[tuple]) -> None:
-        prepared = []
-        for item in work:
-            if item[0] == 'record':
-                prepared.append((item, self._write_images(item[1])))
-            else:
-                prepared.append((item, None))
-        new_bytes = 0
+    def _write_batch(self, conn: sqlite3.Connection, work: list[tuple]) -> list[_ImageJob]:
+        """Commit the verdict rows, deliveries and 'writing' image rows of a batch at once."""
+        jobs: list[_ImageJob] = []
         written = 0
-        images_written = 0
         try:
             conn.execute('BEGIN IMMEDIATE')
-            for item, image_rows in prepared:
+            for item in work:
                 if item[0] == 'record':
                     record: VerdictRecord = item[1]
                     state, plc_ns = record.plc_state, None
@@ -561,15 +666,26 @@ class InspectionLog:
                          None if record.threshold is None else float(record.threshold),
                          None if record.latency_ms is None else float(record.latency_ms),
                          record.model_id, state, plc_ns))
-                    conn.executemany(
-                        'INSERT INTO images (verdict_id, kind, cam, path, bytes, state) '
-                        'VALUES (?, ?, ?, ?, ?, ?)',
-                        [(cur.lastrowid, *row) for row in image_rows])
                     written += 1
-                    for row in image_rows:
-                        if row[4] == 'stored':
-                            new_bytes += row[3]
-                            images_written += 1
+                    if record.ok and not self.store_ok_images:
+                        continue
+                    planned = self._plan_images(record.bolt_id, int(record.created_ns),
+                                                record.crops, record.mosaic)
+                    jobs += self._insert_planned(conn, cur.lastrowid, record.bolt_id, planned)
+                elif item[0] == 'images':
+                    _, bolt_id, trigger_ns, crops, mosaic = item
+                    row = conn.execute(
+                        'SELECT id, created_ns, code FROM verdicts WHERE bolt_id = ? AND '
+                        'trigger_ns = ? ORDER BY id DESC LIMIT 1',
+                        (bolt_id, int(trigger_ns))).fetchone()
+                    if row is None:
+                        self._error(f'bolt {bolt_id}: images for a verdict not in the log',
+                                    LookupError(f'trigger {trigger_ns}'))
+                        continue
+                    if row[2] == 1 and not self.store_ok_images:
+                        continue
+                    planned = self._plan_images(bolt_id, int(row[1]), crops, mosaic)
+                    jobs += self._insert_planned(conn, row[0], bolt_id, planned)
                 else:
                     _, bolt_id, state, when_ns = item
                     cur = conn.execute(
@@ -585,14 +701,59 @@ class InspectionLog:
             if conn.in_transaction:
                 conn.rollback()
             self._error(f'writing {len(work)} queued items (dropped)', exc)
-            # The files of a failed batch are unreferenced now; remove them so disk stays bounded.
-            for _item, image_rows in prepared:
-                for row in image_rows or ():
-                    (self.image_dir / row[2]).unlink(missing_ok=True)
+            return []
+        with self._lock:
+            self._stats['written'] += written
+        return jobs
+
+    @staticmethod
+    def _insert_planned(conn: sqlite3.Connection, verdict_id: int, bolt_id: str,
+                        planned: list[_PlannedImage]) -> list[_ImageJob]:
+        if not planned:
+            return []
+        ids = []
+        for image in planned:
+            cur = conn.execute(
+                "INSERT INTO images (verdict_id, kind, cam, path, bytes, state) "
+                "VALUES (?, ?, ?, ?, 0, 'writing')", (verdict_id, image.kind, image.cam,
+                                                      image.rel))
+            ids.append(cur.lastrowid)
+        return [_ImageJob(bolt_id, list(zip(ids, planned, strict=True)))]
+
+    def _store_images(self, conn: sqlite3.Connection, jobs: list[_ImageJob]) -> None:
+        """Write the files of committed 'writing' rows, then commit them stored or failed."""
+        updates = []
+        new_bytes = images_written = 0
+        for job in jobs:
+            for image_id, image in job.images:
+                path = self._own_file(image.rel)
+                try:
+                    if path is None:
+                        raise ValueError('path leaves the image folder')
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    if self._own_file(image.rel) is None:
+                        raise ValueError('the day folder is a symlink')
+                    data = _encode_png(image.pixels)
+                    _write_atomic(path, data, fsync=self._fsync_files)
+                    updates.append(('stored', len(data), image_id))
+                    new_bytes += len(data)
+                    images_written += 1
+                except Exception as exc:  # noqa: BLE001 - OSError, cv2.error, ValueError
+                    # The verdict row matters more than its pictures: a 'failed' image row.
+                    self._error(f'bolt {job.bolt_id}: writing {image.rel}', exc)
+                    updates.append(('failed', 0, image_id))
+        try:
+            conn.execute('BEGIN IMMEDIATE')
+            conn.executemany('UPDATE images SET state = ?, bytes = ? WHERE id = ?', updates)
+            conn.execute('COMMIT')
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            # The rows stay 'writing'; the next open settles them from the files.
+            self._error(f'recording {len(updates)} written image(s)', exc)
             return
         with self._lock:
             self._image_bytes += new_bytes
-            self._stats['written'] += written
             self._stats['images_written'] += images_written
 
     def _prune(self, conn: sqlite3.Connection) -> None:
@@ -622,11 +783,8 @@ class InspectionLog:
             self._error('pruning images', exc)
             return
         for _, rel in victims:
-            try:
-                (self.image_dir / rel).unlink(missing_ok=True)
-            except OSError as exc:
-                # Row says pruned; the open-time sweep removes the file next time.
-                self._error(f'deleting pruned {rel}', exc)
+            # Row says pruned; a file that cannot be deleted now is deleted at the next open.
+            self._unlink_own(rel)
         with self._lock:
             self._image_bytes -= freed
             self._stats['images_pruned'] += len(victims)

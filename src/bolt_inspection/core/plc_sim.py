@@ -143,6 +143,12 @@ class ConveyorModel:
             self.stats['unknown_verdicts'] += 1
         return True
 
+    def refuse_verdict(self, now: float) -> None:
+        """A write touched only one of the two verdict registers: refused, counted as invalid
+        (the bolt's gate decision is unchanged: no verdict -> fail-safe reject)."""
+        self.advance(now)
+        self.stats['invalid_verdicts'] += 1
+
     # -- time ------------------------------------------------------------------------------
 
     def advance(self, now: float) -> list[SortEvent]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bolt_inspection.core.files import atomic_output
 from bolt_inspection.core.inspection_log import LoggedVerdict
 
 _RELATIVE = re.compile(r'^\s*-\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$')
@@ -31,6 +32,9 @@ _UNIT_S = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
 _BIN_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 240, 480, 1440, 10080)
 _MAX_BINS = 48
 CLASSIFIER_REASON = 'classifier (p_ng >= threshold)'
+# The log stores nanoseconds since 1970 in SQLite's signed 64-bit integers.
+_MAX_NS = 2**63
+_RANGE_TEXT = 'times must lie between 1970-01-01 and 2262-04-11 (UTC)'
 
 
 def parse_time(text: str, now_ns: int | None = None) -> int:
@@ -41,23 +45,32 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     ``2026-11-29 06:00:00+01:00``); a time without a zone is local time.
 
     Raises:
-        ValueError: One line saying what was expected.
+        ValueError: One line saying what was expected, or that the time is out of range
+            (before 1970 or past 2262: the log's nanosecond timestamps cannot hold it).
     """
     now_ns = time.time_ns() if now_ns is None else now_ns
     text = str(text).strip()
     if text == 'now':
         return now_ns
     match = _RELATIVE.match(text)
-    if match:
-        return now_ns - int(float(match.group(1)) * _UNIT_S[match.group(2)] * 1e9)
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
+        if match:
+            ns = now_ns - int(float(match.group(1)) * _UNIT_S[match.group(2)] * 1e9)
+        else:
+            when = datetime.fromisoformat(text)
+            if when.tzinfo is None:
+                when = when.astimezone()   # local time, as a shift leader reads the clock
+            ns = int(round(when.timestamp() * 1e6)) * 1000
+    except ValueError as exc:
+        if match or 'out of range' in str(exc):
+            raise ValueError(f'{text!r} is out of range: {_RANGE_TEXT}') from None
         raise ValueError(f'expected an ISO 8601 time (2026-11-29T06:00) or an offset such as '
-                         f'-8h, -30m, -2d; got {text!r}') from None
-    if when.tzinfo is None:
-        when = when.astimezone()   # local time, as a shift leader reads the clock
-    return int(round(when.timestamp() * 1e6)) * 1000
+                         f'-8h, -30m, -2d; got {text[:40]!r}') from None
+    except (OverflowError, OSError):
+        raise ValueError(f'{text!r} is out of range: {_RANGE_TEXT}') from None
+    if not 0 <= ns < _MAX_NS:
+        raise ValueError(f'{text[:40]!r} is out of range: {_RANGE_TEXT}')
+    return ns
 
 
 def format_time(ns: int | None) -> str:
@@ -215,8 +228,7 @@ def write_csv(verdicts: Sequence[LoggedVerdict], out: str | Path) -> Path:
     the evidence files that still exist, separated by ``;``.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, 'w', newline='', encoding='utf-8') as fh:
+    with atomic_output(out) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for v in verdicts:
@@ -313,8 +325,10 @@ def plot_ng_rate(verdicts: Sequence[LoggedVerdict], stats: ShiftStats, out: str 
     ax_rate.patch.set_visible(False)
     ax_bolts.grid(axis='x', color='0.9')
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return out

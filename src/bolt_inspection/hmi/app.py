@@ -19,7 +19,13 @@ Endpoints:
   ``/line/stop`` in the node). They need ``Content-Type: application/json`` (a cross-site form
   cannot send it without a CORS preflight we never grant), a same-origin ``Origin`` when
   present, and the token (``X-HMI-Token`` or ``Authorization: Bearer``) when one is configured —
-  which :func:`check_bind` makes mandatory for any address but loopback.
+  which :func:`check_bind` makes mandatory for any address but loopback. ``GET /api/state``
+  needs the token too when one is configured.
+
+Every request must name an allowed host in its ``Host`` header: ``localhost``, a loopback
+address, the bind address, or a name listed in ``allowed_hosts``. This defeats DNS rebinding: a
+hostile page whose domain is re-pointed at 127.0.0.1 is same-origin with itself, so an Origin
+check alone lets it through, but its requests carry its own name in ``Host``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ class HmiConfig:
         log_image_dir: The log's image directory ('' = beside the database).
         jpeg_quality: JPEG quality of images sent to the browser.
         control_timeout_s: Give up on a start/stop callback after this long.
+        allowed_hosts: Further names (or addresses) the page may be reached by, comma-separated
+            (e.g. the panel PC's DNS name); localhost, loopback addresses and ``host`` are
+            always allowed. Requests naming any other host are refused (DNS rebinding).
     """
 
     host: str = '127.0.0.1'
@@ -79,6 +88,33 @@ class HmiConfig:
     log_image_dir: str = ''
     jpeg_quality: int = 85
     control_timeout_s: float = 10.0
+    allowed_hosts: str = ''
+
+
+_LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+_WILDCARDS = ('', '0.0.0.0', '::')
+# SQLite row ids are signed 64-bit.
+_MAX_ROW_ID = 2**63 - 1
+
+
+def allowed_host_names(config: HmiConfig) -> frozenset[str]:
+    """The lower-case host names a request's ``Host`` header may carry."""
+    names = set(_LOOPBACK_NAMES)
+    if config.host not in _WILDCARDS:
+        names.add(config.host.lower())
+    names.update(n.strip().lower() for n in config.allowed_hosts.split(',') if n.strip())
+    return frozenset(names)
+
+
+def host_name(header: str | None) -> str | None:
+    """The name in a ``Host`` header (no port, no brackets, lower case); None if unusable."""
+    if not header:
+        return None
+    try:
+        name = urlsplit('//' + header).hostname
+    except ValueError:
+        return None
+    return name or None
 
 
 def load_hmi_config(path: str | Path | None = None, node_name: str = 'hmi') -> HmiConfig:
@@ -121,6 +157,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _is_loopback_address(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def check_bind(host: str, token: str) -> None:
     """Refuse to expose the control endpoints beyond this machine without a token.
 
@@ -157,7 +200,18 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
     """
     config = config or HmiConfig()
     check_bind(config.host, config.token)
-    app = web.Application()
+    allowed = allowed_host_names(config)
+
+    @web.middleware
+    async def check_host(request: web.Request, handler):
+        name = host_name(request.headers.get('Host'))
+        if name is None or (name not in allowed and not _is_loopback_address(name)):
+            shown = (request.headers.get('Host') or '(none)')[:80]
+            raise web.HTTPForbidden(text=f'Host {shown!r} is not a name of this HMI; add it '
+                                         'to hmi.allowed_hosts if it is')
+        return await handler(request)
+
+    app = web.Application(middlewares=[check_host])
     app[STATE_KEY] = state
     app[CONFIG_KEY] = config
     app[CONTROLS_KEY] = {'start': on_start, 'stop': on_stop}
@@ -177,6 +231,7 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
                             headers={'Cache-Control': 'no-cache'})
 
     async def api_state(request: web.Request) -> web.Response:
+        _check_token(request)
         snap = state.snapshot()
         snap['token_required'] = bool(config.token)
         return web.json_response(snap)
@@ -261,6 +316,8 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
             index = int(request.match_info['index'])
         except ValueError:
             raise web.HTTPNotFound() from None
+        if not (0 <= verdict_id <= _MAX_ROW_ID and 0 <= index < 1000):
+            raise web.HTTPNotFound(text='no such log image')
 
         def load() -> bytes | None:
             import cv2
@@ -270,7 +327,10 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
                 return None
             img = verdict.images[index]
             # The path comes from the log, never from the request: no traversal possible.
-            bgr = cv2.imread(str(img.path)) if img.state == 'stored' else None
+            try:
+                bgr = cv2.imread(str(img.path)) if img.state == 'stored' else None
+            except cv2.error:        # not a picture this page can show: same as missing
+                bgr = None
             return None if bgr is None else encode_jpeg(bgr, config.jpeg_quality)
 
         try:
@@ -282,12 +342,7 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
         return web.Response(body=data, content_type='image/jpeg',
                             headers={'Cache-Control': 'max-age=3600'})
 
-    def _authorise(request: web.Request) -> None:
-        if request.content_type != 'application/json':
-            raise web.HTTPUnsupportedMediaType(text='control requests must be application/json')
-        origin = request.headers.get('Origin')
-        if origin and urlsplit(origin).netloc != request.host:
-            raise web.HTTPForbidden(text=f'cross-origin control request from {origin} refused')
+    def _check_token(request: web.Request) -> None:
         if config.token:
             given = request.headers.get('X-HMI-Token', '')
             auth = request.headers.get('Authorization', '')
@@ -295,6 +350,14 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
                 given = given or auth[len('Bearer '):]
             if not hmac.compare_digest(given.encode(), config.token.encode()):
                 raise web.HTTPForbidden(text='missing or wrong HMI token')
+
+    def _authorise(request: web.Request) -> None:
+        if request.content_type != 'application/json':
+            raise web.HTTPUnsupportedMediaType(text='control requests must be application/json')
+        origin = request.headers.get('Origin')
+        if origin and urlsplit(origin).netloc.lower() != request.host.lower():
+            raise web.HTTPForbidden(text=f'cross-origin control request from {origin} refused')
+        _check_token(request)
 
     async def control(request: web.Request) -> web.Response:
         what = request.match_info['what']

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bolt_inspection.core.shift_report import percentile
+from bolt_inspection.core.verdict import Verdict
 
 IMAGE_NAMES = ('gradcam', 'cam0', 'cam1', 'cam2', 'cam3')
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
@@ -67,14 +68,6 @@ def diagnostic_level(level) -> int:
     return int(level)
 
 
-def _number(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if value == value and abs(value) != float('inf') else None
-
-
 @dataclass
 class HmiState:
     """Thread-safe state of the operator page.
@@ -106,6 +99,7 @@ class HmiState:
         self._images: dict[str, _Image] = {}
         self._health: dict[str, _Health] = {}
         self._counts = {'total': 0, 'ok': 0, 'ng': 0}
+        self._bad_verdicts = 0
         self._running: bool | None = None
         self._started_s = self.clock()
 
@@ -152,17 +146,17 @@ class HmiState:
                                               self.clock(), expires)
             self.version += 1
 
-    def on_verdict_status(self, hardware_id: str, message: str, values: Mapping[str, str],
-                          time_ns: int | None = None) -> None:
-        """An ``/inspection/verdict`` DiagnosticStatus, given as its fields.
+    def on_verdict_message(self, verdict: Verdict, time_ns: int | None = None) -> None:
+        """A decoded ``/inspection/verdict`` (:func:`bolt_inspection.core.verdict.
+        decode_verdict_status`: OK only when the message says exactly OK)."""
+        self.on_verdict(verdict.bolt_id, verdict.ok, verdict.message, verdict.p_ng,
+                        verdict.latency_ms, time_ns)
 
-        ``values`` are its KeyValues as a dict: ``p_ng_camK``, ``latency_ms`` ('n/a' = none).
-        OK only when the message is exactly 'OK' (never a silent OK).
-        """
-        p_ng = {int(k[len('p_ng_cam'):]): _number(v) for k, v in values.items()
-                if k.startswith('p_ng_cam') and k[len('p_ng_cam'):].isdigit()}
-        self.on_verdict(hardware_id, message == 'OK', message, p_ng,
-                        _number(values.get('latency_ms')), time_ns)
+    def on_bad_verdict(self) -> None:
+        """A malformed verdict message was dropped (counted on the page's health line)."""
+        with self._lock:
+            self._bad_verdicts += 1
+            self.version += 1
 
     def on_plc_status(self, level, message: str, hardware_id: str = '',
                       values: Mapping[str, str] | None = None) -> None:
@@ -217,6 +211,7 @@ class HmiState:
                     'throughput_per_min': 60.0 * len(self._recent_times) / window
                     if counts['total'] else 0.0,
                     'latency_p99_ms': percentile(latencies, 99) if latencies else None,
+                    'bad_verdicts': self._bad_verdicts,
                 },
                 'latest': self._verdicts[-1].as_dict() if self._verdicts else None,
                 'verdicts': [v.as_dict() for v in reversed(self._verdicts)],

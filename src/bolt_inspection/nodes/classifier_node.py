@@ -41,6 +41,7 @@ from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.core.fusion import fuse
 from bolt_inspection.core.join import Bundle, ViewJoiner
 from bolt_inspection.core.latency import LatencyStats
+from bolt_inspection.core.verdict import BOLT_ID, encode_verdict_status
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.image_conv import bgr_to_image, image_to_bgr
 from bolt_inspection.nodes.lifecycle_util import (
@@ -51,12 +52,12 @@ from bolt_inspection.nodes.lifecycle_util import (
     publish_diagnostics,
     stamp_to_ns,
 )
+from bolt_inspection.nodes.verdict_msg import verdict_msg
 
 TRIGGER_QOS = topics.TRIGGER_QOS
 VERDICT_QOS = topics.VERDICT_QOS
 IMAGE_RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE,
                      'best_effort': ReliabilityPolicy.BEST_EFFORT}
-VERDICT_NAME = 'bolt_inspection/verdict'
 # Bolts whose mosaic waits for the image thread; a newer bolt pushes out the oldest.
 IMAGE_QUEUE = 2
 # A trigger stamp further in the past than this is a replayed one: latency is then measured from
@@ -88,13 +89,14 @@ class _ImageJob:
 
 def verdict_status(bolt_id: str, verdict, p_ng: dict, *, cams, latency_ms: float,
                    threshold: float, model_id: str) -> DiagnosticStatus:
-    """Build the /inspection/verdict message of one bolt (see DESIGN.md)."""
-    values = {f'p_ng_cam{c}': p_ng.get(c) for c in cams}
-    values.update({'latency_ms': float(latency_ms), 'threshold': float(threshold),
-                   'model_id': model_id})
-    return DiagnosticStatus(level=DiagnosticStatus.OK if verdict.ok else DiagnosticStatus.ERROR,
-                            name=VERDICT_NAME, message=verdict.message,
-                            hardware_id=str(bolt_id), values=key_values(values))
+    """Build the /inspection/verdict message of one bolt with the one encoder (core.verdict).
+
+    Raises:
+        ValueError: ``bolt_id`` is not decimal (the trigger callback refuses such bolts).
+    """
+    return verdict_msg(encode_verdict_status(
+        bolt_id, verdict.ok, verdict.message, p_ng, cams=cams, latency_ms=latency_ms,
+        threshold=threshold, model_id=model_id))
 
 
 class ClassifierNode(LifecycleNode):
@@ -150,7 +152,7 @@ class ClassifierNode(LifecycleNode):
         self.join_wait = LatencyStats()
         self.inspect_time = LatencyStats()
         self.counts = {'verdicts': 0, 'ok': 0, 'ng': 0, 'overloaded': 0, 'errors': 0,
-                       'timed_out': 0}
+                       'timed_out': 0, 'bad_triggers': 0}
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=p['queue_size'])
         self._worker: threading.Thread | None = None
@@ -339,6 +341,14 @@ class ClassifierNode(LifecycleNode):
 
     # -- inputs ------------------------------------------------------------------------------
     def _on_trigger(self, msg: Header) -> None:
+        if not BOLT_ID.fullmatch(msg.frame_id):
+            # No verdict could name this bolt; the PLC rejects a bolt without one (fail-safe).
+            self.counts['bad_triggers'] += 1
+            self.get_logger().warning(
+                f'trigger dropped: frame_id must be the decimal bolt id, got '
+                f'{msg.frame_id[:40]!r} ({self.counts["bad_triggers"]} so far)',
+                throttle_duration_sec=5.0)
+            return
         with self._lock:
             if self.joiner is None or not self._active:
                 return

@@ -9,13 +9,22 @@ worker, the in-process PLC simulator) for up to ~1 s. Whole-file runs of tests/t
 8 each, no reruns: 4 failed with the stock executor (72 stalls > 100 ms, longest 0.92 s), none
 with :class:`RequeueFreeExecutor` (longest stall 50 ms).
 
-Drop this module (and let :func:`make_executor` return rclpy's executor) once rclpy >= 10.0.4 is
-available; tests/test_executor.py says so when the stock executor stops re-queueing.
+It also keeps spinning when a callback raises. rclpy's executors re-raise a callback's exception
+in the spin thread, which ends ``spin()``: in ``bolt-inspection line`` that thread was the whole
+line's, so one malformed message stopped every node's callbacks while the conveyor ran on. Here a
+callback's exception is logged with its traceback the first time that fault (type and place)
+occurs, counted every time (:attr:`RequeueFreeExecutor.callback_errors`), and the next callbacks
+run as usual. Callers still see the exception of a task they hold (``task.result()``).
+
+Drop the re-queue part (and let :func:`make_executor` return rclpy's executor with the same
+exception handling) once rclpy >= 10.0.4 is available; tests/test_executor.py says so when the
+stock executor stops re-queueing.
 """
 
 from __future__ import annotations
 
 import threading
+import traceback
 
 from rclpy.executors import (
     ConditionReachedException,
@@ -24,6 +33,7 @@ from rclpy.executors import (
     ShutdownException,
     TimeoutException,
 )
+from rclpy.logging import get_logger
 
 
 class RequeueFreeExecutor(MultiThreadedExecutor):
@@ -38,6 +48,9 @@ class RequeueFreeExecutor(MultiThreadedExecutor):
         super().__init__(num_threads, context=context)
         self._queued: set = set()  # tasks submitted to the pool that no thread has started
         self._started = threading.Condition()
+        self.callback_errors = 0
+        self.last_callback_error = ''
+        self._faults_seen: set[tuple] = set()
 
     def _start(self, task) -> None:
         with self._started:
@@ -62,7 +75,30 @@ class RequeueFreeExecutor(MultiThreadedExecutor):
         for future in self._futures[:]:
             if future.done():
                 self._futures.remove(future)
-                future.result()  # raise the callback's exception in the spin thread, as rclpy does
+                exc = future.exception()
+                if exc is not None:
+                    self._callback_failed(exc)
+
+    def _callback_failed(self, exc: BaseException) -> None:
+        """Log (traceback the first time per fault) and count a callback's exception."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno) if frames else ('?', 0)
+        fault = (type(exc).__name__, *where)
+        text = f'{type(exc).__name__}: {exc}'[:500]
+        with self._started:
+            self.callback_errors += 1
+            self.last_callback_error = text
+            first = fault not in self._faults_seen
+            self._faults_seen.add(fault)
+            count = self.callback_errors
+        logger = get_logger('bolt_inspection.executor')
+        if first:
+            trace = ''.join(traceback.format_exception(exc))
+            logger.error(f'a callback raised; the executor keeps spinning ({count} callback '
+                         f'error(s) so far). Traceback of this fault, shown once:\n{trace}')
+        else:
+            logger.error(f'a callback raised again ({count} callback error(s) so far): {text}',
+                         throttle_duration_sec=5.0)
 
 
 def make_executor(context=None, num_threads: int | None = None) -> MultiThreadedExecutor:

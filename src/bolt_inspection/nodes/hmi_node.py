@@ -32,6 +32,7 @@ from bolt_inspection.nodes.lifecycle_util import (
     key_values,
     publish_diagnostics,
 )
+from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
 
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -45,6 +46,18 @@ class HmiNode(LifecycleNode):
                  **kw) -> None:
         super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
                          **kw)
+        # Everything destroy_node() touches exists before the first declare: a parameter of
+        # the wrong type raises there, and the context still destroys this half-built node.
+        self.state = None
+        self.server = None
+        self.config = None
+        self.url = ''
+        self._trigger_clients: dict[str, object] = {}
+        self._entities: list = []
+        self._diag_pub = None
+        self._group = ReentrantCallbackGroup()
+        self.dropped_images = 0
+        self.counters = {BAD_VERDICTS: 0}
         p = self._params = {}
         # host, port and token are writable: a refused bind is fixed by setting them and
         # configuring again (`ros2 lifecycle set /hmi configure`), no restart needed.
@@ -54,6 +67,10 @@ class HmiNode(LifecycleNode):
                             'configure', int_range=(0, 65535))
         p['token'] = declare(self, 'token', '', 'Secret for Start/Stop (X-HMI-Token); required '
                              'when host is not loopback; read on configure')
+        p['allowed_hosts'] = declare(self, 'allowed_hosts', '', 'More names the page may be '
+                                     'reached by, comma-separated (localhost, loopback and '
+                                     'host always are); any other Host is refused (DNS '
+                                     'rebinding); read on configure')
         p['log_db'] = declare(self, 'log_db', '~/.ros/bolt_inspection/inspection.db',
                               "Inspection log whose stored images a clicked bolt shows ('' = "
                               'none)', read_only=True)
@@ -78,14 +95,6 @@ class HmiNode(LifecycleNode):
         p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
                                             '/diagnostics', float_range=(0.1, 60.0),
                                             read_only=True)
-        self.state = None
-        self.server = None
-        self.url = ''
-        self._trigger_clients: dict[str, object] = {}
-        self._entities: list = []
-        self._diag_pub = None
-        self._group = ReentrantCallbackGroup()
-        self.dropped_images = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -93,9 +102,10 @@ class HmiNode(LifecycleNode):
         from bolt_inspection.hmi.state import HmiState
 
         p = self._params
-        for name in ('host', 'port', 'token'):
+        for name in ('host', 'port', 'token', 'allowed_hosts'):
             p[name] = self.get_parameter(name).value
         self.config = HmiConfig(host=p['host'], port=int(p['port']), token=p['token'],
+                                allowed_hosts=p['allowed_hosts'],
                                 log_db=p['log_db'], log_image_dir=p['log_image_dir'],
                                 jpeg_quality=int(p['jpeg_quality']),
                                 control_timeout_s=float(p['control_timeout_s']))
@@ -216,9 +226,13 @@ class HmiNode(LifecycleNode):
     # -- topic inputs ------------------------------------------------------------------------
     def _on_verdict(self, msg: DiagnosticStatus) -> None:
         state = self.state
-        if state is not None:
-            state.on_verdict_status(msg.hardware_id, msg.message,
-                                    {kv.key: kv.value for kv in msg.values})
+        if state is None:
+            return
+        verdict = decode_or_drop(self, msg, self.counters)
+        if verdict is None:
+            state.on_bad_verdict()
+        else:
+            state.on_verdict_message(verdict)
 
     def _image(self, name: str):
         from bolt_inspection.nodes.image_conv import image_to_bgr
@@ -257,6 +271,7 @@ class HmiNode(LifecycleNode):
             level=DiagnosticStatus.OK, name=f'{self.get_name()}: operator page',
             hardware_id=self.url, message=f'serving {self.url}/',
             values=key_values({'url': self.url, 'dropped_images': self.dropped_images,
+                               'bad_verdicts': self.counters[BAD_VERDICTS],
                                'token_required': bool(self.config.token)}))
         publish_diagnostics(self, self._diag_pub, status)
 

@@ -5,11 +5,15 @@ writer thread, WAL, pruning and crash safety). This node only joins messages:
 
 * ``/line/trigger`` (std_msgs/Header) gives each bolt id its trigger stamp; the verdict message
   carries the bolt id but not the stamp.
-* ``/inspection/verdict`` (DiagnosticStatus, reliable depth 100) becomes one row.
+* ``/inspection/verdict`` (DiagnosticStatus, reliable depth 100) becomes one row, decoded by
+  the one decoder (:mod:`bolt_inspection.core.verdict`); a malformed message is dropped,
+  counted (``bad_verdicts`` on /diagnostics) and warned about. Every verdict is handed to the
+  writer at once, which commits it before anything else: a kill -9 right after loses no row.
 * ``/inspection/gradcam`` (bgr8 mosaic, sensor data) carries ``header.stamp`` = the trigger
-  stamp, so it joins its verdict exactly by stamp. An NG verdict waits up to ``mosaic_wait_s``
-  for its mosaic (the classifier publishes it right after the verdict, on another topic, best
-  effort), then is written with or without it; an OK verdict is written at once.
+  stamp, so it joins its verdict exactly by stamp. The classifier publishes it right after the
+  verdict, on another topic, best effort: a mosaic that arrives within ``mosaic_wait_s`` after
+  an NG verdict is added to that row (:meth:`InspectionLog.add_images`); one that overtook its
+  verdict is kept a moment and written with it.
 * ``/camN/image_raw`` (sensor data, ``header.stamp`` = the trigger stamp): each view is cut to
   its ROI box from ``camera_config`` (config/cameras.yaml, scaled to the frame size) on arrival
   and kept for a few bolts, so an NG row gets the four ROI crops the classifier judged.
@@ -41,6 +45,7 @@ from bolt_inspection.core.inspection_log import (
     InspectionLog,
     VerdictRecord,
 )
+from bolt_inspection.core.verdict import BOLT_ID
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
     destroy_entities,
@@ -49,6 +54,7 @@ from bolt_inspection.nodes.lifecycle_util import (
     publish_diagnostics,
     stamp_to_ns,
 )
+from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
 
 TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -59,8 +65,10 @@ _CROPS_KEPT = 16          # bolts whose ROI crops are kept waiting for their ver
 
 
 @dataclass
-class _Held:
-    record: VerdictRecord
+class _Awaiting:
+    """A committed verdict whose Grad-CAM mosaic has not arrived yet."""
+
+    bolt_id: str
     deadline: float
 
 
@@ -77,6 +85,20 @@ class InspectionLogNode(LifecycleNode):
                  parameter_overrides=None, **kw) -> None:
         super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
                          **kw)
+        # Everything destroy_node() touches exists before the first declare: a parameter of
+        # the wrong type raises there, and the context still destroys this half-built node.
+        self.log: InspectionLog | None = None
+        self._lock = threading.Lock()
+        self._triggers: OrderedDict[str, int] = OrderedDict()   # bolt id -> trigger stamp ns
+        self._mosaics: OrderedDict[int, Image] = OrderedDict()  # trigger stamp ns -> mosaic
+        self._awaiting: dict[int, _Awaiting] = {}               # trigger stamp ns -> NG bolt
+        self._crops: OrderedDict[int, dict] = OrderedDict()     # trigger stamp ns -> cam -> crop
+        self.camera_config = None
+        self.counts = {'verdicts': 0, 'mosaics_joined': 0, 'without_mosaic': 0,
+                       'unknown_trigger': 0, 'deliveries': 0, 'crops_stored': 0,
+                       'crop_errors': 0, 'errors': 0, BAD_VERDICTS: 0, 'bad_deliveries': 0}
+        self._entities: list = []
+        self._diag_pub = None
         p = self._params = {}
         # Writable: a database that cannot be opened is fixed by pointing db_path elsewhere
         # and configuring again, no restart needed.
@@ -92,9 +114,10 @@ class InspectionLogNode(LifecycleNode):
         p['synchronous'] = declare(self, 'synchronous', 'FULL', 'SQLite synchronous pragma: '
                                    'FULL survives power cuts, NORMAL only process crashes',
                                    read_only=True, constraints='OFF | NORMAL | FULL | EXTRA')
-        p['mosaic_wait_s'] = declare(self, 'mosaic_wait_s', 1.0, 'How long an NG verdict '
-                                     'waits for its Grad-CAM mosaic before it is written '
-                                     'without', float_range=(0.0, 30.0), read_only=True)
+        p['mosaic_wait_s'] = declare(self, 'mosaic_wait_s', 1.0, 'How long after an NG verdict '
+                                     'its Grad-CAM mosaic is still added to its row (the row '
+                                     'itself is written at once)', float_range=(0.0, 30.0),
+                                     read_only=True)
         p['store_crops'] = declare(self, 'store_crops', True, 'Keep the ROI crop of every view '
                                    'of an NG bolt (from /camN/image_raw)', read_only=True)
         p['camera_config'] = declare(self, 'camera_config', '', "cameras.yaml with the ROI "
@@ -107,18 +130,6 @@ class InspectionLogNode(LifecycleNode):
         p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
                                             '/diagnostics', float_range=(0.1, 60.0),
                                             read_only=True)
-        self.log: InspectionLog | None = None
-        self._lock = threading.Lock()
-        self._triggers: OrderedDict[str, int] = OrderedDict()   # bolt id -> trigger stamp ns
-        self._mosaics: OrderedDict[int, Image] = OrderedDict()  # trigger stamp ns -> mosaic
-        self._held: dict[int, _Held] = {}                       # trigger stamp ns -> NG record
-        self._crops: OrderedDict[int, dict] = OrderedDict()     # trigger stamp ns -> cam -> crop
-        self.camera_config = None
-        self.counts = {'verdicts': 0, 'mosaics_joined': 0, 'without_mosaic': 0,
-                       'unknown_trigger': 0, 'deliveries': 0, 'crops_stored': 0,
-                       'crop_errors': 0, 'errors': 0}
-        self._entities: list = []
-        self._diag_pub = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -185,7 +196,7 @@ class InspectionLogNode(LifecycleNode):
 
     def _stop_inputs(self) -> None:
         destroy_entities(self, self._entities)
-        # Nothing held back is lost: the verdicts waiting for a mosaic are written without.
+        # The rows are written already; stop waiting for mosaics that will not come now.
         self._write_overdue(force=True)
         if self.log is not None:
             self.log.flush(timeout=10.0)
@@ -204,48 +215,54 @@ class InspectionLogNode(LifecycleNode):
                 self._triggers.popitem(last=False)
 
     def _on_verdict(self, msg: DiagnosticStatus) -> None:
-        values = {kv.key: kv.value for kv in msg.values}
+        verdict = decode_or_drop(self, msg, self.counts, self._lock)
+        if verdict is None:
+            return
         now_ns = time.time_ns()
         with self._lock:
-            trigger_ns = self._triggers.get(msg.hardware_id)
+            trigger_ns = self._triggers.get(verdict.bolt_id)
         exact = trigger_ns is not None
         if not exact:
             # Trigger not seen (node started late, bag without triggers): estimate it from the
             # classifier's trigger -> verdict latency; such a row cannot be joined to a mosaic.
-            try:
-                latency_ns = int(float(values.get('latency_ms', 'n/a')) * 1e6)
-            except ValueError:
-                latency_ns = 0
-            trigger_ns = now_ns - latency_ns
+            trigger_ns = now_ns - int((verdict.latency_ms or 0.0) * 1e6)
             self.counts['unknown_trigger'] += 1
-        record = VerdictRecord.from_status(msg.hardware_id, msg.message, values,
-                                           trigger_ns=trigger_ns, created_ns=now_ns)
+        record = VerdictRecord.from_verdict(verdict, trigger_ns=trigger_ns, created_ns=now_ns)
         self.counts['verdicts'] += 1
         wants_mosaic = exact and (not record.ok or self._params['store_ok_images'])
-        if not wants_mosaic:
-            self._write(record)
-            return
-        with self._lock:
-            mosaic = self._mosaics.pop(trigger_ns, None)
-            if mosaic is None:
-                self._held[trigger_ns] = _Held(record,
-                                               time.monotonic() + self._params['mosaic_wait_s'])
-                return
-        self._attach(record, mosaic)
+        mosaic = None
+        if wants_mosaic:
+            with self._lock:
+                mosaic = self._mosaics.pop(trigger_ns, None)
+            if mosaic is not None:
+                self._attach(record, mosaic)
+        # Committed now, not after the mosaic: a crash must not take the verdict with it.
         self._write(record)
+        if wants_mosaic and mosaic is None:
+            # Queued after its row, so the writer always finds the row for the mosaic.
+            with self._lock:
+                self._awaiting[trigger_ns] = _Awaiting(
+                    record.bolt_id, time.monotonic() + self._params['mosaic_wait_s'])
 
     def _on_mosaic(self, msg: Image) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
         with self._lock:
-            held = self._held.pop(stamp, None)
-            if held is None:
+            awaiting = self._awaiting.pop(stamp, None)
+            if awaiting is None:
                 # The mosaic overtook its verdict (different topics): keep it a moment.
                 self._mosaics[stamp] = msg
                 while len(self._mosaics) > _MOSAICS_KEPT:
                     self._mosaics.popitem(last=False)
                 return
-        self._attach(held.record, msg)
-        self._write(held.record)
+        bgr = self._mosaic_pixels(awaiting.bolt_id, msg)
+        log = self.log
+        if bgr is not None and log is not None:
+            try:
+                log.add_images(awaiting.bolt_id, stamp, mosaic=bgr)
+            except RuntimeError as exc:
+                self.counts['errors'] += 1
+                self.get_logger().error(f'bolt {awaiting.bolt_id}: mosaic not logged: {exc}',
+                                        throttle_duration_sec=5.0)
 
     def _view_callback(self, cam: int):
         from bolt_inspection.core.roi import crop_roi, scale_boxes
@@ -275,29 +292,40 @@ class InspectionLogNode(LifecycleNode):
         return callback
 
     def _on_delivery(self, msg: DiagnosticStatus) -> None:
+        if not BOLT_ID.fullmatch(msg.hardware_id):
+            with self._lock:
+                self.counts['bad_deliveries'] += 1
+            self.get_logger().warning('malformed /plc/delivery dropped: the bolt id is not '
+                                      '1-20 decimal digits', throttle_duration_sec=5.0)
+            return
         ok = _level(msg.level) == _level(DiagnosticStatus.OK)
         state = 'delivered' if ok else 'undelivered'
         if self.log is not None:
             self.log.set_delivery(msg.hardware_id, state)
             self.counts['deliveries'] += 1
 
-    def _attach(self, record: VerdictRecord, mosaic: Image) -> None:
+    def _mosaic_pixels(self, bolt_id: str, mosaic: Image):
         from bolt_inspection.nodes.image_conv import image_to_bgr
         try:
-            record.mosaic = image_to_bgr(mosaic)
-            self.counts['mosaics_joined'] += 1
+            bgr = image_to_bgr(mosaic)
         except BoltInspectionError as exc:
-            self.get_logger().warning(f'bolt {record.bolt_id}: mosaic not stored: {exc}',
+            self.get_logger().warning(f'bolt {bolt_id}: mosaic not stored: {exc}',
                                       throttle_duration_sec=5.0)
+            return None
+        self.counts['mosaics_joined'] += 1
+        return bgr
+
+    def _attach(self, record: VerdictRecord, mosaic: Image) -> None:
+        record.mosaic = self._mosaic_pixels(record.bolt_id, mosaic)
 
     def _write_overdue(self, force: bool = False) -> None:
+        """Stop waiting for the mosaics that did not come in time (their rows are written)."""
         now = time.monotonic()
         with self._lock:
-            overdue = [k for k, h in self._held.items() if force or h.deadline <= now]
-            records = [self._held.pop(k).record for k in overdue]
-        for record in records:
-            self.counts['without_mosaic'] += 1
-            self._write(record)
+            overdue = [k for k, a in self._awaiting.items() if force or a.deadline <= now]
+            for key in overdue:
+                del self._awaiting[key]
+        self.counts['without_mosaic'] += len(overdue)
 
     def _write(self, record: VerdictRecord) -> None:
         log = self.log
@@ -329,9 +357,9 @@ class InspectionLogNode(LifecycleNode):
         else:
             level, message = DiagnosticStatus.OK, f'{stats["written"]} verdicts logged'
         with self._lock:
-            held = len(self._held)
+            awaiting = len(self._awaiting)
         values = {**self.counts, **{k: v for k, v in stats.items() if k != 'last_error'},
-                  'last_error': stats['last_error'], 'waiting_for_mosaic': held,
+                  'last_error': stats['last_error'], 'waiting_for_mosaic': awaiting,
                   'db_path': str(self.log.path)}
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: inspection log',
                                   hardware_id=str(self.log.path), message=message,

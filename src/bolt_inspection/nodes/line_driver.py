@@ -15,8 +15,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from bolt_inspection.core.verdict import Decision
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import stamp_to_ns
+from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
 
 TRIGGER_QOS = topics.TRIGGER_QOS
 VERDICT_QOS = topics.VERDICT_QOS
@@ -32,6 +34,7 @@ class VerdictRecord:
     values: dict[str, str]
     received_ns: int
     trigger_ns: int | None = None
+    decision: Decision | None = None
 
     @property
     def latency_ms(self) -> float | None:
@@ -65,6 +68,7 @@ class LineDriver(Node):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._keep_gradcam = keep_gradcam
+        self.counters = {BAD_VERDICTS: 0}
         self.trigger_pub = self.create_publisher(Header, trigger_topic, TRIGGER_QOS)
         # Triggers from someone else (PLC bridge, bag player) are timed from their arrival here:
         # a replayed trigger's stamp is from the recording.
@@ -117,14 +121,23 @@ class LineDriver(Node):
         with self._lock:
             return list(self.state.triggers)
 
+    @property
+    def bad_verdicts(self) -> int:
+        """Malformed verdict messages dropped (core.verdict's decoder refused them)."""
+        return self.counters[BAD_VERDICTS]
+
     def _on_verdict(self, msg: DiagnosticStatus) -> None:
         now = self.get_clock().now().nanoseconds
-        level = msg.level if isinstance(msg.level, int) else msg.level[0]
+        verdict = decode_or_drop(self, msg, self.counters, self._lock)
+        if verdict is None:
+            return
         with self._cond:
-            record = VerdictRecord(bolt_id=msg.hardware_id, ok=level == 0, message=msg.message,
+            record = VerdictRecord(bolt_id=verdict.bolt_id, ok=verdict.ok,
+                                   message=verdict.message,
                                    values={kv.key: kv.value for kv in msg.values},
                                    received_ns=now,
-                                   trigger_ns=self.state.triggers.get(msg.hardware_id))
+                                   trigger_ns=self.state.triggers.get(verdict.bolt_id),
+                                   decision=verdict.decision)
             self.state.verdicts.append(record)
             self._cond.notify_all()
 

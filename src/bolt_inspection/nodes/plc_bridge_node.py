@@ -43,8 +43,6 @@ from bolt_inspection.core.plc_bridge_logic import (
     CounterTracker,
     PendingVerdict,
     VerdictBook,
-    parse_bolt_id,
-    verdict_code_from_level,
 )
 from bolt_inspection.core.plc_contract import (
     PlcConfig,
@@ -60,6 +58,7 @@ from bolt_inspection.nodes.lifecycle_util import (
     key_values,
     publish_diagnostics,
 )
+from bolt_inspection.nodes.verdict_msg import decode_or_drop
 
 TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -102,6 +101,16 @@ class PlcBridgeNode(LifecycleNode):
                  parameter_overrides=None, **kw) -> None:
         super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
                          **kw)
+        # Everything destroy_node() touches exists before the first declare: a parameter of
+        # the wrong type raises there, and the context still destroys this half-built node.
+        self.config: PlcConfig | None = None
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._entities: list = []
+        self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
+        self._reset_state()
         # The shipped plc.yaml is the one source of the address map; parameters override it.
         defaults = load_plc_config()[0].to_params()
         self._param_names = list(defaults)
@@ -113,14 +122,6 @@ class PlcBridgeNode(LifecycleNode):
                 description=description, read_only=True, dynamic_typing=True))
         declare(self, 'diagnostics_period_s', 1.0, 'Period of /diagnostics and /plc/status',
                 float_range=(0.05, 60.0), read_only=True)
-        self.config: PlcConfig | None = None
-        self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._entities: list = []
-        self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
-        self._reset_state()
         # Every failure is reported by this node with the bolt id; pymodbus' own log lines
         # ("No response received...") would only duplicate them on stderr.
         logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
@@ -226,20 +227,14 @@ class PlcBridgeNode(LifecycleNode):
     # -- ROS callbacks (never touch the socket) ----------------------------------------------
 
     def _on_verdict(self, msg: DiagnosticStatus) -> None:
-        try:
-            bolt_id = parse_bolt_id(msg.hardware_id)
-        except ValueError as exc:
-            with self._lock:
-                self.counters['bad_verdicts'] += 1
-            self.get_logger().error(f'verdict ignored: {exc}')
+        # One decoder, one rule for OK (core.verdict): a malformed verdict is dropped and
+        # counted; the bolt then reaches the gate without a verdict and the PLC rejects it.
+        verdict = decode_or_drop(self, msg, self.counters, self._lock)
+        if verdict is None:
             return
-        # Anything but an explicit OK is NG: a malformed or doubtful verdict never passes a bolt.
-        code = verdict_code_from_level(_level(msg.level))
-        if not msg.message.startswith('OK'):
-            code = 2
         with self._lock:
             self.counters['verdicts_received'] += 1
-            self.book.submit(bolt_id, code, time.monotonic())
+            self.book.submit(int(verdict.bolt_id), verdict.code, time.monotonic())
         self._queue.put(_WAKE)
 
     def _on_conveyor(self, on: bool, response: Trigger.Response) -> Trigger.Response:
