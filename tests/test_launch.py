@@ -225,8 +225,11 @@ def test_launch_file_adds_the_plc_bridge_after_the_cameras(monkeypatch, tmp_path
     assert [n['name'] for n in nodes] == ['classifier', 'cam0', 'cam1', 'cam2', 'cam3',
                                           'plc_bridge']
     bridge = nodes[-1]
+    # The heartbeat means "the inspection path is alive": the bridge watches these stages.
     assert bridge['parameters'] == [f'{tmp_path}/config/plc.yaml', '/p/line.yaml',
-                                    {'host': '10.1.1.1', 'port': 502}]
+                                    {'watch_stages': ['classifier', 'cam0', 'cam1', 'cam2',
+                                                      'cam3'],
+                                     'host': '10.1.1.1', 'port': 502}]
 
 
 def test_rqt_uses_the_shipped_perspective(monkeypatch, tmp_path):

@@ -137,7 +137,10 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
                               parameters=params))
     if plc and source != 'bag':
         # Last: the classifier and the cameras are active before the first trigger.
-        plc_params: dict[str, Any] = {}
+        # The heartbeat means "the inspection path is alive": these must report (core.liveness).
+        plc_params: dict[str, Any] = {
+            'watch_stages': [n.name for n in nodes if n.executable in ('classifier_node',
+                                                                      'camera_node')]}
         if plc_host:
             plc_params['host'] = str(plc_host)
         if plc_port and int(plc_port):

@@ -86,6 +86,7 @@ class CameraNode(LifecycleNode):
         self.source: FrameSource | None = None
         self._pub = None
         self._diag_pub = None
+        self._alive_pub = None
         self._trigger_sub = None
         self._verdict_sub = None
         self._own_timers = []
@@ -121,6 +122,8 @@ class CameraNode(LifecycleNode):
         self._pub = self.create_lifecycle_publisher(Image, self.image_topic, topics.IMAGE_QOS)
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, topics.DIAGNOSTICS,
                                                          topics.DIAGNOSTICS_QOS)
+        self._alive_pub = self.create_lifecycle_publisher(Header, topics.ALIVE,
+                                                          topics.ALIVE_QOS)
         self.get_logger().info(f'{self.source.describe()} -> {self.image_topic}')
         return TransitionCallbackReturn.SUCCESS
 
@@ -135,6 +138,7 @@ class CameraNode(LifecycleNode):
                 callback_group=self._group)
         self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
                                               self._publish_diagnostics))
+        self._own_timers.append(self.create_timer(topics.ALIVE_PERIOD_S, self._publish_alive))
         if p['prefetch'] and p['prefetch_after_topic'] and hasattr(self.source, 'prefetch_next'):
             self._verdict_sub = self.create_subscription(
                 DiagnosticStatus, p['prefetch_after_topic'], self._on_verdict,
@@ -176,10 +180,10 @@ class CameraNode(LifecycleNode):
             if self.source is not None:
                 self.source.close()
                 self.source = None
-            for pub in (self._pub, self._diag_pub):
+            for pub in (self._pub, self._diag_pub, self._alive_pub):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
-            self._pub = self._diag_pub = None
+            self._pub = self._diag_pub = self._alive_pub = None
 
     # -- frames ------------------------------------------------------------------------------
     def _on_trigger(self, msg: Header) -> None:
@@ -209,6 +213,14 @@ class CameraNode(LifecycleNode):
             now = time.monotonic()
             self._rate_window = [t for t in self._rate_window if now - t < 10.0] + [now]
             return True
+
+    def _publish_alive(self) -> None:
+        # A sign of life only while the source is open: a camera that cannot grab is a dead
+        # stage, and the PLC bridge stops the heartbeat (core.liveness).
+        source, pub = self.source, self._alive_pub
+        if source is None or pub is None or source.state != 'open':
+            return
+        pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
 
     def frame_rate(self) -> float:
         window = self._rate_window

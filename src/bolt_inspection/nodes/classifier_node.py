@@ -140,6 +140,10 @@ class ClassifierNode(LifecycleNode):
         p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
                                             '/diagnostics', float_range=(0.1, 60.0),
                                             read_only=True)
+        p['stall_s'] = declare(self, 'stall_s', 5.0, 'The worker busy on one bolt for longer '
+                               'is stalled: no more signs of life on /inspection/alive, so '
+                               'the PLC bridge stops the heartbeat', float_range=(0.5, 600.0),
+                               read_only=True)
         self.cams = tuple(int(c) for c in p['cams'])
         size = [int(v) for v in p['frame_size']]
         self.frame_size = tuple(size) if len(size) == 2 and min(size) > 0 else None
@@ -156,6 +160,7 @@ class ClassifierNode(LifecycleNode):
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=p['queue_size'])
         self._worker: threading.Thread | None = None
+        self._busy_since: float | None = None   # the worker's current bolt started then
         # Mosaic/overlay rendering, off the inference worker (see the module docstring).
         self._images: collections.deque[_ImageJob] = collections.deque(maxlen=IMAGE_QUEUE)
         self._images_cv = threading.Condition()
@@ -234,6 +239,7 @@ class ClassifierNode(LifecycleNode):
                                                        topics.PREVIEW_QOS),
             'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, topics.DIAGNOSTICS,
                                                            topics.DIAGNOSTICS_QOS),
+            'alive': self.create_lifecycle_publisher(Header, topics.ALIVE, topics.ALIVE_QOS),
         }
         if self._params['publish_heatmaps']:
             self._create_heatmap_publishers()
@@ -268,6 +274,8 @@ class ClassifierNode(LifecycleNode):
                                               callback_group=self._timer_group))
         self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
                                               self._publish_diagnostics,
+                                              callback_group=self._timer_group))
+        self._own_timers.append(self.create_timer(topics.ALIVE_PERIOD_S, self._publish_alive,
                                               callback_group=self._timer_group))
         return result
 
@@ -388,17 +396,34 @@ class ClassifierNode(LifecycleNode):
                 self._publish_failure(bundle, 'overloaded')
 
     # -- inference ---------------------------------------------------------------------------
+    def working(self) -> bool:
+        """The worker runs and is not stuck on one bolt for longer than ``stall_s``."""
+        worker, busy = self._worker, self._busy_since
+        if worker is None or not worker.is_alive():
+            return False
+        return busy is None or time.monotonic() - busy <= self._params['stall_s']
+
+    def _publish_alive(self) -> None:
+        # A sign of life only while this stage can inspect: the PLC heartbeat depends on it.
+        pub = self._pubs.get('alive')
+        if pub is None or not self._active or not self.working():
+            return
+        pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
+
     def _work(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
                 return
+            self._busy_since = time.monotonic()
             try:
                 self._process(job.bundle)
             except Exception as exc:  # noqa: BLE001 - a verdict must go out whatever happened
                 self.get_logger().error(f'bolt {job.bundle.bolt_id}: {type(exc).__name__}: '
                                         f'{exc}')
                 self._publish_failure(job.bundle, f'internal error: {type(exc).__name__}')
+            finally:
+                self._busy_since = None
 
     def _process(self, bundle: Bundle) -> None:
         inspector = self.inspector

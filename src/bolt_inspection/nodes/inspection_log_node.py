@@ -14,7 +14,7 @@ writer thread, WAL, pruning and crash safety). This node only joins messages:
   verdict, on another topic, best effort: a mosaic that arrives within ``mosaic_wait_s`` after
   an NG verdict is added to that row (:meth:`InspectionLog.add_images`); one that overtook its
   verdict is kept a moment and written with it.
-* ``/camN/image_raw`` (sensor data, ``header.stamp`` = the trigger stamp): each view is cut to
+* ``/camN/image_raw`` (reliable, ``header.stamp`` = the trigger stamp): each view is cut to
   its ROI box from ``camera_config`` (config/cameras.yaml, scaled to the frame size) on arrival
   and kept for a few bolts, so an NG row gets the four ROI crops the classifier judged.
 * ``/plc/delivery`` (DiagnosticStatus per verdict: ``hardware_id`` = bolt id, level OK =
@@ -46,6 +46,7 @@ from bolt_inspection.core.inspection_log import (
     VerdictRecord,
 )
 from bolt_inspection.core.verdict import BOLT_ID
+from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
     destroy_entities,
@@ -93,6 +94,9 @@ class InspectionLogNode(LifecycleNode):
         self._mosaics: OrderedDict[int, Image] = OrderedDict()  # trigger stamp ns -> mosaic
         self._awaiting: dict[int, _Awaiting] = {}               # trigger stamp ns -> NG bolt
         self._crops: OrderedDict[int, dict] = OrderedDict()     # trigger stamp ns -> cam -> crop
+        # Rows already committed that still take evidence: trigger stamp ns -> bolt id. A view
+        # can reach this node after its verdict (separate topics); its crop is added to the row.
+        self._written: OrderedDict[int, str] = OrderedDict()
         self.camera_config = None
         self.counts = {'verdicts': 0, 'mosaics_joined': 0, 'without_mosaic': 0,
                        'unknown_trigger': 0, 'deliveries': 0, 'crops_stored': 0,
@@ -165,8 +169,13 @@ class InspectionLogNode(LifecycleNode):
             self.create_subscription(DiagnosticStatus, '/plc/delivery', self._on_delivery,
                                      VERDICT_QOS),
             self.create_timer(0.1, self._write_overdue),
-            *[self.create_subscription(Image, self._params['camera_topic'].format(cam),
-                                       self._view_callback(int(cam)), qos_profile_sensor_data)
+            # Evidence must be complete: reliable like the cameras publish (nodes/topics.py);
+            # best effort only for a best-effort camera driver, which it matches.
+            *[self.create_subscription(
+                Image, topics.camera_topic(cam, self._params['camera_topic']),
+                self._view_callback(int(cam)), topics.subscription_qos(
+                    self, topics.camera_topic(cam, self._params['camera_topic']),
+                    'sensor_msgs/msg/Image'))
               for cam in (self._params['cams'] if self.camera_config is not None else ())],
             self.create_timer(self._params['diagnostics_period_s'], self._publish_diagnostics),
         ]
@@ -286,9 +295,14 @@ class InspectionLogNode(LifecycleNode):
                 return
             stamp = stamp_to_ns(msg.header.stamp)
             with self._lock:
-                self._crops.setdefault(stamp, {})[cam] = crop
-                while len(self._crops) > _CROPS_KEPT:
-                    self._crops.popitem(last=False)
+                bolt_id = self._written.get(stamp)
+                if bolt_id is None:
+                    self._crops.setdefault(stamp, {})[cam] = crop
+                    while len(self._crops) > _CROPS_KEPT:
+                        self._crops.popitem(last=False)
+            if bolt_id is not None and self.log is not None:
+                self.counts['crops_stored'] += 1
+                self.log.add_images(bolt_id, stamp, crops={cam: crop})
         return callback
 
     def _on_delivery(self, msg: DiagnosticStatus) -> None:
@@ -331,9 +345,14 @@ class InspectionLogNode(LifecycleNode):
         log = self.log
         if log is None:
             return
+        wants_images = not record.ok or self._params['store_ok_images']
         with self._lock:
             crops = self._crops.pop(record.trigger_ns, None)
-        if crops and (not record.ok or self._params['store_ok_images']):
+            if wants_images:
+                self._written[record.trigger_ns] = record.bolt_id
+                while len(self._written) > _CROPS_KEPT:
+                    self._written.popitem(last=False)
+        if crops and wants_images:
             record.crops = crops
             self.counts['crops_stored'] += len(crops)
         try:

@@ -16,6 +16,12 @@ counter change, frame_id = bolt id), /inspection/verdict (in, reliable depth 100
 (DiagnosticStatus, transient local depth 1), /plc/delivery (DiagnosticStatus per verdict,
 reliable depth 100: ``hardware_id`` = bolt id, level OK = written and acknowledged by the PLC,
 ERROR = given up, with the reason; the inspection log records it per bolt), /diagnostics.
+
+The heartbeat means "the inspection path is alive" (core.liveness): with ``watch_stages`` set
+(the line's classifier and cameras; ``graph.line_nodes`` sets it), the bridge writes the
+heartbeat only while every stage reports on /inspection/alive and every triggered bolt gets its
+verdict in time. When the path dies it asks the PLC to stop the conveyor at once, writes NG for
+every bolt in flight, refuses /line/start until the path is back, and says why on /plc/status.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from bolt_inspection.core.errors import ConfigError, PlcError
+from bolt_inspection.core.liveness import PathHealth, PathWatchdog
 from bolt_inspection.core.plc_bridge_logic import (
     Backoff,
     CounterTracker,
@@ -45,12 +52,14 @@ from bolt_inspection.core.plc_bridge_logic import (
     VerdictBook,
 )
 from bolt_inspection.core.plc_contract import (
+    VERDICT_NG,
     PlcConfig,
     decode_status,
     encode_verdict,
     load_plc_config,
     parse_plc_config,
 )
+from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
     destroy_entities,
@@ -122,6 +131,17 @@ class PlcBridgeNode(LifecycleNode):
                 description=description, read_only=True, dynamic_typing=True))
         declare(self, 'diagnostics_period_s', 1.0, 'Period of /diagnostics and /plc/status',
                 float_range=(0.05, 60.0), read_only=True)
+        self.watch_stages = [str(n) for n in declare(
+            self, 'watch_stages', [''], 'Inspection stages (node names) that must report on '
+            "/inspection/alive for the heartbeat to be written; [''] = none (the bridge alone)",
+            read_only=True) if n]
+        self.stage_timeout_s = declare(self, 'stage_timeout_s', 0.6, 'A watched stage silent '
+                                       'for longer stops the heartbeat and the conveyor',
+                                       float_range=(0.2, 60.0), read_only=True)
+        self.verdict_timeout_s = declare(self, 'verdict_timeout_s', 3.0, 'A triggered bolt '
+                                         'without a verdict for longer stops the heartbeat '
+                                         'and the conveyor', float_range=(0.5, 600.0),
+                                         read_only=True)
         # Every failure is reported by this node with the bolt id; pymodbus' own log lines
         # ("No response received...") would only duplicate them on stderr.
         logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
@@ -148,6 +168,15 @@ class PlcBridgeNode(LifecycleNode):
         self.last_error = ''
         self.heartbeat_value = 0
         self._published_status: tuple | None = None
+        stages = getattr(self, 'watch_stages', [])
+        self.watchdog = PathWatchdog(stages, getattr(self, 'stage_timeout_s', 0.6),
+                                     getattr(self, 'verdict_timeout_s', 3.0)) if stages else None
+        self.path = PathHealth(alive=not stages, reason='' if not stages else 'starting')
+        self._path_was_alive = False
+        # Bolts this bridge rejected itself (path down): a verdict arriving later must not
+        # turn them into a pass at the gate.
+        self._rejected: deque[int] = deque(maxlen=1000)
+        self.counters.update({'path_down': 0, 'rejected_in_flight': 0, 'late_for_rejected': 0})
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -169,6 +198,7 @@ class PlcBridgeNode(LifecycleNode):
             self._trigger_pub, self._status_pub, self._diag_pub, self._delivery_pub,
             self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
                                      VERDICT_QOS),
+            self.create_subscription(Header, topics.ALIVE, self._on_alive, topics.ALIVE_QOS),
             self.create_service(Trigger, '/line/start',
                                 lambda req, res: self._on_conveyor(True, res),
                                 callback_group=services),
@@ -234,8 +264,18 @@ class PlcBridgeNode(LifecycleNode):
             return
         with self._lock:
             self.counters['verdicts_received'] += 1
+            if int(verdict.bolt_id) in self._rejected:
+                self.counters['late_for_rejected'] += 1
+                return
             self.book.submit(int(verdict.bolt_id), verdict.code, time.monotonic())
+            if self.watchdog is not None:
+                self.watchdog.answered(int(verdict.bolt_id))
         self._queue.put(_WAKE)
+
+    def _on_alive(self, msg: Header) -> None:
+        if self.watchdog is not None:
+            with self._lock:
+                self.watchdog.beat(msg.frame_id, time.monotonic())
 
     def _on_conveyor(self, on: bool, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.set_conveyor(on)
@@ -264,6 +304,8 @@ class PlcBridgeNode(LifecycleNode):
             time.sleep(0.02)
         if self._worker is None:
             ok, message = False, f'cannot {what}: plc_bridge not active'
+        elif on and not self.path.alive:
+            ok, message = False, f'cannot start: inspection path down ({self.path.reason})'
         elif not self.connected:
             ok, message = False, f'cannot {what}: PLC not connected ({self.last_error})'
         else:
@@ -317,6 +359,7 @@ class PlcBridgeNode(LifecycleNode):
                         self._publish_status()
                         continue
                 try:
+                    self._watch_path(client)
                     self._drain_commands(client)
                     while (in_flight := self._next_verdict()) is not None:
                         self._write_verdict(client, in_flight)
@@ -325,7 +368,7 @@ class PlcBridgeNode(LifecycleNode):
                     if now >= due['poll']:
                         due['poll'] = now + c.poll_period_s
                         self._poll(client)
-                    if now >= due['heartbeat']:
+                    if now >= due['heartbeat'] and self.path.alive:
                         due['heartbeat'] = now + c.heartbeat_period_s
                         self._heartbeat(client)
                     if now >= due['status']:
@@ -482,11 +525,57 @@ class PlcBridgeNode(LifecycleNode):
             self.counters['triggers'] += len(update.new_ids)
         stamp = seen.to_msg()
         for bolt_id in update.new_ids:
+            if self.watchdog is not None:
+                with self._lock:
+                    self.watchdog.triggered(bolt_id, time.monotonic())
             self._trigger_pub.publish(Header(stamp=stamp, frame_id=str(bolt_id)))
         if update.warning:
             self.get_logger().warning(update.warning)
         elif update.resync:
             self.get_logger().info(f'bolt_counter synchronised at {raw}')
+
+    def _watch_path(self, client) -> None:
+        """Is the inspection path alive? When it dies: stop the conveyor, reject bolts in flight.
+
+        Runs on every turn of the worker (every poll period), so a dead stage stops the conveyor
+        within ``stage_timeout_s`` plus one poll, well before the PLC's own heartbeat watchdog.
+        """
+        if self.watchdog is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            health = self.watchdog.check(now)
+            reject = list(health.overdue)
+            if not health.alive and self._path_was_alive:
+                reject += self.watchdog.forget_in_flight()
+            for bolt_id in reject:
+                self.book.submit(bolt_id, VERDICT_NG, now)
+                self._rejected.append(bolt_id)
+            self.counters['rejected_in_flight'] += len(reject)
+            self.path = health
+        if health.alive:
+            if not self._path_was_alive:
+                self._path_was_alive = True
+                self.get_logger().info('inspection path alive: '
+                                       + ', '.join(self.watchdog.stages) + '; heartbeat on')
+                self._publish_status()
+            return
+        if not self._path_was_alive and not reject:
+            return    # never up yet: no heartbeat, nothing running to stop
+        self._path_was_alive = False
+        with self._lock:
+            self.counters['path_down'] += 1
+        self.get_logger().error(
+            f'inspection path down: {health.reason}; heartbeat stopped, conveyor stop '
+            f'requested, {len(reject)} bolt(s) in flight rejected'
+            + (f' ({", ".join(str(b) for b in reject[:10])})' if reject else ''))
+        try:
+            self._set_coil(client, False)
+        except PlcError as exc:
+            # The PLC's own watchdog stops the conveyor when the heartbeat goes stale.
+            self.get_logger().error(f'conveyor stop request failed: {exc}; the stale '
+                                    'heartbeat stops it')
+        self._publish_status()
 
     def _heartbeat(self, client) -> None:
         c = self.config
@@ -584,6 +673,8 @@ class PlcBridgeNode(LifecycleNode):
                 'last_bolt_id': self.tracker.bolt_id,
                 'last_error': self.last_error,
                 'plc': dict(self.plc),
+                'path_alive': self.path.alive,
+                'path_reason': self.path.reason,
             })
         return out
 
@@ -593,6 +684,9 @@ class PlcBridgeNode(LifecycleNode):
         flags = decode_status(plc.get('status', 0))
         if not s['connected']:
             level, message = DiagnosticStatus.ERROR, f'PLC not connected: {s["last_error"]}'
+        elif not s['path_alive']:
+            level, message = DiagnosticStatus.ERROR, (f'inspection path down: '
+                                                      f'{s["path_reason"]}; no heartbeat')
         elif flags['heartbeat_stale']:
             level, message = DiagnosticStatus.ERROR, 'conveyor stopped by the PLC watchdog'
         elif s['undelivered'] or s['skipped_bolts'] or s['exception_responses']:
@@ -621,6 +715,8 @@ class PlcBridgeNode(LifecycleNode):
             'skipped_recent': ' '.join(str(b) for b in s['skipped_recent'][-20:]),
             'verdicts_pending': s['verdicts_pending'],
             'last_error': s['last_error'],
+            'path_alive': s['path_alive'],
+            'path_reason': s['path_reason'],
         }
         return DiagnosticStatus(level=level, name=f'{self.get_name()}: Modbus TCP',
                                 message=message, hardware_id=f'{c.host}:{c.port}/{c.unit_id}',
@@ -632,7 +728,8 @@ class PlcBridgeNode(LifecycleNode):
             return
         s = self.stats()
         key = (s['connected'], s['plc'].get('status'), s['plc'].get('conveyor_run'),
-               s['plc'].get('pass_count'), s['plc'].get('reject_count'), s['last_error'])
+               s['plc'].get('pass_count'), s['plc'].get('reject_count'), s['last_error'],
+               s['path_alive'], s['path_reason'])
         if key == self._published_status:
             return
         self._published_status = key

@@ -16,6 +16,8 @@ subscribers cannot drift apart. Why each profile is what it is:
 * Pictures for people (the Grad-CAM mosaic and per-view heatmaps) are sensor data (best
   effort): a dropped picture must never delay a verdict.
 * ``/plc/status`` is latched (TRANSIENT_LOCAL, depth 1): a late subscriber sees the last state.
+* ``/inspection/alive``: every inspection stage (classifier, cameras) says it can do its job,
+  every :data:`ALIVE_PERIOD_S`; the PLC bridge writes the heartbeat only while all do.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ HEATMAP_PATTERN = '/inspection/heatmap/cam{}'
 PLC_STATUS = '/plc/status'
 PLC_DELIVERY = '/plc/delivery'
 DIAGNOSTICS = '/diagnostics'
+ALIVE = '/inspection/alive'   # std_msgs/Header: frame_id = the stage (node name), stamp = now
 START_SERVICE = '/line/start'
 STOP_SERVICE = '/line/stop'
 
@@ -58,6 +61,10 @@ VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DIAGNOSTICS_QOS = 10
+ALIVE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Signs of life of an inspection stage (core.liveness): a stage silent for the bridge's
+# stage_timeout_s (0.6 s) stops the PLC heartbeat.
+ALIVE_PERIOD_S = 0.1
 
 
 def camera_topic(cam: int, pattern: str = CAMERA_PATTERN) -> str:
