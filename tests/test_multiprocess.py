@@ -158,3 +158,72 @@ def test_line_command_runs_the_closed_loop_one_process_per_node(ros_domain_id, t
                     'lifecycle_manager'}
     assert cli.main(['line', '--processes', '--plc', '--model', str(tiny_artifact)]) == 2
     assert 'error: --processes runs the closed loop or --no-plc' in capfd.readouterr().err
+
+
+def test_a_killed_classifier_stops_the_conveyor_and_its_bolts_are_rejected(ros_domain_id,
+                                                                            tmp_path,
+                                                                            tiny_artifact):
+    """kill -9 of the classifier mid-run: the PLC bridge sees the path die, the conveyor stops
+    within 1 s, every bolt in flight gets NG; once the classifier is back (respawned, brought up
+    by the lifecycle manager) the operator restarts and the line sorts on."""
+    import os
+    import signal
+
+    from bolt_inspection.core.plc_contract import VERDICT_NG
+    from bolt_inspection.plc_server import PlcSimulator
+    sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=120.0,
+                                   gate_delay_s=2.0, bolts=0, seed=SEED).start()
+    specs = graph.line_nodes(model=str(tiny_artifact), plc=True, plc_host='127.0.0.1',
+                             plc_port=sim.port, manager=True)
+    overrides = {s.name: {'size': [320, 240]} for s in specs if s.executable == 'camera_node'}
+    overrides['classifier'] = {'frame_size': [320, 240]}
+    line = ProcessLine(specs, paths.config_path('line.yaml'), tmp_path / 'logs',
+                       overrides=overrides)
+
+    def wait_for(condition, what, timeout_s=60.0):
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, f'timed out: {what}'
+            time.sleep(0.01)
+
+    def log(name):
+        return line.processes[name].log_text()
+    try:
+        line.start()
+        wait_for(lambda: 'line up:' in log('lifecycle_manager'), 'line up', 120.0)
+        wait_for(lambda: 'heartbeat on' in log('plc_bridge'), 'path alive')
+        sim.set_running(True)                      # the operator presses Start
+        wait_for(lambda: sim.summary()['verdicts'] >= 4, 'first verdicts')
+        with sim.lock:
+            answered = set(sim.model.verdicts)
+        os.kill(line.processes['classifier'].popen.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: not sim.summary()['running'], 'conveyor stop', 5.0)
+        stop_s = time.monotonic() - killed
+        assert stop_s < 1.0, f'conveyor stopped {stop_s:.2f} s after the kill'
+        # Every bolt past the camera and not yet sorted has a verdict; the ones the classifier
+        # had not answered are NG (the bridge's), so none passes the gate uninspected.
+        time.sleep(0.5)
+        with sim.lock:
+            in_flight = [b.bolt_id for b in sim.model.in_transit]
+            written = dict(sim.model.verdicts)
+        orphans = [b for b in in_flight if b not in answered]
+        assert orphans, 'the kill should catch bolts in flight'
+        assert all(written.get(b, (None,))[0] == VERDICT_NG for b in orphans), (orphans, written)
+        assert 'inspection path down: classifier silent' in log('plc_bridge')
+
+        line.restart('classifier')                 # launch's respawn
+        wait_for(lambda: log('plc_bridge').count('heartbeat on') >= 2, 'path back', 120.0)
+        sim.set_running(True)
+        before = sim.summary()['sorted']
+        wait_for(lambda: sim.summary()['sorted'] >= before + len(in_flight) + 4, 'sorting on')
+        events = {e.bolt_id: e for e in list(sim.model.events)}
+        assert all(events[b].reason == 'NG' and not events[b].passed for b in orphans)
+        summary = sim.summary()
+        assert summary['failsafe_rejects'] == 0 and summary['late_verdicts'] == 0, summary
+    finally:
+        codes = line.stop()
+        sim.stop()
+    assert set(codes.values()) == {0}, codes
+    print(f'conveyor stopped {stop_s * 1000:.0f} ms after kill -9 of the classifier; '
+          f'{len(orphans)} bolts in flight rejected')

@@ -542,3 +542,103 @@ def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_
     assert sorted(sorts) == list(range(1, bolts + 1))       # each bolt sorted exactly once
     assert {b: verdicts[b] for b in sorts} == sorts          # the gate did what the model said
     assert summary['verdict_latency_ms']['n'] == bolts       # every verdict before the gate
+
+
+@pytest.mark.ros
+def test_a_stalled_classifier_stops_the_heartbeat_and_the_conveyor(make_sim, make_line):
+    """watch_stages: the heartbeat means 'the inspection path is alive', not 'the bridge
+    process is alive'. A classifier whose thread stops (no more signs of life) stops the
+    conveyor at once, the bolts in flight get NG, and Start is refused until it is back."""
+    from std_msgs.msg import Header
+
+    from bolt_inspection.core.plc_contract import VERDICT_NG
+    from bolt_inspection.nodes import topics
+    sim = make_sim(heartbeat_timeout_s=2.0, rate_per_min=120.0, gate_delay_s=2.0)
+    line = make_line(sim=sim, answer=False, watch_stages=['classifier'], stage_timeout_s=0.4,
+                     verdict_timeout_s=30.0)
+    alive_pub = line.peer.create_publisher(Header, topics.ALIVE, topics.ALIVE_QOS)
+    beating = threading.Event()
+    beating.set()
+    stop = threading.Event()
+
+    def classifier_thread():        # stands in for the classifier's sign-of-life timer
+        while not stop.is_set():
+            if beating.is_set():
+                alive_pub.publish(Header(frame_id='classifier'))
+            time.sleep(0.05)
+    thread = threading.Thread(target=classifier_thread, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: line.bridge.stats()['connected'] and line.bridge.path.alive)
+        assert line.call('start').success
+        assert wait_for(lambda: len(line.triggers) >= 2, timeout=5.0)
+        beating.clear()                                     # the classifier's thread died
+        died = time.monotonic()
+        assert wait_for(lambda: sim.registers()['conveyor_run'] == 0, timeout=2.0, period=0.01)
+        assert time.monotonic() - died < 1.0
+        with sim.lock:
+            in_flight = [b.bolt_id for b in sim.model.in_transit]
+        assert in_flight and wait_for(lambda: all(
+            sim.model.verdicts.get(b, (None,))[0] == VERDICT_NG for b in in_flight))
+        status = line.bridge.stats()
+        assert not status['path_alive'] and 'classifier silent' in status['path_reason']
+        assert status['rejected_in_flight'] >= len(in_flight)
+        heartbeats = status['heartbeats']
+        time.sleep(0.6)
+        assert line.bridge.stats()['heartbeats'] == heartbeats         # no heartbeat now
+        refused = line.call('start')
+        assert not refused.success and 'inspection path down' in refused.message
+        # A late verdict for a rejected bolt must not turn it into a pass.
+        line.send_verdict(in_flight[0], ok=True)
+        assert wait_for(lambda: line.bridge.stats()['late_for_rejected'] == 1)
+        assert sim.model.verdicts[in_flight[0]][0] == VERDICT_NG
+        beating.set()                                       # back
+        assert wait_for(lambda: line.bridge.stats()['heartbeats'] > heartbeats, timeout=3.0)
+        assert line.call('start').success
+    finally:
+        stop.set()
+        thread.join(timeout=2.0)
+
+
+@pytest.mark.ros
+def test_a_bolt_without_a_verdict_in_time_stops_the_line(make_sim, make_line):
+    """Signs of life are not enough: a triggered bolt must get its verdict (a stage can beat
+    and still lose bolts). Overdue -> NG for it, conveyor stopped."""
+    from std_msgs.msg import Header
+
+    from bolt_inspection.core.plc_contract import VERDICT_NG
+    from bolt_inspection.nodes import topics
+    sim = make_sim(rate_per_min=120.0, gate_delay_s=5.0)
+    line = make_line(sim=sim, answer=False, watch_stages=['classifier'], stage_timeout_s=2.0,
+                     verdict_timeout_s=1.0)
+    alive_pub = line.peer.create_publisher(Header, topics.ALIVE, topics.ALIVE_QOS)
+    timer = line.peer.create_timer(0.05, lambda: alive_pub.publish(Header(frame_id='classifier')))
+    try:
+        assert wait_for(lambda: line.bridge.stats()['connected'] and line.bridge.path.alive)
+        assert line.call('start').success
+        assert wait_for(lambda: sim.registers()['conveyor_run'] == 0, timeout=4.0)
+        first = line.trigger_ids()[0]
+        assert wait_for(lambda: sim.model.verdicts.get(first, (None,))[0] == VERDICT_NG)
+        assert line.bridge.stats()['path_down'] >= 1
+    finally:
+        line.peer.destroy_timer(timer)
+
+
+@pytest.mark.ros
+def test_reconnect_backoff_is_visible_with_its_countdown(make_sim, make_line):
+    """While the bridge waits to reconnect it is blind: /plc/status says so and when it
+    tries again, not just 'not connected'."""
+    sim = make_sim()
+    line = make_line(sim=sim, reconnect_min_s=2.0, reconnect_max_s=4.0)
+    assert wait_for(lambda: line.bridge.stats()['connected'])
+    sim.suspend()
+    assert wait_for(lambda: any('reconnecting in' in m.message for m in line.plc_status),
+                    timeout=4.0)
+    waiting = [m for m in line.plc_status if 'reconnecting in' in m.message][-1]
+    assert waiting.level == line.Status.ERROR and waiting.message.startswith(
+        'PLC not connected (reconnecting in ')
+    values = {kv.key: kv.value for kv in waiting.values}
+    assert 0.0 < float(values['reconnect_in_s']) <= 4.0
+    sim.resume()
+    assert wait_for(lambda: line.bridge.stats()['connected'], timeout=8.0)
+    assert line.bridge.stats()['reconnect_in_s'] is None

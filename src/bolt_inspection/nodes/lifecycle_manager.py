@@ -101,6 +101,15 @@ class LifecycleManager(Node):
     # -- the loop (its own thread: service calls block, callbacks must not) -------------------
     def _run(self) -> None:
         self.get_logger().info('bringing up ' + ' -> '.join(self.order))
+        while not self._stop.is_set():
+            try:
+                self._manage()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one fault
+                self.get_logger().error(f'lifecycle manager: {type(exc).__name__}: {exc}; '
+                                        'carrying on', throttle_duration_sec=5.0)
+                self._stop.wait(self.check_period_s)
+
+    def _manage(self) -> None:
         announced = False
         while not self._stop.is_set():
             self._poll_states()
@@ -129,7 +138,10 @@ class LifecycleManager(Node):
         message = 'no answer'
         while not self._stop.is_set() and time.monotonic() < deadline:
             if self._start.wait_for_service(timeout_sec=1.0):
-                response = self._start.call(Trigger.Request(), timeout_sec=5.0)
+                try:
+                    response = self._start.call(Trigger.Request(), timeout_sec=5.0)
+                except TimeoutError:
+                    response = None
                 if response is not None and response.success:
                     self.get_logger().info(f'conveyor started: {response.message}'.rstrip(': '))
                     return True
@@ -146,14 +158,21 @@ class LifecycleManager(Node):
         client = self._get[name]
         if not client.service_is_ready():
             return None
-        response = client.call(GetState.Request(), timeout_sec=5.0)
+        try:
+            # A process that just died still shows its service until discovery notices.
+            response = client.call(GetState.Request(), timeout_sec=2.0)
+        except TimeoutError:
+            return None
         return response.current_state.label if response is not None else None
 
     def _transition(self, name: str, action: str) -> bool:
         self.get_logger().info(f'{name}: {action}')
         client = self._change[name]
         request = ChangeState.Request(transition=Transition(id=_TRANSITIONS[action]))
-        response = client.call(request, timeout_sec=self.transition_timeout_s)
+        try:
+            response = client.call(request, timeout_sec=self.transition_timeout_s)
+        except TimeoutError:
+            response = None
         if response is None or not response.success:
             why = 'no answer' if response is None else 'failed (see its log)'
             self.get_logger().error(f'{name}: {action} {why}; retrying in '

@@ -166,6 +166,7 @@ class PlcBridgeNode(LifecycleNode):
             'exception_responses': 0, 'resyncs': 0,
         }
         self.last_error = ''
+        self.next_connect_at: float | None = None   # monotonic time of the next connect try
         self.heartbeat_value = 0
         self._published_status: tuple | None = None
         stages = getattr(self, 'watch_stages', [])
@@ -351,6 +352,7 @@ class PlcBridgeNode(LifecycleNode):
                     else:
                         delay = self.backoff.next_delay()
                         next_connect = time.monotonic() + delay
+                        self.next_connect_at = next_connect
                         with self._lock:
                             self.counters['connect_failures'] += 1
                             self.last_error = (f'cannot connect to {c.host}:{c.port}; '
@@ -391,6 +393,7 @@ class PlcBridgeNode(LifecycleNode):
                     client.close()
                     delay = self._on_connection_lost(exc, isinstance(exc, ModbusIOException))
                     next_connect = time.monotonic() + delay
+                    self.next_connect_at = next_connect
                     continue
                 self._wait(max(0.0, min(due.values()) - time.monotonic()))
         finally:
@@ -675,6 +678,8 @@ class PlcBridgeNode(LifecycleNode):
                 'plc': dict(self.plc),
                 'path_alive': self.path.alive,
                 'path_reason': self.path.reason,
+                'reconnect_in_s': (None if self.connected or self.next_connect_at is None
+                                   else max(0.0, self.next_connect_at - time.monotonic())),
             })
         return out
 
@@ -683,7 +688,12 @@ class PlcBridgeNode(LifecycleNode):
         plc = s['plc']
         flags = decode_status(plc.get('status', 0))
         if not s['connected']:
-            level, message = DiagnosticStatus.ERROR, f'PLC not connected: {s["last_error"]}'
+            wait = s['reconnect_in_s']
+            state = (f'reconnecting in {wait:.0f} s' if wait is not None and wait >= 0.5
+                     else 'connecting')
+            # Blind while it waits: say so, with the countdown (operator page, /diagnostics).
+            level, message = DiagnosticStatus.ERROR, (f'PLC not connected ({state}): '
+                                                      f'{s["last_error"]}')
         elif not s['path_alive']:
             level, message = DiagnosticStatus.ERROR, (f'inspection path down: '
                                                       f'{s["path_reason"]}; no heartbeat')
@@ -717,6 +727,7 @@ class PlcBridgeNode(LifecycleNode):
             'last_error': s['last_error'],
             'path_alive': s['path_alive'],
             'path_reason': s['path_reason'],
+            'reconnect_in_s': s['reconnect_in_s'],
         }
         return DiagnosticStatus(level=level, name=f'{self.get_name()}: Modbus TCP',
                                 message=message, hardware_id=f'{c.host}:{c.port}/{c.unit_id}',
@@ -729,7 +740,8 @@ class PlcBridgeNode(LifecycleNode):
         s = self.stats()
         key = (s['connected'], s['plc'].get('status'), s['plc'].get('conveyor_run'),
                s['plc'].get('pass_count'), s['plc'].get('reject_count'), s['last_error'],
-               s['path_alive'], s['path_reason'])
+               s['path_alive'], s['path_reason'],
+               None if s['reconnect_in_s'] is None else round(s['reconnect_in_s']))
         if key == self._published_status:
             return
         self._published_status = key

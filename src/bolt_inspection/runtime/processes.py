@@ -141,6 +141,18 @@ class ProcessLine:
             self.processes[spec.name] = NodeProcess(spec, commands[spec.name], log_path, popen)
         return self
 
+    def restart(self, name: str) -> NodeProcess:
+        """Start node ``name`` again after it exited (what launch's ``respawn`` does)."""
+        old = self.processes[name]
+        if old.alive:
+            raise RuntimeError(f'{name} is still running')
+        env = {**os.environ, **self.env, 'PYTHONUNBUFFERED': '1'}
+        with old.log_path.open('a', encoding='utf-8') as log:
+            popen = subprocess.Popen(old.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL)
+        self.processes[name] = NodeProcess(old.spec, old.command, old.log_path, popen)
+        return self.processes[name]
+
     def dead(self) -> dict[str, int]:
         """Processes that have exited on their own: name -> exit status."""
         return {name: p.popen.returncode for name, p in self.processes.items()
