@@ -582,3 +582,39 @@ def test_classifier_configures_after_the_model_parameter_is_fixed(rclpy_context)
     assert bring_up(node) and state_label(node) == 'active'
     bring_down(node)
     node.destroy_node()
+
+
+def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_context, rig_factory,
+                                                                     tmp_path):
+    """drift_policy reject: once a camera's images leave their training band, its bolts are
+    fail-safe NG with the drift as the reason, although the model scores them OK."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from bolt_inspection.core.drift import REFERENCE_FILE, DriftReference
+    training = [(cam, np.full((48, 64, 3), level, np.uint8))
+                for cam in CAMS for level in (9, 10, 11, 10, 9, 11)]
+    model = tmp_path / 'model'
+    model.mkdir()
+    DriftReference.from_views(training, {}).save(model / REFERENCE_FILE)
+    node = _classifier(rclpy_context, frame_size=[64, 48], model=str(model), drift_window=2)
+    assert bring_up(node) and node.drift.active
+    rig = rig_factory([node])
+    arrays = []
+    rig.driver.create_subscription(DiagnosticArray, '/diagnostics', arrays.append, 10)
+    rig.wait_matched()
+    rig.bolt(9101, level=10)
+    rig.bolt(9102, level=10)
+    for bolt in range(9103, 9107):          # the lamp got brighter: p_ng 0.39, OK by the model
+        rig.bolt(bolt, level=100)
+    verdicts = rig.wait(9101, 6)
+    assert verdicts['9101'].message == verdicts['9102'].message == 'OK'
+    last = verdicts['9106']
+    assert not last.ok and last.message.startswith('NG: drift cam0: exposure')
+    assert float(last.values['p_ng_cam0']) == pytest.approx(100 / 255, abs=1e-3)
+    assert node.counts['drift_rejects'] >= 1
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not any(
+            'DRIFT' in s.message for a in arrays for s in a.status):
+        time.sleep(0.1)
+    status = [s for a in arrays for s in a.status if 'DRIFT' in s.message][-1]
+    assert 'its bolts are rejected' in status.message

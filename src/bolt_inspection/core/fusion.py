@@ -93,3 +93,16 @@ def fuse(p_ng: Mapping[int, float | None], threshold: float, expected_cams: Iter
         message = 'NG'
     return BoltVerdict(ok=ok, code=CODE_OK if ok else CODE_NG, message=message, p_ng=scores,
                        reasons=failure_reasons + ng_reasons, ng_views=ng_views)
+
+
+def with_reasons(verdict: BoltVerdict, reasons: Iterable[str]) -> BoltVerdict:
+    """``verdict`` made fail-safe NG by bolt-level ``reasons`` (e.g. a drifted camera), scores and
+    NG views kept; unchanged when there are none.
+    """
+    reasons = [str(r) for r in reasons if str(r)]
+    if not reasons:
+        return verdict
+    all_reasons = reasons + [r for r in verdict.reasons if r not in reasons]
+    return BoltVerdict(ok=False, code=CODE_NG, message='NG: ' + '; '.join(all_reasons),
+                       p_ng=dict(verdict.p_ng), reasons=all_reasons,
+                       ng_views=list(verdict.ng_views))

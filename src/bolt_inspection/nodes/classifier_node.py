@@ -37,8 +37,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from bolt_inspection.core.drift import (
+    DRIFT_POLICIES,
+    DriftBands,
+    DriftGuard,
+    DriftMonitor,
+)
+from bolt_inspection.core.drift import load_reference as load_drift_reference
 from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.core.fusion import fuse
+from bolt_inspection.core.fusion import fuse, with_reasons
 from bolt_inspection.core.join import Bundle, ViewJoiner
 from bolt_inspection.core.latency import LatencyStats
 from bolt_inspection.core.verdict import BOLT_ID, encode_verdict_status
@@ -140,6 +147,25 @@ class ClassifierNode(LifecycleNode):
         p['diagnostics_period_s'] = declare(self, 'diagnostics_period_s', 1.0, 'Period of '
                                             '/diagnostics', float_range=(0.1, 60.0),
                                             read_only=True)
+        p['drift_policy'] = declare(
+            self, 'drift_policy', 'reject', 'A camera whose images left their training band '
+            "(core.drift; needs the artifact's drift_reference.npz): 'reject' its bolts "
+            "(fail-safe NG), 'stop' the line as well, 'warn' on /diagnostics only, or 'off'",
+            read_only=True, constraints='reject | stop | warn | off')
+        p['drift_window'] = declare(self, 'drift_window', 8, 'Bolts whose image statistics '
+                                    'are combined (median) before judging drift',
+                                    int_range=(1, 1000), read_only=True)
+        p['drift_warn_z'] = declare(self, 'drift_warn_z', 5.0, 'Drift WARN: robust z of '
+                                    'exposure, contrast, colour or focus',
+                                    float_range=(0.5, 1000.0), read_only=True)
+        p['drift_error_z'] = declare(self, 'drift_error_z', 8.0, 'Drift ERROR (policy applies)',
+                                     float_range=(0.5, 1000.0), read_only=True)
+        p['drift_warn_shift'] = declare(self, 'drift_warn_shift', 0.01, 'Drift WARN: scene '
+                                        'shift, fraction of the frame',
+                                        float_range=(0.001, 1.0), read_only=True)
+        p['drift_error_shift'] = declare(self, 'drift_error_shift', 0.015, 'Drift ERROR: scene '
+                                         'shift, fraction of the frame',
+                                         float_range=(0.001, 1.0), read_only=True)
         p['stall_s'] = declare(self, 'stall_s', 5.0, 'The worker busy on one bolt for longer '
                                'is stalled: no more signs of life on /inspection/alive, so '
                                'the PLC bridge stops the heartbeat', float_range=(0.5, 600.0),
@@ -150,13 +176,14 @@ class ClassifierNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.inspector = None
+        self.drift = DriftGuard(None, 'off')
         self.joiner: ViewJoiner | None = None
         self.latency = LatencyStats()
         # Where the time goes: trigger -> last view joined, and the Inspector's own work.
         self.join_wait = LatencyStats()
         self.inspect_time = LatencyStats()
         self.counts = {'verdicts': 0, 'ok': 0, 'ng': 0, 'overloaded': 0, 'errors': 0,
-                       'timed_out': 0, 'bad_triggers': 0}
+                       'timed_out': 0, 'bad_triggers': 0, 'drift_rejects': 0}
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=p['queue_size'])
         self._worker: threading.Thread | None = None
@@ -185,6 +212,31 @@ class ClassifierNode(LifecycleNode):
                 self._create_heatmap_publishers()
         return SetParametersResult(successful=True)
 
+    def _drift_guard(self, model: str) -> DriftGuard:
+        """The drift monitor of this model (core.drift), or an inactive one, said why."""
+        p = self._params
+        policy = p['drift_policy']
+        if policy == 'off':
+            return DriftGuard(None, 'off')
+        reference = load_drift_reference(model)
+        boxes = getattr(self.inspector, 'boxes', {})
+        frame = getattr(self.inspector, 'frame_size', None)
+        why = ''
+        if reference is None:
+            why = (f'{model} has no drift reference (bolt-inspection drift-reference --model '
+                   'M --data D adds one)')
+        elif reference.frame_size and frame and tuple(reference.frame_size) != tuple(frame):
+            why = (f'drift reference is for {reference.frame_size[0]}x'
+                   f'{reference.frame_size[1]} frames, the model for {frame[0]}x{frame[1]}')
+        if why:
+            self.get_logger().warning(f'drift monitoring off: {why}')
+            return DriftGuard(None, policy)
+        bands = DriftBands(window=p['drift_window'], warn_z=p['drift_warn_z'],
+                           error_z=p['drift_error_z'], warn_shift=p['drift_warn_shift'],
+                           error_shift=p['drift_error_shift'])
+        self.get_logger().info(f'drift monitoring: policy {policy}, window {bands.window} bolts')
+        return DriftGuard(DriftMonitor(reference, boxes, bands), policy)
+
     def _create_heatmap_publishers(self) -> None:
         """/inspection/heatmap/camN, only once someone turns ``publish_heatmaps`` on."""
         for cam in self.cams:
@@ -197,6 +249,10 @@ class ClassifierNode(LifecycleNode):
         if self._params['image_reliability'] not in IMAGE_RELIABILITY:
             self.get_logger().error(f"image_reliability {self._params['image_reliability']!r}: "
                                     f"expected {' or '.join(IMAGE_RELIABILITY)}")
+            return TransitionCallbackReturn.FAILURE
+        if self._params['drift_policy'] not in DRIFT_POLICIES:
+            self.get_logger().error(f"drift_policy {self._params['drift_policy']!r}: expected "
+                                    f"{' | '.join(DRIFT_POLICIES)}")
             return TransitionCallbackReturn.FAILURE
         model = self._params['model']
         if not model:
@@ -230,6 +286,12 @@ class ClassifierNode(LifecycleNode):
                                         f'{str(exc).splitlines()[0] if str(exc) else ""}')
                 self.inspector = None
                 return TransitionCallbackReturn.FAILURE
+        try:
+            self.drift = self._drift_guard(model)
+        except (BoltInspectionError, ValueError) as exc:
+            self.get_logger().error(f'drift monitoring: {exc}')
+            self.inspector = None
+            return TransitionCallbackReturn.FAILURE
         self.joiner = ViewJoiner(self.cams, self._params['view_timeout_s'],
                                  max_pending=self._params['max_pending'])
         self._pubs = {
@@ -371,6 +433,8 @@ class ClassifierNode(LifecycleNode):
                 image = image_to_bgr(msg, self.frame_size)
             except BoltInspectionError as exc:
                 failure = str(exc)
+            if image is not None and self.drift.active:
+                self.drift.observe(cam, image)   # here, in parallel: not on the worker
             with self._lock:
                 if self.joiner is None or not self._active:
                     return
@@ -397,9 +461,10 @@ class ClassifierNode(LifecycleNode):
 
     # -- inference ---------------------------------------------------------------------------
     def working(self) -> bool:
-        """The worker runs and is not stuck on one bolt for longer than ``stall_s``."""
+        """The worker runs, is not stuck on one bolt for longer than ``stall_s``, and no camera
+        drifted under ``drift_policy: stop``."""
         worker, busy = self._worker, self._busy_since
-        if worker is None or not worker.is_alive():
+        if worker is None or not worker.is_alive() or self.drift.stop_line():
             return False
         return busy is None or time.monotonic() - busy <= self._params['stall_s']
 
@@ -434,7 +499,11 @@ class ClassifierNode(LifecycleNode):
             start = time.perf_counter()
             inspection = inspector.inspect(views, dict(bundle.failures))
             self.inspect_time.add((time.perf_counter() - start) * 1000.0)
-            verdict, p_ng = inspection.verdict, dict(inspection.p_ng)
+            # A camera out of its training band: never pass this bolt on a blind model.
+            verdict, p_ng = (with_reasons(inspection.verdict, self.drift.bolt_reasons()),
+                             dict(inspection.p_ng))
+            if verdict is not inspection.verdict:
+                self.counts['drift_rejects'] += 1
         except BoltInspectionError as exc:
             verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
                            extra_reasons=[str(exc)])
@@ -536,13 +605,26 @@ class ClassifierNode(LifecycleNode):
         if joiner is not None:
             values.update({'stale_views': joiner.stats.stale,
                            'duplicate_views': joiner.stats.duplicate_views})
+        drift_level, drift_message = self.drift.summary()
+        values['drift'] = drift_message
+        values['drift_policy'] = self.drift.policy if self.drift.active else 'off'
+        for cam, state in sorted(self.drift.states().items()):
+            values[f'drift_cam{cam}'] = state.level
+            values.update({f'drift_cam{cam}.{k}': round(v, 3) for k, v in state.scores.items()})
         degraded = self.counts['overloaded'] or self.counts['errors']
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if degraded else DiagnosticStatus.OK,
-            name=f'{self.get_name()}: classifier', hardware_id='classifier',
-            message=(f"{self.counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
-                     if self.counts['verdicts'] else 'waiting for bolts'),
-            values=key_values(values))
+        level = DiagnosticStatus.WARN if degraded or drift_level == 'warn' else DiagnosticStatus.OK
+        message = (f"{self.counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
+                   if self.counts['verdicts'] else 'waiting for bolts')
+        if drift_level != 'ok':
+            # The operator page shows this: which camera drifted, how, and what the line does.
+            action = {'reject': 'its bolts are rejected', 'stop': 'the line is stopped',
+                      'warn': 'warning only'}[self.drift.policy]
+            message = f'DRIFT {drift_message} ({action}); {message}'
+            if drift_level == 'error':
+                level = DiagnosticStatus.ERROR
+        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: classifier',
+                                  hardware_id='classifier', message=message,
+                                  values=key_values(values))
         publish_diagnostics(self, pub, status)
 
 
