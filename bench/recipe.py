@@ -154,6 +154,10 @@ def fast_eval(model, f4_test, records, boxes, input_size, threshold, x_test=None
         from bolt_inspection.core.report import plot_gradcam_gallery
 
         plot_gradcam_gallery(pick_gallery(views, 24), gallery, title=f'{gallery.parent.name}')
+    if gallery is not None:
+        from bolt_inspection.core.evaluate import write_predictions
+
+        write_predictions(preds, threshold, gallery.parent / 'predictions.csv')
     out = compute_metrics(preds, threshold)
     out['at_0.5'] = compute_metrics(preds, 0.5)
     out['localisation'] = tally.summary()

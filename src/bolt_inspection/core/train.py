@@ -35,13 +35,23 @@ from bolt_inspection.core.errors import ConfigError, DatasetError
 Box = tuple[int, int, int, int]
 ARCHS = ('vgg16', 'vgg16_bn', 'tiny')
 LR_SCHEDULES = ('constant', 'cosine')
-PRECISIONS = ('float32', 'bfloat16')
+PRECISIONS = ('auto', 'float32', 'bfloat16')
 #: The calibrated NG threshold never exceeds the softmax's argmax rule (see core.threshold).
 THRESHOLD_CAP = 0.5
 #: What the NG threshold's target recall is counted over.
 CALIBRATE_ON = ('bolt', 'view')
 #: How ``recalibrate`` picks the threshold: reach a target NG recall, or sort the most bolts right.
 CALIBRATION_RULES = ('recall', 'sorting')
+#: The default recipe of a trained VGG16, found by measurement (bench/RESULTS.md, "Recipe
+#: search"; ``bench/recipe.py``): the pretrained HED VGG16 convs (``--weights hed``), input
+#: 128x256 (the smallest whose Grad-CAM grid can reach 95% peak-in-mask), stage 1 on cached
+#: features, then the top ``fine_tune_blocks`` blocks + head on cached outputs of the blocks
+#: below them.
+RECIPE: dict[str, Any] = {
+    'input_size': (128, 256), 'head': 'gmp', 'dense_units': 0, 'epochs1': 15, 'epochs2': 10,
+    'lr1': 1e-4, 'lr2': 1e-4, 'lr_schedule': 'cosine', 'fine_tune_blocks': 2,
+    'augment_copies': 0, 'stage2_precision': 'auto',
+}
 
 
 @dataclass
@@ -49,7 +59,8 @@ class TrainConfig:
     """Training settings (stored in the artifact's metadata under ``training.config``).
 
     Attributes:
-        input_size: Model input ``(width, height)``; 112x224 keeps the thread's 1:2 aspect.
+        input_size: Model input ``(width, height)``; 128x256 keeps the thread's 1:2 aspect and
+            is about the ROI's native size at 640x480 frames.
         weights: ``None`` = the architecture's default (:func:`default_weights`: ``'hed'``
             for ``vgg16``, ``'none'`` otherwise), ``'none'`` (random init), ``'hed'``
             (pretrained VGG16 convs available offline), ``'imagenet'`` or a path; see
@@ -89,8 +100,10 @@ class TrainConfig:
             needs.
         fine_tune_blocks: Conv blocks stage 2 fine-tunes, from the top (1 = block 5, the
             paper; 2 = blocks 4 and 5, cached at ``block3_pool``).
-        stage2_precision: ``'float32'`` or ``'bfloat16'`` (cached stage 2 computes in
-            bfloat16 with float32 weights, :func:`mixed_twin`; the saved model is float32).
+        stage2_precision: ``'float32'``, ``'bfloat16'`` (cached stage 2 computes in
+            bfloat16 with float32 weights, :func:`mixed_twin`; the saved model is float32) or
+            ``'auto'``: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 / AMX), float32
+            elsewhere (emulated bfloat16 would be slower), see :func:`stage2_precision`.
         calibrate_on: ``'bolt'``: ``target_recall`` of the NG validation *bolts* must have a
             view at or above the threshold, as the gate sorts them (any view NG -> bolt NG);
             ``'view'``: of the NG validation views. Per view, the worst-shown defect view sets
@@ -98,13 +111,13 @@ class TrainConfig:
             alarms of four OK views add up at the gate.
     """
 
-    input_size: tuple[int, int] = (112, 224)
+    input_size: tuple[int, int] = RECIPE['input_size']
     weights: str | None = None
-    epochs1: int = 10
-    epochs2: int = 10
+    epochs1: int = RECIPE['epochs1']
+    epochs2: int = RECIPE['epochs2']
     batch_size: int = 32
-    lr1: float = 1e-3
-    lr2: float = 1e-4
+    lr1: float = RECIPE['lr1']
+    lr2: float = RECIPE['lr2']
     lr_scratch: float = 1e-4
     from_scratch: bool = False
     val_fraction: float = 0.2
@@ -114,18 +127,18 @@ class TrainConfig:
     use_roi: bool = True
     cameras: str | None = None
     arch: str = 'vgg16'
-    head: str = 'flatten'
-    dense_units: int = 256
+    head: str = RECIPE['head']
+    dense_units: int = RECIPE['dense_units']
     dropout: float = 0.5
     measure_timings: bool = True
     timing_images: int = 64
     augment: bool = False
-    lr_schedule: str = 'constant'
+    lr_schedule: str = RECIPE['lr_schedule']
     calibrate_on: str = 'bolt'
-    augment_copies: int = 0
+    augment_copies: int = RECIPE['augment_copies']
     cache_stage2: bool = True
-    stage2_precision: str = 'float32'
-    fine_tune_blocks: int = 1
+    stage2_precision: str = RECIPE['stage2_precision']
+    fine_tune_blocks: int = RECIPE['fine_tune_blocks']
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -574,7 +587,9 @@ def run_cached_stages(model, cache: CachedFeatures, y_train, y_val, config: Trai
     if config.epochs2 > 0:
         set_stage(model, 'stage2', config.fine_tune_blocks)
         val = None if cache.val is None else (cache.val.astype(np.float32), y_val)
-        net = tail if config.stage2_precision == 'float32' else mixed_twin(tail)
+        precision = stage2_precision(config.stage2_precision)
+        timings['stage2_precision'] = precision
+        net = tail if precision == 'float32' else mixed_twin(tail)
         history['stage2'] = _fit(net, cache.train if cache.copies > 1 else
                                  cache.train[0].astype(np.float32), y_train, val,
                                  epochs=config.epochs2, lr=config.lr2, config=config,
@@ -583,6 +598,26 @@ def run_cached_stages(model, cache: CachedFeatures, y_train, y_val, config: Trai
             # The twin's variables are float32 (mixed precision keeps them so): copy them back.
             tail.set_weights(net.get_weights())
     return history, timings
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (Linux: AVX512-BF16 or AMX-BF16 flag)."""
+    try:
+        text = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith('flags'):
+            flags.update(line.split(':', 1)[1].split())
+    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+
+
+def stage2_precision(setting: str) -> str:
+    """``'auto'`` -> ``'bfloat16'`` where the CPU has it natively, else ``'float32'``."""
+    if setting != 'auto':
+        return setting
+    return 'bfloat16' if cpu_has_bfloat16() else 'float32'
 
 
 def mixed_twin(model):
@@ -630,7 +665,8 @@ def measure_stage1_epoch_times(model, x, y, batch_size: int = 32,
         ``{'cached_epoch_s', 'recompute_epoch_s', 'cache_build_s', 'speedup', 'images',
         'batch_size'}``; ``speedup`` = recompute / cached.
     """
-    return _measure_epoch_times(model, x, y, 'stage1', batch_size, max_images)
+    return measure_epoch_times(model, x, y, 'stage1', batch_size=batch_size,
+                               max_images=max_images)
 
 
 def measure_stage2_epoch_times(model, x, y, batch_size: int = 32,
@@ -649,13 +685,16 @@ def measure_stage2_epoch_times(model, x, y, batch_size: int = 32,
         ``cached_layer``, ``precision`` and, for bfloat16, ``cached_float32_epoch_s`` and
         ``recompute_bfloat16_epoch_s``.
     """
-    return _measure_epoch_times(model, x, y, 'stage2', batch_size, max_images, blocks,
-                                precision)
+    return measure_epoch_times(model, x, y, 'stage2', batch_size=batch_size,
+                               max_images=max_images, blocks=blocks, precision=precision)
 
 
-def _measure_epoch_times(model, x, y, stage: str, batch_size: int,
-                         max_images: int | None, blocks: int = 1,
-                         precision: str = 'float32') -> dict[str, float]:
+def measure_epoch_times(model, x, y, stage: str, *, batch_size: int = 32,
+                        max_images: int | None = 128, blocks: int = 1,
+                        precision: str = 'float32') -> dict[str, float]:
+    """One epoch of ``stage`` ('stage1' or 'stage2', fine-tuning the top ``blocks``) on
+    cached features vs recomputing the frozen layers; see
+    :func:`measure_stage1_epoch_times` and :func:`measure_stage2_epoch_times`."""
     from bolt_inspection.core.keras_backend import keras
     from bolt_inspection.core.model import backbone_output_layer, custom_objects, set_stage
 
@@ -827,10 +866,11 @@ def fit(model, data: TrainingData, config: TrainConfig, *, log=None, progress: b
             if (config.epochs1 if stage == 'stage1' else config.epochs2) <= 0:
                 continue
             say(f'timing one {stage} epoch: cached vs recomputing the frozen layers ...')
-            t = timings[f'{stage}_epoch'] = _measure_epoch_times(
-                model, x_train, y_train, stage, config.batch_size, config.timing_images,
-                config.fine_tune_blocks,
-                config.stage2_precision if stage == 'stage2' else 'float32')
+            t = timings[f'{stage}_epoch'] = measure_epoch_times(
+                model, x_train, y_train, stage, batch_size=config.batch_size,
+                max_images=config.timing_images, blocks=config.fine_tune_blocks,
+                precision=stage2_precision(config.stage2_precision) if stage == 'stage2'
+                else 'float32')
             say(f'{stage} epoch on {t["images"]} images: cached {t["cached_layer"]} '
                 f'{t["cached_epoch_s"]:.3f} s, recompute {t["recompute_epoch_s"]:.3f} s -> '
                 f'{t["speedup"]:.1f}x faster')
