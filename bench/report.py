@@ -289,6 +289,20 @@ def markdown(result: dict) -> str:
                 f'| speed-up | **{s["speedup"]:.1f}x** | >= 5x: '
                 f'{"holds" if s["speedup"] >= SPEEDUP_TARGET else "misses"} |',
                 f'| one-off feature cache build | {s["cache_build_s"]:.2f} s | |']
+        s2 = tr.get('stage2')
+        if s2:
+            out += [f'| stage-2 epoch on cached `{s2["cached_layer"]}` outputs '
+                    f'({s2["precision"]}) | {s2["cached_epoch_s"]:.3f} s | |',
+                    f'| stage-2 epoch recomputing the frozen blocks (float32) | '
+                    f'{s2["recompute_epoch_s"]:.3f} s | |',
+                    f'| stage-2 speed-up | **{s2["speedup"]:.1f}x** | >= 10x: '
+                    f'{"holds" if s2["speedup"] >= 10 else "misses"} |']
+            if s2.get('cached_float32_epoch_s'):
+                out.append(f'| ... of which the cache alone (both float32) / bfloat16 alone '
+                           f'(both recomputing) | '
+                           f'{s2["recompute_epoch_s"] / s2["cached_float32_epoch_s"]:.1f}x / '
+                           f'{s2["recompute_epoch_s"] / s2["recompute_bfloat16_epoch_s"]:.1f}x'
+                           ' | |')
         rq = tr.get('reproduce_quick')
         if rq:
             out.append(f'| `{rq["command"]}` wall time (rc {rq["returncode"]}) | '

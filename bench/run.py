@@ -161,6 +161,11 @@ def section_training(cfg: dict, out: Path) -> dict:
     s = result['stage1']
     common.log(f'  cached {s["cached_epoch_s"]:.3f} s vs recomputed {s["recompute_epoch_s"]:.3f}'
                f' s -> {s["speedup"]:.1f}x')
+    if cfg['train_arch'] == 'vgg16':
+        common.log('training: stage-2 epoch on cached outputs of the frozen blocks vs recomputed')
+        s = result['stage2'] = training.stage2_timing(cfg['train_images'], cfg['train_input'])
+        common.log(f'  cached {s["cached_epoch_s"]:.3f} s ({s["precision"]}) vs recomputed '
+                   f'{s["recompute_epoch_s"]:.3f} s -> {s["speedup"]:.1f}x')
     if cfg['reproduce']:
         common.log('training: bolt-inspection reproduce --quick, end to end')
         result['reproduce_quick'] = training.reproduce_quick(out / 'reproduce_quick')

@@ -22,7 +22,7 @@ from pathlib import Path
 import common
 
 CAMS = (1, 2, 4, 8)
-SIZES = ((112, 224), (224, 224), (224, 448))
+SIZES = (common.DEMO_INPUT, (224, 224), (224, 448))
 
 
 def build_inspector(input_size, n_cams: int, frame_size=common.FRAME_SIZE, model=None,
@@ -64,7 +64,7 @@ def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = '
                                'frames': frames[n]}
     for size in SIZES:
         if tuple(size) == common.DEMO_INPUT:
-            continue   # the 4-camera 112x224 configuration is cams4
+            continue   # the 4-camera configuration at the demo input is cams4
         inspector, _ = build_inspector(size, 4, frame_size, arch=arch)
         configs[f'size{size[0]}x{size[1]}'] = {'sweep': 'input_size', 'cams': 4,
                                                'input_size': list(size), 'inspector': inspector,

@@ -137,7 +137,7 @@ def test_training_and_scaling_sections(smoke):
                                               / stage1['cached_epoch_s'])
     configs = sections['scaling']['configs']
     assert {c['cams'] for c in configs.values()} == {1, 2, 4, 8}
-    assert {tuple(c['input_size']) for c in configs.values()} == {(112, 224), (224, 224),
+    assert {tuple(c['input_size']) for c in configs.values()} == {(128, 256), (224, 224),
                                                                   (224, 448)}
     assert all(_positive(c['throughput_bolts_per_min']) for c in configs.values())
     # The worker alone (mosaic on the image thread) is faster than inspect + mosaic serially.
@@ -200,8 +200,8 @@ def test_classifier_bench_summary_at_threshold_half_has_one_row(tmp_path):
         import classifier
     finally:
         sys.path.remove(str(ROOT / 'bench'))
-    block = {'NG': {'f1': 0.99}, 'OK': {'f1': 0.98}, 'roc_auc': 0.995,
-             'confusion': [[9, 1], [0, 10]]}
+    block = {'NG': {'f1': 0.99, 'recall': 0.9}, 'OK': {'f1': 0.98, 'recall': 1.0},
+             'roc_auc': 0.995, 'confusion': [[9, 1], [0, 10]]}
     metrics = {'counts': {'views': 20, 'bolts': 5}, 'threshold': 0.5, 'view': block,
                'bolt': block, 'localisation': {
                    'peak_in_mask': 0.9, 'ng_views_located': 9, 'ng_views_scored': 10,

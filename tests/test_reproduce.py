@@ -70,9 +70,17 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
         'energy_in_roi'] == pytest.approx(1.0)
     timing = study['stage1_timing']
     assert timing['cached_epoch_s'] > 0 and timing['recompute_epoch_s'] > 0
+    # Stage 2 is timed too, on the cached outputs of the blocks it keeps frozen.
+    stage2 = study['stage2_timing']
+    assert stage2['stage'] == 'stage2' and stage2['cached_layer'].endswith('_pool')
+    assert stage2['cached_epoch_s'] > 0 and stage2['recompute_epoch_s'] > 0
+    # The paper's method by default: both models from the pretrained weights.
+    for kind in ('roi', 'full_frame'):
+        assert study['training'][kind]['config']['weights'] == 'hed'
 
     report = (out / 'report.md').read_text()
-    for heading in ('## Data', '## Grad-CAM', '## Table 2', 'cached vs recomputed'):
+    for heading in ('## Data', '## Grad-CAM', '## Table 2', 'cached vs recomputed',
+                    '### Side by side with the paper', 'VGG16 convs from HED'):
         assert heading in report
     assert 'bolt-inspection reproduce' in report and 'Wall time' in report
     cell_row = next(line for line in report.splitlines() if line.startswith('| grid cell'))
@@ -86,16 +94,39 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
         assert (out / figure).is_file(), figure
 
 
-def test_full_frame_model_gets_its_own_epochs_and_quick_shrinks_the_chosen_plan():
+def test_the_study_trains_with_the_papers_method_and_keeps_the_random_init_plan():
     from dataclasses import replace
 
-    from bolt_inspection.core.reproduce import ARCH_PLANS, PAPER_PLAN, QUICK_SIZES, train_config
+    from bolt_inspection.core.reproduce import (
+        ARCH_PLANS,
+        PAPER_PLAN,
+        QUICK_SIZES,
+        RANDOM_INIT_PLAN,
+        choose_plan,
+        train_config,
+    )
+    from bolt_inspection.core.train import RECIPE
 
+    # Default: VGG16 by transfer learning from the offline pretrained weights, both models.
+    assert choose_plan() == PAPER_PLAN
     roi = train_config(PAPER_PLAN, use_roi=True, seed=0)
     full = train_config(PAPER_PLAN, use_roi=False, seed=0)
-    assert (roi.epochs1, full.epochs1) == (PAPER_PLAN.epochs, PAPER_PLAN.full_epochs) == (12, 6)
+    for config in (roi, full):
+        assert config.arch == 'vgg16' and config.weights == 'hed' and not config.from_scratch
+        assert (config.epochs1, config.epochs2) == (RECIPE['epochs1'], RECIPE['epochs2'])
+        assert config.lr2 == 1e-4 and config.fine_tune_blocks == RECIPE['fine_tune_blocks']
+    assert tuple(roi.input_size) == RECIPE['input_size'] and tuple(full.input_size) == (256, 192)
+    assert choose_plan('vgg16', 'imagenet').weights == 'imagenet'
+    # The random-init variant (--random-init): VGG16-BN, all layers, its own epochs.
+    assert choose_plan('vgg16_bn', 'none') == RANDOM_INIT_PLAN
+    roi = train_config(RANDOM_INIT_PLAN, use_roi=True, seed=0)
+    full = train_config(RANDOM_INIT_PLAN, use_roi=False, seed=0)
+    assert roi.from_scratch and roi.weights == 'none' and roi.epochs2 == 0
+    assert (roi.epochs1, full.epochs1) == (12, 6)
     assert roi.arch == 'vgg16_bn' and roi.augment and roi.lr_schedule == 'cosine'
     assert tuple(roi.input_size) == (112, 224) and tuple(full.input_size) == (128, 96)
     quick = replace(ARCH_PLANS['vgg16'], **QUICK_SIZES)
     config = train_config(quick, use_roi=False, seed=0)
     assert config.arch == 'vgg16' and config.epochs1 == 2 and tuple(config.input_size) == (64, 48)
+    with pytest.raises(ValueError, match='use --arch vgg16'):
+        choose_plan('tiny', 'hed')

