@@ -328,7 +328,8 @@ def test_cached_stage2_trains_block5_and_head_on_block4_outputs_only():
     x = rng.integers(0, 256, (16, 64, 32, 3), dtype=np.uint8)
     y = np.tile([0, 1], 8)
     config = TrainConfig(arch='vgg16', input_size=(32, 64), epochs1=1, epochs2=2, patience=0,
-                         head='gap', dense_units=0, augment_copies=1, batch_size=8)
+                         head='gap', dense_units=0, augment_copies=1, batch_size=8,
+                         fine_tune_blocks=1)
     cache = cache_features(model, x, x[:4], config, progress=False)
     assert cache.layer == 'block4_pool' == stage2_cut_layer(model).name
     assert cache.train.shape == (2, 16, 4, 2, 512) and cache.train.dtype == np.float16
