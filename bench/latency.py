@@ -363,7 +363,8 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
         classifier = line.nodes['classifier']
         inspector = classifier.inspector
         cams = tuple(inspector.cams)
-        built = build_engines(inspector, engines) if engines else {}
+        engine_notes: dict = {}
+        built = build_engines(inspector, engines, engine_notes) if engines else {}
         if built:
             warm = max(warm, len(built))
         images = bool(classifier._params.get('publish_gradcam')
@@ -486,20 +487,38 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
                     'raw_inspect_ms': [raw[b]['raw_inspect'] * 1e3 for b in complete]},
         'process': common.self_usage(),
         **({'engines': engine_summary(engines, probe, rows, complete, raw,
-                                                   threshold)} if built else {}),
+                                                   threshold),
+            'engine_notes': engine_notes} if built else {}),
     }
 
 
-def build_engines(inspector, names: list[str]) -> dict:
-    """Every named engine of the Inspector's artifact; one that cannot run is an error here
-    (the bench compares engines, a silent fallback to 'tf' would compare tf with itself)."""
-    from bolt_inspection.core.engine import load_engine
+def build_engines(inspector, names: list[str], notes: dict | None = None) -> dict:
+    """Every named engine of the Inspector's artifact, for comparison.
+
+    An engine the product would refuse because it failed validation is built anyway (the bench
+    measures it; ``notes`` gets why the line would not run it). One that cannot be built at all
+    is an error: a silent fallback to 'tf' would compare tf with itself.
+    """
+    from bolt_inspection.core.engine import (
+        GradCamTail,
+        build_split_engine,
+        load_engine,
+        read_export,
+    )
 
     built = {}
     for name in dict.fromkeys(['tf', *names]):
         selection = load_engine(inspector.artifact, name, threshold=inspector.threshold)
         if selection.engine.name != name:
-            raise RuntimeError(f'engine {name} cannot run: {"; ".join(selection.warnings)}')
+            manifest, problem = read_export(inspector.artifact)
+            if manifest is None or name not in manifest['engines']:
+                raise RuntimeError(f'engine {name} cannot run: {problem or "not exported"}')
+            reference = built.get('tf') or load_engine(inspector.artifact, 'tf').engine
+            selection.engine = build_split_engine(inspector.artifact, manifest, name, reference,
+                                                  GradCamTail(reference.gradcam))
+            if notes is not None:
+                notes[name] = ('measured only; the line refuses it: '
+                               + '; '.join(selection.warnings))
         built[name] = selection.engine
     return built
 

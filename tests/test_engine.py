@@ -240,3 +240,23 @@ def test_agreement_flags_each_criterion():
     off = eng.agreement(p_ref, p_ref, np.zeros(200, bool), corr * 0.5, 0.5)
     assert {f.split()[0] for f in off['failures']} == {'peak_cell_agreement',
                                                         'heatmap_corr_mean'}
+
+
+def test_the_export_command_on_an_older_artifact(tiny_artifact, copy_of, tmp_path, capsys):  # noqa: F811
+    from bolt_inspection.cli import main
+
+    path = copy_of(tiny_artifact)
+    data = tmp_path / 'data'
+    assert main(['synth', '--out', str(data), '--bolts', '16', '--seed', '9', '--size',
+                 f'{FRAME[0]}x{FRAME[1]}']) == 0
+    capsys.readouterr()
+    assert main(['export', '--model', str(path)]) == 2
+    assert capsys.readouterr().err.strip().startswith('error: export needs --data')
+    assert main(['export', '--model', str(path), '--data', str(data), '--no-progress']) == 0
+    printed = capsys.readouterr().out
+    assert f'model {load_artifact(path).model_id}: auto runs openvino-' in printed
+    manifest = json.loads((path / 'engines' / 'manifest.json').read_text())
+    assert manifest['calibration']['source'].startswith('half of the bolts of')
+    assert manifest['validation']['views'] == 32
+    assert main(['export', '--model', str(path), '--status']) == 0
+    assert 'auto runs openvino-' in capsys.readouterr().out
