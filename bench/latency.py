@@ -311,10 +311,17 @@ def settle(probe: Probe, bolt: str, classifier, *, images: bool,
 
 def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SIZE,
         label: str = 'line', timeout_s: float = 30.0, view_timeout_s: float | None = None,
-        publish_gradcam: bool = True, prefetch: bool = True) -> dict:
+        publish_gradcam: bool = True, prefetch: bool = True,
+        engines: list[str] | None = None) -> dict:
     """Run the composed line bolt by bolt and time the raw model on the same frames.
 
     ``prefetch`` is the camera nodes' parameter: False renders each frame on the trigger.
+    ``engines`` (issue 19): the classifier's Inspector runs bolt ``i`` on
+    ``engines[i % len(engines)]`` (swapped between bolts, one bolt in flight), and after every
+    verdict EVERY engine makes a raw pass over the same frames (in an order rotating per bolt),
+    compared with the ``'tf'`` reference's pass: each engine's line latency, raw time and
+    agreement come from the same run, the same bolts and the same machine load. The result
+    gets an ``engines`` section; the rest is over all bolts.
     """
     domain = common.setup_env()
     import rclpy
@@ -356,6 +363,10 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
         classifier = line.nodes['classifier']
         inspector = classifier.inspector
         cams = tuple(inspector.cams)
+        engine_notes: dict = {}
+        built = build_engines(inspector, engines, engine_notes) if engines else {}
+        if built:
+            warm = max(warm, len(built))
         images = bool(classifier._params.get('publish_gradcam')
                       or classifier._params.get('publish_heatmaps'))
         settles = []
@@ -363,6 +374,10 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
         for i in range(warm + bolts):
             bolt = str(1000 + i)
             probe.current_bolt = bolt
+            if built:
+                name = engines[i % len(engines)]
+                inspector.use_engine(built[name])
+                probe.put(bolt, 'engine', name)
             with probe.lock:
                 probe.events[bolt]['trigger'] = time.perf_counter()
             count = len(driver.verdicts())
@@ -390,12 +405,16 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
             t1 = time.perf_counter()
             pairs.append({'bolt': bolt, 'raw_inspect': t1 - t0,
                           'raw_gradcam': inspection.timings_ms['inference'] / 1e3})
+            if built:
+                pairs[-1]['engines'] = raw_engine_passes(inspector, built, frames, i)
+                inspector.use_engine(built[engines[i % len(engines)]])
         window = cpu.stop()
         counts = dict(classifier.counts)
         joiner = classifier.joiner
         join_stats = ({'stale_views': joiner.stats.stale,
                        'duplicate_views': joiner.stats.duplicate_views} if joiner else {})
         model_id = inspector.model_id
+        threshold = inspector.threshold
         input_size = list(inspector.input_size)
         mosaics_dropped = getattr(classifier, 'images_dropped', None)
         sources = {name: line.nodes[name].source for name in camera_names}
@@ -467,7 +486,102 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
                     'raw_gradcam_ms': [raw[b]['raw_gradcam'] * 1e3 for b in complete],
                     'raw_inspect_ms': [raw[b]['raw_inspect'] * 1e3 for b in complete]},
         'process': common.self_usage(),
+        **({'engines': engine_summary(engines, probe, rows, complete, raw,
+                                                   threshold),
+            'engine_notes': engine_notes} if built else {}),
     }
+
+
+def build_engines(inspector, names: list[str], notes: dict | None = None) -> dict:
+    """Every named engine of the Inspector's artifact, for comparison.
+
+    An engine the product would refuse because it failed validation is built anyway (the bench
+    measures it; ``notes`` gets why the line would not run it). One that cannot be built at all
+    is an error: a silent fallback to 'tf' would compare tf with itself.
+    """
+    from bolt_inspection.core.engine import (
+        GradCamTail,
+        build_split_engine,
+        load_engine,
+        read_export,
+    )
+
+    built = {}
+    for name in dict.fromkeys(['tf', *names]):
+        selection = load_engine(inspector.artifact, name, threshold=inspector.threshold)
+        if selection.engine.name != name:
+            manifest, problem = read_export(inspector.artifact)
+            if manifest is None or name not in manifest['engines']:
+                raise RuntimeError(f'engine {name} cannot run: {problem or "not exported"}')
+            reference = built.get('tf') or load_engine(inspector.artifact, 'tf').engine
+            selection.engine = build_split_engine(inspector.artifact, manifest, name, reference,
+                                                  GradCamTail(reference.gradcam))
+            if notes is not None:
+                notes[name] = ('measured only; the line refuses it: '
+                               + '; '.join(selection.warnings))
+        built[name] = selection.engine
+    return built
+
+
+def raw_engine_passes(inspector, built: dict, frames: dict, index: int) -> dict:
+    """Every engine's Inspector pass over the same frames; agreement with the 'tf' pass."""
+    from bolt_inspection.core.engine import compare_views
+
+    names = list(built)
+    order = names[index % len(names):] + names[:index % len(names)]
+    out, results = {}, {}
+    for name in order:
+        inspector.use_engine(built[name])
+        t0 = time.perf_counter()
+        results[name] = inspector.inspect(frames)
+        out[name] = {'raw_inspect': time.perf_counter() - t0,
+                     'raw_gradcam': results[name].timings_ms['inference'] / 1e3,
+                     'backbone_ms': built[name].last_ms.get('backbone'),
+                     'head_ms': built[name].last_ms.get('head')}
+    ref = results['tf']
+    cams = sorted(c for c in ref.p_ng if ref.p_ng[c] is not None)
+    for name, result in results.items():
+        cmp = compare_views(
+            np.array([[1 - ref.p_ng[c], ref.p_ng[c]] for c in cams]),
+            np.stack([ref.heatmaps[c] for c in cams]),
+            np.array([[1 - result.p_ng[c], result.p_ng[c]] for c in cams]),
+            np.stack([result.heatmaps[c] for c in cams]), 1, built[name].grid_hw)
+        out[name].update({'p_ref': cmp['p_ref'].tolist(), 'p': cmp['p'].tolist(),
+                          'peak_same': cmp['peak_same'].tolist(), 'corr': cmp['corr'].tolist(),
+                          'bolt_ok_ref': bool(ref.verdict.ok), 'bolt_ok': bool(result.verdict.ok)})
+    return out
+
+
+def engine_summary(engines: list[str], probe: Probe, rows: dict, complete: list,
+                   raw: dict, threshold: float) -> dict:
+    """Per engine: line latency (its own bolts), raw pass (every bolt), agreement with tf."""
+    from bolt_inspection.core.engine import agreement
+
+    out = {}
+    for name in dict.fromkeys(engines):
+        own = [b for b in complete if probe.events[b].get('engine') == name]
+        passes = [raw[b]['engines'][name] for b in complete if 'engines' in raw[b]]
+        out[name] = {
+            'bolts': len(own),
+            'latency_published_ms': common.stats(
+                [rows[b]['latency_published'] for b in own], 1e3),
+            'inference_gradcam_line_ms': common.stats(
+                [rows[b]['inference_gradcam'] for b in own], 1e3),
+            'views_joined_ms': common.stats([rows[b]['views_joined'] for b in own], 1e3),
+            'raw_gradcam_ms': common.stats([p['raw_gradcam'] for p in passes], 1e3),
+            'raw_backbone_ms': common.stats([p['backbone_ms'] for p in passes]),
+            'raw_head_ms': common.stats([p['head_ms'] for p in passes]),
+            'samples_ms': [rows[b]['latency_published'] * 1e3 for b in own],
+        }
+        if passes:
+            cat = {k: np.concatenate([p[k] for p in passes]) for k in
+                   ('p_ref', 'p', 'peak_same', 'corr')}
+            agree = agreement(cat['p_ref'], cat['p'], cat['peak_same'].astype(bool),
+                              cat['corr'], threshold)
+            agree['bolt_verdict_agreement'] = float(np.mean(
+                [p['bolt_ok'] == p['bolt_ok_ref'] for p in passes]))
+            out[name]['agreement_vs_tf'] = agree
+    return out
 
 
 def main(argv=None) -> int:
@@ -479,6 +593,9 @@ def main(argv=None) -> int:
     parser.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
     parser.add_argument('--no-prefetch', action='store_true',
                         help='synthetic cameras render each frame on the trigger (comparison)')
+    parser.add_argument('--engines', nargs='+', metavar='ENGINE',
+                        help='rotate the classifier over these engines bolt by bolt and time '
+                             'every engine on every bolt (needs an artifact with an export)')
     parser.add_argument('--out', type=Path, required=True)
     args = parser.parse_args(argv)
     common.setup_env()
@@ -490,13 +607,17 @@ def main(argv=None) -> int:
                f'{args.bolts} bolts, prefetch {"off" if args.no_prefetch else "on"}')
     result = run(artifact, bolts=args.bolts, warm=args.warm,
                  frame_size=tuple(args.frame_size), label=args.model_kind,
-                 prefetch=not args.no_prefetch)
+                 prefetch=not args.no_prefetch, engines=args.engines)
     result['model_kind'] = args.model_kind
     result['arch'] = arch
     common.write_json(args.out, result)
     lat, raw = result['latency_published_ms'], result['raw_gradcam_ms']
     common.log(f'latency {args.model_kind}: p50 {lat["p50"]:.0f} ms p99 {lat["p99"]:.0f} ms, '
                f'raw p50 {raw["p50"]:.0f} ms, ratio {result["overhead_ratio_p50"]:.2f}')
+    for name, e in (result.get('engines') or {}).items():
+        common.log(f'  {name}: line p50 {e["latency_published_ms"]["p50"]:.0f} / p99 '
+                   f'{e["latency_published_ms"]["p99"]:.0f} ms over {e["bolts"]} bolts, raw '
+                   f'{e["raw_gradcam_ms"]["p50"]:.0f} ms')
     return 0
 
 

@@ -102,6 +102,8 @@ def line_child(args) -> int:
     overrides = {s.name: {'size': list(args.frame_size), 'prefetch': not args.no_prefetch}
                  for s in specs if s.executable == 'camera_node'}
     overrides['classifier'] = {'frame_size': list(args.frame_size)}
+    if args.engine:
+        overrides['classifier']['engine'] = args.engine
     overrides.update({s.name: dict(bridge_params) for s in specs
                       if s.executable == 'plc_bridge_node'})
     context = rclpy.Context()
@@ -118,7 +120,8 @@ def line_child(args) -> int:
         def on_verdict(msg) -> None:
             values = {kv.key: kv.value for kv in msg.values}
             emit(t=time.time(), bolt=msg.hardware_id, message=msg.message,
-                 latency_ms=float(values.get('latency_ms', 'nan')))
+                 latency_ms=float(values.get('latency_ms', 'nan')),
+                 model_id=values.get('model_id', ''))
         peer.create_subscription(DiagnosticStatus, '/inspection/verdict', on_verdict,
                                  VERDICT_QOS)
         line.add_node(peer)
@@ -212,7 +215,7 @@ class ComposedLineChild:
     """The line composed in one child process (``loop.py line``)."""
 
     def __init__(self, artifact: Path, port: int, out_dir: Path, frame_size, prefetch: bool,
-                 prefix: str = 'loop') -> None:
+                 prefix: str = 'loop', engine: str | None = None) -> None:
         self.events_path = out_dir / f'{prefix}_events.jsonl'
         self.line_json = out_dir / f'{prefix}_line_process.json'
         self.stderr_path = out_dir / f'{prefix}_line_stderr.log'
@@ -224,6 +227,8 @@ class ComposedLineChild:
                     str(frame_size[1])]
         if not prefetch:
             self.cmd.append('--no-prefetch')
+        if engine:
+            self.cmd += ['--engine', engine]
         self.child: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -268,7 +273,7 @@ class ProcessesLine:
     """One process per node, as ``ros2 launch`` starts the line, and a verdict probe here."""
 
     def __init__(self, artifact: Path, port: int, out_dir: Path, frame_size, prefetch: bool,
-                 prefix: str = 'loop_processes') -> None:
+                 prefix: str = 'loop_processes', engine: str | None = None) -> None:
         from bolt_inspection import paths
         from bolt_inspection.graph import line_nodes
         from bolt_inspection.runtime.processes import ProcessLine
@@ -280,6 +285,8 @@ class ProcessesLine:
         overrides = {s.name: {'size': list(frame_size), 'prefetch': bool(prefetch)}
                      for s in specs if s.executable == 'camera_node'}
         overrides['classifier'] = {'frame_size': list(frame_size)}
+        if engine:
+            overrides['classifier']['engine'] = engine
         self.line = ProcessLine(specs, paths.config_path('line.yaml'), self.stderr_path,
                                 overrides=overrides)
         self.cmd = ' ; '.join(' '.join(c) for c in self.line.commands().values())
@@ -303,7 +310,8 @@ class ProcessesLine:
             values = {kv.key: kv.value for kv in msg.values}
             events.write(json.dumps({'t': time.time(), 'bolt': msg.hardware_id,
                                      'message': msg.message,
-                                     'latency_ms': float(values.get('latency_ms', 'nan'))})
+                                     'latency_ms': float(values.get('latency_ms', 'nan')),
+                                     'model_id': values.get('model_id', '')})
                          + '\n')
         node.create_subscription(DiagnosticStatus, topics.VERDICT, on_verdict,
                                  topics.VERDICT_QOS)
@@ -358,7 +366,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                capacity_gate_s: float = 4.0, latency_rate: float | None = None,
                confirm_s: float = 0.0, stop_on_fail: bool = True,
                startup_timeout_s: float = 240.0, prefetch: bool = True,
-               shape: str = 'composed') -> dict:
+               shape: str = 'composed', engine: str | None = None,
+               prefix: str | None = None) -> dict:
     """Run the closed loop at each rate; optionally confirm the best rate for ``confirm_s``.
 
     The first step (``latency_rate``, well below capacity) uses the configured gate delay
@@ -366,7 +375,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
     The rate ladder and the confirmation run use ``capacity_gate_s``: with a gate that far
     downstream a verdict is only late when the line falls behind, so the ladder measures
     throughput capacity rather than single-bolt latency. ``shape`` is the line's process
-    layout (see the module docstring).
+    layout (see the module docstring); ``engine`` the classifier's ``engine`` parameter
+    (issue 19); ``prefix`` names the step files (several runs in one folder).
     """
     from bolt_inspection.core.plc_contract import load_plc_config
     from bolt_inspection.plc_server import PlcSimulator, sim_with
@@ -382,7 +392,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                        port=port).start()
     t_all = time.perf_counter()
     line_cls = {'composed': ComposedLineChild, 'processes': ProcessesLine}[shape]
-    child = line_cls(artifact, port, out_dir, frame_size, prefetch)
+    extra = {'engine': engine} | ({'prefix': prefix} if prefix else {})
+    child = line_cls(artifact, port, out_dir, frame_size, prefetch, **extra)
     events_path = child.events_path
     child.start()
     steps = []
@@ -448,6 +459,7 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
                 'cpu_cores_line': cpu_line / wall if wall else None,
                 'cpu_cores_plc_sim': cpu_sim / wall if wall else None,
                 'line_peak_rss_mb': _rss_of(child.pids()),
+                'model_ids': sorted({e.get('model_id', '') for e in ev}),
             }
             common.log(f'loop {kind} {rate:.1f}/min x{bolts}: loop p50 '
                        f'{rec["loop_latency_ms"]["p50"]} p99 {rec["loop_latency_ms"]["p99"]} ms, '
@@ -495,6 +507,7 @@ def main(argv=None) -> int:
     line.add_argument('--out', type=Path, required=True)
     line.add_argument('--frame-size', type=int, nargs=2, default=list(common.FRAME_SIZE))
     line.add_argument('--no-prefetch', action='store_true')
+    line.add_argument('--engine', default=None)
     ladder = sub.add_parser('ladder', help='run the closed loop at increasing rates')
     ladder.add_argument('--model-kind', choices=sorted(common.MODEL_KINDS), default='demo')
     ladder.add_argument('--rates', type=float, nargs='+', required=True,
@@ -512,21 +525,29 @@ def main(argv=None) -> int:
                         help='synthetic cameras render each frame on the trigger')
     ladder.add_argument('--shape', choices=SHAPES, default='composed',
                         help='the line in one process, or one process per node (ros2 launch)')
+    ladder.add_argument('--artifact', type=Path,
+                        help='this model instead of a random-init --model-kind one')
+    ladder.add_argument('--engine', default=None,
+                        help="the classifier's engine parameter (default: its 'auto')")
     ladder.add_argument('--out', type=Path, required=True)
     args = parser.parse_args(argv)
     if args.role == 'line':
         return line_child(args)
     common.setup_env()
     arch, input_size = common.MODEL_KINDS[args.model_kind]
-    artifact = common.make_artifact(
+    artifact = args.artifact or common.make_artifact(
         args.out.parent / 'models' / f'{args.model_kind}_{args.frame_size[0]}x'
         f'{args.frame_size[1]}', arch, input_size, tuple(args.frame_size))
     result = run_ladder(artifact, args.rates, step_s=args.step_s, out_dir=args.out.parent,
                         frame_size=tuple(args.frame_size), confirm_s=args.confirm_s,
                         latency_rate=args.latency_rate, capacity_gate_s=args.capacity_gate_s,
                         stop_on_fail=not args.keep_going, prefetch=not args.no_prefetch,
-                        shape=args.shape)
-    result.update({'model_kind': args.model_kind, 'input_size': list(input_size)})
+                        shape=args.shape, engine=args.engine,
+                        prefix=args.out.stem if args.artifact else None)
+    if args.artifact:
+        input_size = json.loads((args.artifact / 'metadata.json').read_text())['input_size']
+    result.update({'model_kind': args.model_kind, 'input_size': list(input_size),
+                   'artifact': str(artifact), 'engine_requested': args.engine})
     common.write_json(args.out, result)
     return 0
 

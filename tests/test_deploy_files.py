@@ -171,10 +171,10 @@ def test_dockerfile_copies_existing_files_and_pins_from_requirements():
                 assert (ROOT / src).exists(), src
     pip_run = next(rest for w, rest in inst if w == 'RUN' and 'pip3 install' in rest)
     names = re.search(r"grep -E '\^\(([^)]+)\)=='", pip_run).group(1).split('|')
-    assert set(names) == {'tensorflow-cpu', 'keras', 'pymodbus', 'rosbags'}
+    assert set(names) == {'tensorflow-cpu', 'keras', 'openvino', 'nncf', 'pymodbus', 'rosbags'}
     reqs = (ROOT / 'requirements.txt').read_text().splitlines()
     for name in names:
-        # Exactly one pinned line per package, as the build's `test ... -eq 4` expects.
+        # Exactly one pinned line per package, as the build's `test ... -eq 6` expects.
         assert sum(bool(re.match(rf'^{re.escape(name)}==\S+$', r)) for r in reqs) == 1, name
 
     entrypoint = ROOT / 'docker' / 'entrypoint.sh'

@@ -89,26 +89,33 @@ class GradCAM:
         t = tf()
         with t.GradientTape() as tape:
             conv, head = self._grad_model(batch, training=False)
-            if self._dense is not None:
-                logits = t.matmul(head, self._dense.kernel) + self._dense.bias
-                probs = t.nn.softmax(logits, axis=-1)
-            elif self.score == 'logit':
-                logits = head
-                probs = t.nn.softmax(logits, axis=-1)
-            else:
-                logits = probs = head
+            logits, probs = self._scores(head)
             # Views are independent (no batch statistics at inference), so the gradient of the
             # summed class scores gives each view's own d y^c / d A^k.
             score = t.reduce_sum(logits[:, self.class_index])
         grads = tape.gradient(score, conv)
+        return probs, self._heatmaps(conv, grads)
+
+    def _scores(self, head):
+        """``(logits, probs)`` from the head output (see :attr:`score`); inside the tape."""
+        t = tf()
+        if self._dense is not None:
+            logits = t.matmul(head, self._dense.kernel) + self._dense.bias
+            return logits, t.nn.softmax(logits, axis=-1)
+        if self.score == 'logit':
+            return head, t.nn.softmax(head, axis=-1)
+        return head, head
+
+    def _heatmaps(self, conv, grads):
+        """Eq. 2-4 from the feature maps and their gradients, upsampled and normalised."""
+        t = tf()
         weights = t.reduce_mean(grads, axis=(1, 2))                      # Eq. 2: (N, K)
         cam = t.nn.relu(t.einsum('nijk,nk->nij', conv, weights))        # Eq. 3-4: (N, i, j)
         cam = t.image.resize(cam[..., None], self.heatmap_hw, method='bilinear')[..., 0]
         cam = t.where(t.math.is_finite(cam), cam, t.zeros_like(cam))
         cam = t.nn.relu(cam)
         peak = t.reduce_max(cam, axis=(1, 2), keepdims=True)
-        cam = t.math.divide_no_nan(cam, t.where(peak > 1e-12, peak, t.zeros_like(peak)))
-        return probs, cam
+        return t.math.divide_no_nan(cam, t.where(peak > 1e-12, peak, t.zeros_like(peak)))
 
     def __call__(self, batch) -> tuple[np.ndarray, np.ndarray]:
         """Explain a batch.

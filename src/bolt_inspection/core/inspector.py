@@ -59,21 +59,26 @@ class Inspector:
         camera_config: ROI boxes to use instead of the ones stored with the model (same frame
             size expected). Ignored when the model was trained on full frames.
         threshold: Override the artifact's calibrated threshold.
+        engine: How the network runs: ``'auto'`` (the fastest validated engine of the
+            artifact's export, else the TensorFlow reference) or one of
+            :data:`bolt_inspection.core.engine.ENGINES` (see :func:`~bolt_inspection.core.
+            engine.load_engine`: a missing or bad export falls back to ``'tf'``).
 
     Attributes:
         threshold: NG probability threshold.
-        model_id: The artifact's short hash.
+        model_id: The artifact's short hash and the engine, ``'<hash>/<engine>'``.
         cams: The cameras every bolt must have.
+        engine: The engine that runs the network and Grad-CAM.
+        engine_warnings: Why the requested (or preferred) engine is not the one running.
     """
 
     def __init__(self, artifact: ModelArtifact, camera_config: CameraConfig | None = None,
-                 threshold: float | None = None):
-        from bolt_inspection.core.gradcam import GradCAM
+                 threshold: float | None = None, engine: str = 'auto'):
+        from bolt_inspection.core.engine import load_engine
 
         meta = artifact.metadata
         self.artifact = artifact
         self.metadata = meta
-        self.model_id = artifact.model_id
         self.threshold = float(meta.threshold if threshold is None else threshold)
         self.input_size = tuple(meta.input_size)
         self.ng_index = meta.ng_index
@@ -90,7 +95,10 @@ class Inspector:
             self.boxes = dict(meta.roi_boxes)
             self.frame_size = tuple(meta.frame_size) if meta.frame_size else None
         self.cams = tuple(sorted(self.boxes))
-        self.gradcam = GradCAM(artifact.model, meta.gradcam_layer, class_index=self.ng_index)
+        selection = load_engine(artifact, engine, threshold=self.threshold)
+        self.engine_requested = engine
+        self.engine_warnings = list(selection.warnings)
+        self.use_engine(selection.engine)
         # The model batch, reused bolt after bolt (one float32 (n, h, w, 3) array instead of two
         # fresh ones per bolt). Only the inference pass reads it: results never point into it.
         self._batch: np.ndarray | None = None
@@ -98,13 +106,21 @@ class Inspector:
 
     @classmethod
     def from_artifact(cls, path: str | Path, camera_config: CameraConfig | None = None,
-                      threshold: float | None = None) -> Inspector:
+                      threshold: float | None = None, engine: str = 'auto') -> Inspector:
         """Load a model directory and build an inspector.
 
         Raises:
             ModelError: The artifact is missing, corrupt or inconsistent.
+            ConfigError: ``engine`` is not an engine choice.
         """
-        return cls(load_artifact(path), camera_config, threshold)
+        return cls(load_artifact(path), camera_config, threshold, engine)
+
+    def use_engine(self, engine) -> None:
+        """Run bolts on ``engine`` from now on (an :class:`~bolt_inspection.core.engine.Engine`
+        of this artifact); ``model_id`` says which."""
+        self.engine = engine
+        self.gradcam = engine   # the name the rest of the code base knows it by
+        self.model_id = f'{self.artifact.model_id}/{engine.name}'
 
     def warm_up(self) -> float:
         """Run one dummy batch so the first bolt does not pay for graph tracing; returns ms."""

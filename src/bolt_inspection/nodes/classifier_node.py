@@ -23,6 +23,7 @@ stops, ``cleanup`` drops the model.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import queue
 import threading
@@ -44,6 +45,7 @@ from bolt_inspection.core.drift import (
     DriftMonitor,
 )
 from bolt_inspection.core.drift import load_reference as load_drift_reference
+from bolt_inspection.core.engine import ENGINE_CHOICES
 from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.core.fusion import fuse, with_reasons
 from bolt_inspection.core.join import Bundle, ViewJoiner
@@ -72,14 +74,14 @@ IMAGE_QUEUE = 2
 _MAX_STAMP_AGE_S = 60.0
 
 
-def default_inspector_factory(model: str, camera_config: str):
+def default_inspector_factory(model: str, camera_config: str, engine: str = 'auto'):
     """Load the Inspector for ``model`` (imported here: TensorFlow loads only on configure)."""
     from bolt_inspection.core.inspector import Inspector
     cam_cfg = None
     if camera_config:
         from bolt_inspection.core.roi import load_camera_config
         cam_cfg = load_camera_config(camera_config)
-    return Inspector.from_artifact(model, camera_config=cam_cfg)
+    return Inspector.from_artifact(model, camera_config=cam_cfg, engine=engine)
 
 
 @dataclass
@@ -113,7 +115,6 @@ class ClassifierNode(LifecycleNode):
                  inspector_factory: Callable[[str, str], object] | None = None, **kw) -> None:
         super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
                          **kw)
-        self._factory = inspector_factory or default_inspector_factory
         p = self._params = {}
         p['model'] = declare(self, 'model', '', 'Model artifact directory (model.keras + '
                              'metadata.json); read on configure')
@@ -170,6 +171,15 @@ class ClassifierNode(LifecycleNode):
                                'is stalled: no more signs of life on /inspection/alive, so '
                                'the PLC bridge stops the heartbeat', float_range=(0.5, 600.0),
                                read_only=True)
+        p['engine'] = declare(
+            self, 'engine', 'auto', "How the network runs: 'auto' (the fastest engine of the "
+            "model's export that matched the TensorFlow reference, else 'tf'), 'tf' (the "
+            "reference), 'openvino-int8', 'openvino-bf16' or 'openvino-f32'; a missing or "
+            "stale export falls back to 'tf' with a warning", read_only=True,
+            constraints=' | '.join(ENGINE_CHOICES))
+        # Injected factories (tests) keep their (model, camera_config) signature.
+        self._factory = inspector_factory or functools.partial(default_inspector_factory,
+                                                               engine=p['engine'])
         self.cams = tuple(int(c) for c in p['cams'])
         size = [int(v) for v in p['frame_size']]
         self.frame_size = tuple(size) if len(size) == 2 and min(size) > 0 else None
@@ -254,6 +264,10 @@ class ClassifierNode(LifecycleNode):
             self.get_logger().error(f"drift_policy {self._params['drift_policy']!r}: expected "
                                     f"{' | '.join(DRIFT_POLICIES)}")
             return TransitionCallbackReturn.FAILURE
+        if self._params['engine'] not in ENGINE_CHOICES:
+            self.get_logger().error(f"engine {self._params['engine']!r}: expected one of "
+                                    f"{', '.join(ENGINE_CHOICES)}")
+            return TransitionCallbackReturn.FAILURE
         model = self._params['model']
         if not model:
             self.get_logger().error('no model: set the "model" parameter to an artifact '
@@ -305,6 +319,8 @@ class ClassifierNode(LifecycleNode):
         }
         if self._params['publish_heatmaps']:
             self._create_heatmap_publishers()
+        for warning in getattr(self.inspector, 'engine_warnings', ()):
+            self.get_logger().warning(warning)
         self.get_logger().info(f'model {self.inspector.model_id} (threshold '
                                f'{self.inspector.threshold:.3f}), cameras {list(self.cams)}')
         return TransitionCallbackReturn.SUCCESS
@@ -588,6 +604,10 @@ class ClassifierNode(LifecycleNode):
                                       throttle_duration_sec=5.0)
 
     # -- health ------------------------------------------------------------------------------
+    def _engine_name(self) -> str:
+        engine = getattr(self.inspector, 'engine', None)
+        return getattr(engine, 'name', '') if engine is not None else ''
+
     def _publish_diagnostics(self) -> None:
         pub = self._pubs.get('diagnostics')
         if pub is None:
@@ -601,7 +621,10 @@ class ClassifierNode(LifecycleNode):
                        'inspect_p50_ms': self.inspect_time.p50(),
                        'pending_bolts': joiner.pending if joiner else 0,
                        'mosaics_dropped': self.images_dropped,
-                       'model_id': self.inspector.model_id if self.inspector else ''})
+                       'model_id': self.inspector.model_id if self.inspector else '',
+                       'engine': self._engine_name(),
+                       'engine_fallback': '; '.join(getattr(self.inspector, 'engine_warnings',
+                                                            ()))})
         if joiner is not None:
             values.update({'stale_views': joiner.stats.stale,
                            'duplicate_views': joiner.stats.duplicate_views})
