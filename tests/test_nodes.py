@@ -156,7 +156,7 @@ def test_classifier_one_verdict_per_bolt_with_reasons(rclpy_context, rig_factory
 
     def wrong_size(msg):
         msg.width, msg.height, msg.step = 32, 96, 96
-    rig.bolt(8001, level=10)                       # OK
+    stamp = rig.bolt(8001, level=10)               # OK
     rig.bolt(8002, level=250)                      # NG by the model
     rig.bolt(8003, level=10, skip=(2,))            # camera 2 silent
     rig.bolt(8004, level=10, bad={1: wrong_encoding})
@@ -170,11 +170,19 @@ def test_classifier_one_verdict_per_bolt_with_reasons(rclpy_context, rig_factory
     assert verdicts['8004'].message.startswith("NG: cam1: unsupported encoding '16UC1'")
     assert verdicts['8005'].message == 'NG: cam3: frame 32x96, expected 64x48'
     assert verdicts['8006'].ok
-    values = verdicts['8002'].values
-    assert float(values['p_ng_cam0']) == pytest.approx(250 / 255, abs=1e-3)
-    assert values['model_id'] == 'fake-model' and float(values['threshold']) == 0.5
-    assert 0 < float(values['latency_ms']) < 5000
-    assert verdicts['8003'].values['p_ng_cam2'] == 'n/a'
+    # The typed verdict: the trigger stamp, every view's score and status, the model.
+    from bolt_inspection.core.verdict import ViewStatus
+    assert verdicts['8001'].verdict.stamp_ns == stamp
+    ng = verdicts['8002'].verdict
+    assert ng.p_ng[0] == pytest.approx(250 / 255, abs=1e-6)
+    assert ng.reasons[0] == 'cam0: NG p=0.980'
+    assert (ng.model_id, ng.threshold) == ('fake-model', 0.5) and 0 < ng.latency_ms < 5000
+    missing = verdicts['8003'].verdict.views[2]
+    assert (missing.camera, missing.status, missing.p_ng) == (2, ViewStatus.MISSING, None)
+    corrupt = verdicts['8004'].verdict.views[1]
+    assert corrupt.status is ViewStatus.CORRUPT
+    assert corrupt.detail.startswith("unsupported encoding '16UC1'")
+    assert [v.status for v in verdicts['8004'].verdict.views].count(ViewStatus.SCORED) == 3
     time.sleep(0.3)
     rig.wait(8001, 6)  # still exactly one verdict per bolt
     assert rig.driver.state.gradcam and rig.driver.state.gradcam[-1].encoding == 'bgr8'
@@ -436,8 +444,8 @@ def test_slow_mosaics_never_delay_verdicts_and_drop_the_oldest(rclpy_context, ri
     node = _classifier(rclpy_context, inspector)
     publish_verdict = node._publish_verdict
 
-    def recording_publish_verdict(bundle, verdict, p_ng):
-        publish_verdict(bundle, verdict, p_ng)
+    def recording_publish_verdict(bundle, verdict, *args):
+        publish_verdict(bundle, verdict, *args)
         inspector.published.append(bundle.bolt_id)
     node._publish_verdict = recording_publish_verdict
     assert bring_up(node)
