@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -275,6 +276,24 @@ def test_overload_gives_ng_overloaded_never_silence(rclpy_context, rig_factory):
     assert sorted(int(v.bolt_id) for v in verdicts) == list(range(8101, 8107))
     assert any(v.message == 'NG: overloaded' for v in verdicts), [v.message for v in verdicts]
     assert any(v.ok for v in verdicts)
+
+
+class NanThresholdInspector(FakeInspector):
+    """A broken artifact: its threshold is NaN, so fusion finds every view below it."""
+
+    threshold = math.nan
+
+
+def test_an_ok_the_encoder_cannot_stand_behind_goes_out_as_failsafe_ng(rclpy_context,
+                                                                      rig_factory):
+    node = _classifier(rclpy_context, NanThresholdInspector())
+    assert bring_up(node)
+    rig = rig_factory([node])
+    rig.wait_matched()
+    rig.bolt(8151, level=10)
+    verdict = rig.wait(8151, 1)['8151']
+    assert not verdict.ok and verdict.message == 'NG: internal error: ValueError'
+    assert verdict.verdict.threshold is None
 
 
 def test_classifier_restart_mid_run_recovers(rclpy_context, rig_factory):
