@@ -110,6 +110,13 @@ def test_what_the_classifier_sends_decodes_to_the_same_verdict():
     assert verdict.views[2].detail == 'cannot decode'
     assert verdict.threshold is None                       # no model loaded: NaN on the wire
 
+    # A fail-safe NG reads like fusion's message; a view found NG shows in its score.
+    both = fuse({0: 0.9, 1: 0.1, 2: 0.1}, 0.5, range(4))
+    verdict = decode_verdict(wire(encode_verdict('20', both, cams=range(4), stamp_ns=STAMP,
+                                                 latency_ms=1.0, threshold=0.5, model_id='m')))
+    assert verdict.message == both.message == 'NG: missing view cam3'
+    assert verdict.p_ng[0] == 0.9
+
 
 def test_views_of_a_bolt_that_was_not_inferred_say_so():
     # The classifier's overload path: the views arrived but the bolt never reached the model.
@@ -239,8 +246,8 @@ class Fused:
 def test_encoder_output_always_decodes():
     # Numbers it cannot stand behind become "not given", a score that is no probability makes
     # its view corrupt, text becomes printable and bounded.
-    fused = Fused(False, 'NG: ' + 'x' * 3000, {0: math.inf, 1: 2.0},
-                  ['x' * 3000, 'y' * 3000, 'bad\nline'])
+    fused = Fused(False, 'NG: ' + 'x' * 3000 + '; ' + 'y' * 3000 + '; bad\nline',
+                  {0: math.inf, 1: 2.0})
     verdict = encode_verdict('12', fused, cams=range(2), stamp_ns=-5, latency_ms=math.inf,
                              threshold=-1.0, model_id='m\nx' + 'z' * 1000)
     assert [v.status for v in verdict.views] == [ViewStatus.CORRUPT] * 2

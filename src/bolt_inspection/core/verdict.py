@@ -100,8 +100,9 @@ class Verdict:
     Attributes:
         bolt_id: The bolt id (decimal digits).
         decision: OK, NG or fail-safe NG.
-        reasons: Why the bolt is NG: the fail-safe reasons first, then the views the model found
-            NG (``'cam3: NG p=0.912'``); empty for OK.
+        reasons: Why the bolt is NG: for fail-safe NG why it could not be inspected fully
+            (``'missing view cam2'``), for NG the views the model found NG
+            (``'cam3: NG p=0.912'``); empty for OK.
         views: One result per camera, in ascending camera order.
         stamp_ns: The trigger stamp in nanoseconds (0 = not given).
         latency_ms: Trigger -> verdict at the classifier; None when unknown.
@@ -203,7 +204,8 @@ def encode_verdict(bolt_id: str | int, fused: Any, *, cams: Iterable[int], stamp
     Args:
         bolt_id: The bolt id (decimal).
         fused: The fused decision, a :class:`bolt_inspection.core.fusion.BoltVerdict` (read:
-            ``ok``, ``message``, ``reasons``, ``p_ng``, ``failures``, ``missing``).
+            ``ok``, ``message``, ``reasons``, ``p_ng``, ``failures``, ``missing``). A fail-safe
+            NG gives the reasons of its message, an NG the views found NG.
         cams: The cameras every bolt has; each gets a view result.
         stamp_ns: The trigger stamp in nanoseconds.
         latency_ms: Trigger -> verdict.
@@ -251,7 +253,13 @@ def encode_verdict(bolt_id: str | int, fused: Any, *, cams: Iterable[int], stamp
         else:
             view = ViewResult(cam, ViewStatus.NOT_SCORED, detail='not inferred')
         views.append(view)
-    reasons = () if decision is Decision.OK else _join_reasons(fused.reasons)
+    if decision is Decision.OK:
+        reasons: tuple[str, ...] = ()
+    elif decision is Decision.FAILSAFE_NG:
+        # Why it could not be inspected, as fusion says it (the views' scores are in views).
+        reasons = _join_reasons([message[3:]])
+    else:
+        reasons = _join_reasons(fused.reasons)     # the views the model found NG
     if decision is Decision.FAILSAFE_NG and not reasons:
         reasons = ('no reason given',)
     verdict = Verdict(bolt_id=bolt, decision=decision, reasons=reasons, views=tuple(views),

@@ -113,6 +113,7 @@ class PlcBridgeNode(LifecycleNode):
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._activated_at = 0.0
         self._entities: list = []
         self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
         self._reset_state()
@@ -218,6 +219,7 @@ class PlcBridgeNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop.clear()
+        self._activated_at = time.monotonic()
         self._worker = threading.Thread(target=self._run, name='plc_bridge-modbus', daemon=True)
         self._worker.start()
         return super().on_activate(state)
@@ -302,6 +304,12 @@ class PlcBridgeNode(LifecycleNode):
         # still be connecting: give it one connect timeout before refusing.
         deadline = time.monotonic() + self.config.timeout_s + 0.2
         while self._worker is not None and not self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Just activated, the stages' first signs of life may not have been seen yet: give
+        # them one stage timeout before calling the path down (a dead path is refused later).
+        settle = self._activated_at + self.stage_timeout_s + 0.2
+        while (on and self._worker is not None and not self.path.alive
+               and time.monotonic() < settle):
             time.sleep(0.02)
         if self._worker is None:
             ok, message = False, f'cannot {what}: plc_bridge not active'
