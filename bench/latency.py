@@ -179,9 +179,9 @@ class Probe:
         publish_verdict = node_cls._publish_verdict
 
         @functools.wraps(publish_verdict)
-        def timed_publish_verdict(node, bundle, verdict, p_ng):
+        def timed_publish_verdict(node, bundle, verdict, *args):
             t0 = pc()
-            publish_verdict(node, bundle, verdict, p_ng)
+            publish_verdict(node, bundle, verdict, *args)
             t1 = pc()
             probe.put(bundle.bolt_id, 'verdict_start', t0)
             probe.put(bundle.bolt_id, 'verdict_published', t1)
@@ -226,7 +226,7 @@ class Probe:
 
         @functools.wraps(on_verdict)
         def timed_on_verdict(driver, msg):
-            probe.put(msg.hardware_id, 'received', pc())
+            probe.put(msg.bolt_id, 'received', pc())
             return on_verdict(driver, msg)
         LineDriver._on_verdict = timed_on_verdict
 

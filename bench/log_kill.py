@@ -26,22 +26,16 @@ from common import setup_env  # noqa: E402
 
 def trial(context, delay_s: float, work: Path, n: int, node_src: str | None) -> bool:
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticStatus
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import Header
 
+    from bolt_inspection.core.fusion import fuse
     from bolt_inspection.core.inspection_log import read_verdicts
-    from bolt_inspection.core.verdict import encode_verdict_status
-    from bolt_inspection.nodes.lifecycle_util import ns_to_stamp
+    from bolt_inspection.core.verdict import encode_verdict
+    from bolt_inspection.nodes import topics
     from bolt_inspection.nodes.verdict_msg import verdict_msg
 
     db = work / f'trial{n}.db'
     node = rclpy.create_node(f'kill_bench_{n}', context=context)
-    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    triggers = node.create_publisher(Header, '/line/trigger',
-                                     QoSProfile(depth=10,
-                                                reliability=ReliabilityPolicy.RELIABLE))
-    verdicts = node.create_publisher(DiagnosticStatus, '/inspection/verdict', reliable)
+    verdicts = node.create_publisher(topics.VERDICT_TYPE, topics.VERDICT, topics.VERDICT_QOS)
     proc = subprocess.Popen(
         [sys.executable, '-m', 'bolt_inspection.nodes.inspection_log_node', '--ros-args',
          '-p', f'db_path:={db}', '-p', 'store_crops:=false', '-p', 'autostart:=true',
@@ -49,14 +43,12 @@ def trial(context, delay_s: float, work: Path, n: int, node_src: str | None) -> 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, **({'PYTHONPATH': node_src} if node_src else {})})
     try:
-        while verdicts.get_subscription_count() < 1 or triggers.get_subscription_count() < 1:
+        while verdicts.get_subscription_count() < 1:
             time.sleep(0.02)
         time.sleep(0.5)
-        triggers.publish(Header(stamp=ns_to_stamp(time.time_ns()), frame_id='7'))
-        time.sleep(0.02)
-        verdicts.publish(verdict_msg(encode_verdict_status(
-            7, False, 'NG', {0: 0.9}, cams=[0], latency_ms=100.0, threshold=0.5,
-            model_id='bench')))
+        verdicts.publish(verdict_msg(encode_verdict(
+            7, fuse({0: 0.9}, 0.5, [0]), cams=[0], stamp_ns=time.time_ns() - 100_000_000,
+            latency_ms=100.0, threshold=0.5, model_id='bench')))
         time.sleep(delay_s)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

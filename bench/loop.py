@@ -68,16 +68,30 @@ def free_port() -> int:
 # The line process
 
 
+def verdict_event(msg) -> dict:
+    """One /inspection/verdict as an event line: bolt, message, latency (core.verdict reads it)."""
+    from bolt_inspection.core.verdict import VerdictDecodeError, decode_verdict
+    try:
+        verdict = decode_verdict(msg)
+    except VerdictDecodeError as exc:
+        return {'bolt': str(msg.bolt_id)[:20], 'message': f'malformed: {exc}',
+                'latency_ms': float('nan')}
+    latency = verdict.latency_ms
+    return {'bolt': verdict.bolt_id, 'message': verdict.message,
+            'latency_ms': float('nan') if latency is None else latency,
+            'model_id': verdict.model_id}
+
+
 def line_child(args) -> int:
     domain = common.setup_env()
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticStatus
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import paths
     from bolt_inspection.commands.line import ComposedLine
     from bolt_inspection.core.config import load_yaml
     from bolt_inspection.graph import NodeSpec, line_nodes
+    from bolt_inspection.nodes import topics
     from bolt_inspection.nodes.plc_bridge_node import VERDICT_QOS
 
     stop = threading.Event()
@@ -118,12 +132,8 @@ def line_child(args) -> int:
         peer = rclpy.create_node('bench_verdict_probe', context=context)
 
         def on_verdict(msg) -> None:
-            values = {kv.key: kv.value for kv in msg.values}
-            emit(t=time.time(), bolt=msg.hardware_id, message=msg.message,
-                 latency_ms=float(values.get('latency_ms', 'nan')),
-                 model_id=values.get('model_id', ''))
-        peer.create_subscription(DiagnosticStatus, '/inspection/verdict', on_verdict,
-                                 VERDICT_QOS)
+            emit(t=time.time(), **verdict_event(msg))
+        peer.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, on_verdict, VERDICT_QOS)
         line.add_node(peer)
         line.start()
         bridge = next(n for s, n in zip(line.specs, [line.nodes[s.name] for s in line.specs],
@@ -295,7 +305,6 @@ class ProcessesLine:
 
     def start(self) -> None:
         import rclpy
-        from diagnostic_msgs.msg import DiagnosticStatus
 
         from bolt_inspection.nodes import topics
         from bolt_inspection.nodes.executor import make_executor
@@ -307,13 +316,8 @@ class ProcessesLine:
         events = open(self.events_path, 'a', buffering=1, encoding='utf-8')  # noqa: SIM115
 
         def on_verdict(msg) -> None:
-            values = {kv.key: kv.value for kv in msg.values}
-            events.write(json.dumps({'t': time.time(), 'bolt': msg.hardware_id,
-                                     'message': msg.message,
-                                     'latency_ms': float(values.get('latency_ms', 'nan')),
-                                     'model_id': values.get('model_id', '')})
-                         + '\n')
-        node.create_subscription(DiagnosticStatus, topics.VERDICT, on_verdict,
+            events.write(json.dumps({'t': time.time(), **verdict_event(msg)}) + '\n')
+        node.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, on_verdict,
                                  topics.VERDICT_QOS)
         executor = make_executor(context, num_threads=2)
         executor.add_node(node)

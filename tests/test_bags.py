@@ -58,7 +58,7 @@ def test_bag_errors_are_one_line(tmp_path):
 @pytest.mark.ros
 @pytest.mark.slow
 def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_path):
-    from diagnostic_msgs.msg import DiagnosticStatus
+    from bolt_inspection_msgs.msg import Verdict
     from fixtures_ml import TINY_FRAME_SIZE
 
     from bolt_inspection.commands.line import ComposedLine, drive
@@ -93,9 +93,9 @@ def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_
         line.stop()
     recorded = {}
     for message in bags.read_messages(tmp_path / 'run', ['/inspection/verdict']):
-        status = deserialize_message(message.data, DiagnosticStatus)
-        if status.hardware_id in wanted:
-            recorded[status.hardware_id] = status.message
+        verdict = deserialize_message(message.data, Verdict)
+        if verdict.bolt_id in wanted:
+            recorded[verdict.bolt_id] = (verdict.decision, verdict.reason)
     assert sorted(recorded) == sorted(wanted)
     topics = bags.bag_topics(tmp_path / 'run')
     assert all(topics[f'/cam{c}/image_raw'][1] >= count for c in range(4))
@@ -115,7 +115,8 @@ def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_
             time.sleep(0.05)
     finally:
         replay.stop()
-    replayed = {r.bolt_id: r.message for r in probe.verdicts() if r.bolt_id in wanted}
+    replayed = {r.bolt_id: (int(r.decision), r.verdict.reason) for r in probe.verdicts()
+                if r.bolt_id in wanted}
     assert replayed == recorded
 
 

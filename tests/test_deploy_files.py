@@ -143,10 +143,16 @@ def test_dockerfile_structure():
                   if w == 'RUN' and 'rosdep install' in rest)
     source_copy = next(i for i, rest in copies if rest.startswith('. '))
     package_copy = next(i for i, rest in copies if rest.startswith('package.xml'))
-    # The rosdep layer sees package.xml alone: nothing else copied before it.
+    # The rosdep layer sees the two package.xml files alone: nothing else copied before it.
     assert package_copy < rosdep < source_copy
-    assert [rest for i, rest in copies if i < rosdep] == ['package.xml ./']
+    assert [rest for i, rest in copies if i < rosdep] == [
+        'package.xml ./', 'bolt_inspection_msgs/package.xml bolt_inspection_msgs/']
     assert '--ignore-src' in inst[rosdep][1] and '-y' in inst[rosdep][1].split()
+    # Neither rosdep nor colcon descends into a package: the nested interface package is named.
+    nested = '${BOLT_WS}/src/bolt_inspection/bolt_inspection_msgs'
+    assert nested in inst[rosdep][1]
+    build = next(rest for w, rest in inst if w == 'RUN' and 'colcon build' in rest)
+    assert '--base-paths src src/bolt_inspection/bolt_inspection_msgs' in build
 
     runs = [rest for w, rest in inst if w == 'RUN']
     for run in runs:

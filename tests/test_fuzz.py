@@ -1,5 +1,7 @@
 """Property-based fuzzing (hypothesis) of every message decoder and of the Modbus register
-decoding (issue 17): arbitrary strings, huge and non-finite numbers, missing keys, wrong types.
+decoding (issues 17, 18): typed messages carrying whatever their types allow (NaN and infinite
+numbers, 10 KB strings, unknown decision and status constants, non-decimal bolt ids), and plain
+objects with missing fields and wrong types.
 
 The property everywhere: no uncaught exception. A decoder returns a valid value or raises its
 one specific error; a node callback drops a bad message and counts it, and handles a good one.
@@ -12,24 +14,22 @@ import math
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from bolt_inspection.core.fusion import fuse
 from bolt_inspection.core.plc_bridge_logic import CounterTracker, parse_bolt_id
-from bolt_inspection.core.plc_contract import (
-    REGISTER_MODULO,
-    counter_delta,
-    decode_status,
-    decode_verdict,
-    encode_verdict,
-)
+from bolt_inspection.core.plc_contract import REGISTER_MODULO, counter_delta, decode_status
+from bolt_inspection.core.plc_contract import decode_verdict as decode_registers
+from bolt_inspection.core.plc_contract import encode_verdict as encode_registers
 from bolt_inspection.core.verdict import (
     MAX_CAM,
     Decision,
     Verdict,
     VerdictDecodeError,
-    decode_verdict_status,
-    encode_verdict_status,
+    ViewStatus,
+    decode_verdict,
+    encode_verdict,
 )
 
 FUZZ = settings(max_examples=300, deadline=None,
@@ -37,54 +37,113 @@ FUZZ = settings(max_examples=300, deadline=None,
 
 # -- strategies --------------------------------------------------------------------------------
 
-NUMBER_TEXT = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.floats(min_value=0, max_value=1).map(lambda v: f'{v:.4f}'),
-    st.integers().map(str),
-    st.integers(min_value=4000, max_value=6000).map(lambda n: '9' * n),   # past int()'s limit
-    st.sampled_from(['n/a', 'nan', 'inf', '-inf', 'Infinity', '1e400', '-0', '1_0', ' 0.5',
-                     '0x10', '½', '٣', '', '0.5\n', '1e-400', '+1']),
-)
-KEY = st.one_of(
-    st.sampled_from(['latency_ms', 'threshold', 'model_id', 'p_ng_cam', 'p_ng_cam-1']),
-    st.integers(min_value=0, max_value=10**6).map(lambda k: f'p_ng_cam{k}'),
-    st.integers(min_value=4000, max_value=5000).map(lambda n: 'p_ng_cam' + '7' * n),
-    st.text(max_size=80),
-)
-TEXT = st.one_of(st.text(max_size=200), st.sampled_from(['OK', 'NG', 'NG:', 'NG: ', 'OK ',
-                                                         'NG: missing view cam1', 'ok']),
-                 st.integers(min_value=4301, max_value=6000).map(lambda n: 'NG: ' + 'x' * n))
+# What a float64 field of a typed message can carry: anything, NaN and infinities included.
+FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                  st.floats(min_value=0, max_value=1),
+                  st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]))
+TEXT = st.one_of(st.text(max_size=200),
+                 st.sampled_from(['', 'OK', 'NG', ';', ' ; ; ', 'missing view cam1', '\x1b[2J']),
+                 st.integers(min_value=4090, max_value=12_000).map(lambda n: 'x' * n))
 BOLT = st.one_of(st.integers(min_value=0, max_value=10**25).map(str), st.text(max_size=30),
                  st.integers(min_value=4000, max_value=5000).map(lambda n: '9' * n))
 ANY = st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=20), st.binary(max_size=4),
                 st.lists(st.integers(), max_size=3))
+DECISION = st.one_of(st.integers(min_value=0, max_value=255), st.sampled_from([1, 2, 3]))
 
 
 @dataclass
-class KV:
-    key: object
-    value: object
+class Time:
+    sec: object = 0
+    nanosec: object = 0
 
 
 @dataclass
-class Status:
-    level: object = 0
-    message: object = 'OK'
-    hardware_id: object = '1'
-    name: str = 'bolt_inspection/verdict'
-    values: object = field(default_factory=list)
+class Header:
+    stamp: object = field(default_factory=Time)
 
 
-PAIRS = st.lists(st.tuples(KEY, NUMBER_TEXT | st.text(max_size=40)), max_size=12)
-STATUS = st.builds(
-    Status,
-    level=st.one_of(st.integers(min_value=0, max_value=255), st.binary(min_size=0, max_size=3),
-                    ANY),
-    message=st.one_of(TEXT, ANY),
-    hardware_id=st.one_of(BOLT, ANY),
-    values=st.one_of(PAIRS.map(lambda ps: [KV(k, v) for k, v in ps]),
-                     st.lists(st.builds(KV, ANY, ANY), max_size=3), ANY),
-)
+@dataclass
+class View:
+    camera: object = 0
+    status: object = 1
+    p_ng: object = 0.0
+    detail: object = ''
+
+
+@dataclass
+class Msg:
+    header: object = field(default_factory=Header)
+    bolt_id: object = '1'
+    decision: object = 1
+    reason: object = ''
+    views: object = field(default_factory=list)
+    threshold: object = 0.5
+    model_id: object = ''
+    latency_ms: object = 0.0
+
+
+# What the ROS types allow (no NUL in a C string, no lone surrogates), nothing more.
+ROS_TEXT = st.text(alphabet=st.characters(exclude_categories=('Cs',), exclude_characters='\x00'),
+                   max_size=60)
+ROS_LONG_TEXT = ROS_TEXT | st.integers(min_value=4090, max_value=12_000).map(lambda n: 'r' * n)
+ROS_BOLT = st.one_of(st.integers(min_value=0, max_value=10**25).map(str), ROS_TEXT)
+UINT8 = st.integers(min_value=0, max_value=255)
+ROS_VIEW = st.tuples(UINT8, st.integers(min_value=0, max_value=6) | UINT8, FLOAT,
+                     ROS_TEXT | st.just('d' * 300))
+# Per field, what a hostile or buggy publisher can put there within the types.
+HOSTILE = {
+    'bolt_id': ROS_BOLT | st.integers(min_value=4000, max_value=5000).map(lambda n: '9' * n),
+    'decision': UINT8,
+    'reason': ROS_LONG_TEXT,
+    'views': st.lists(ROS_VIEW, max_size=6),
+    'threshold': FLOAT,
+    'model_id': ROS_TEXT | st.just('m' * 300),
+    'latency_ms': FLOAT,
+    'sec': st.integers(min_value=-2**31, max_value=2**31 - 1),
+}
+REASON = st.from_regex(r'[a-z0-9 :=.]{0,30}[a-z]', fullmatch=True)
+
+
+@st.composite
+def verdict_fields(draw, wrong_types: bool = False) -> dict:
+    """The fields of a verdict: a well-formed one with up to two fields made hostile (and, for
+    plain objects, of any type)."""
+    decision = draw(st.sampled_from([1, 2, 3]))
+    threshold = draw(st.floats(min_value=0.05, max_value=1.0))
+    cams = draw(st.lists(UINT8, min_size=1, max_size=6, unique=True))
+    if decision == 1:
+        p_ng = st.floats(min_value=0.0, max_value=threshold, exclude_max=True)
+        views = [(c, 1, draw(p_ng), '') for c in cams]
+    else:
+        views = [(c, draw(st.integers(min_value=1, max_value=4)),
+                  draw(st.floats(min_value=0.0, max_value=1.0)), draw(ROS_TEXT)) for c in cams]
+    fields = {
+        'bolt_id': str(draw(st.integers(min_value=0, max_value=10**20 - 1))),
+        'decision': decision,
+        'reason': '' if decision == 1 else draw(REASON),
+        'views': views,
+        'threshold': threshold,
+        'model_id': draw(ROS_TEXT),
+        'latency_ms': draw(st.floats(min_value=0.0, max_value=1e6) | st.just(math.nan)),
+        'sec': draw(st.integers(min_value=0, max_value=2**31 - 1)),
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(HOSTILE)), max_size=2, unique=True)):
+        fields[name] = draw(HOSTILE[name] | ANY if wrong_types else HOSTILE[name])
+    return fields
+
+
+def _duck(fields: dict) -> Msg:
+    views = fields['views']
+    if isinstance(views, list):
+        views = [View(*v) if isinstance(v, tuple) else v for v in views]
+    return Msg(header=Header(Time(fields['sec'], 0)), views=views,
+               **{k: v for k, v in fields.items() if k not in ('sec', 'views')})
+
+
+MSG = verdict_fields(wrong_types=True).map(_duck) | st.builds(
+    Msg, header=st.builds(Header, st.builds(Time, ANY, ANY)) | ANY, bolt_id=ANY, decision=ANY,
+    reason=ANY, views=st.lists(st.builds(View, ANY, ANY, ANY, ANY), max_size=3) | ANY,
+    threshold=ANY, model_id=ANY, latency_ms=ANY)
 
 
 def _check(verdict: Verdict) -> None:
@@ -93,57 +152,88 @@ def _check(verdict: Verdict) -> None:
     assert isinstance(verdict.decision, Decision)
     assert verdict.ok == (verdict.decision is Decision.OK) == (verdict.code == 1)
     assert verdict.message in ('OK', 'NG') or verdict.message.startswith('NG: ')
-    for cam, p in verdict.p_ng.items():
-        assert 0 <= cam <= MAX_CAM and (p is None or (math.isfinite(p) and 0 <= p <= 1))
+    cams = [v.camera for v in verdict.views]
+    assert cams == sorted(set(cams))
+    for view in verdict.views:
+        assert 0 <= view.camera <= MAX_CAM and isinstance(view.status, ViewStatus)
+        assert (view.p_ng is None) == (view.status is not ViewStatus.SCORED)
+        assert view.p_ng is None or (math.isfinite(view.p_ng) and 0 <= view.p_ng <= 1)
     for value in (verdict.latency_ms, verdict.threshold):
         assert value is None or math.isfinite(value)
-    assert all('\n' not in r and r for r in verdict.reasons)
+    assert all(r and not any(ord(c) < 32 for c in r) for r in verdict.reasons)
+    if verdict.ok:      # the one rule for OK
+        assert verdict.views and not verdict.reasons and verdict.threshold is not None
+        assert all(v.p_ng is not None and v.p_ng < verdict.threshold for v in verdict.views)
+
+
+def _nan(value):
+    return math.nan if value is None else value
+
+
+def _wire(verdict: Verdict) -> Msg:
+    """What nodes/verdict_msg.py puts on the wire, as a plain object."""
+    return Msg(header=Header(Time(verdict.stamp_ns // 10**9, verdict.stamp_ns % 10**9)),
+               bolt_id=verdict.bolt_id, decision=int(verdict.decision), reason=verdict.reason,
+               views=[View(v.camera, int(v.status), _nan(v.p_ng), v.detail)
+                      for v in verdict.views],
+               threshold=_nan(verdict.threshold), model_id=verdict.model_id,
+               latency_ms=_nan(verdict.latency_ms))
 
 
 # -- the verdict decoder -----------------------------------------------------------------------
 
 @FUZZ
-@given(STATUS)
-def test_the_verdict_decoder_returns_a_valid_verdict_or_its_one_error(status):
+@given(MSG)
+def test_the_verdict_decoder_returns_a_valid_verdict_or_its_one_error(msg):
     try:
-        verdict = decode_verdict_status(status)
+        verdict = decode_verdict(msg)
     except VerdictDecodeError as exc:
         assert '\n' not in str(exc) and len(str(exc)) < 300
+        event('refused')
         return
+    event(f'accepted {verdict.decision.name}')
     _check(verdict)
-    level = status.level[0] if isinstance(status.level, bytes) else status.level
-    assert verdict.ok == (level == 0 and status.message == 'OK')     # the one rule for OK
+    assert verdict.ok == (msg.decision == 1)
 
 
 @FUZZ
-@given(bolt=st.integers(min_value=0, max_value=10**19), ok=st.booleans(),
-       reasons=st.lists(st.text(min_size=1, max_size=30), max_size=4),
+@given(bolt=st.integers(min_value=0, max_value=10**19),
        p_ng=st.dictionaries(st.integers(min_value=0, max_value=300),
                             st.none() | st.floats(allow_nan=True, allow_infinity=True),
-                            max_size=6),
+                            max_size=6)
+       | st.fixed_dictionaries({c: st.floats(min_value=0, max_value=1) for c in range(4)}),
+       failures=st.dictionaries(st.integers(min_value=0, max_value=6), st.text(max_size=300),
+                                max_size=3) | st.just({}),
+       extra=st.just([]) | st.lists(st.text(max_size=3000), max_size=3),
+       threshold=st.floats(allow_nan=True, allow_infinity=True) | st.floats(0.0, 1.0),
+       stamp=st.integers(min_value=-10**20, max_value=2**62),
        latency=st.none() | st.floats(allow_nan=True, allow_infinity=True),
-       threshold=st.none() | st.floats(allow_nan=True, allow_infinity=True),
        model_id=st.text(max_size=300))
-def test_what_the_encoder_writes_the_decoder_reads_back(bolt, ok, reasons, p_ng, latency,
-                                                        threshold, model_id):
-    reasons = [r for r in reasons if r.strip(' ;\r\n\t\x00')]
-    message = 'OK' if ok else ('NG: ' + '; '.join(reasons) if reasons else 'NG')
-    wire = encode_verdict_status(bolt, ok, message, p_ng, cams=range(4), latency_ms=latency,
-                                 threshold=threshold, model_id=model_id)
-    verdict = decode_verdict_status(Status(wire.level, wire.message, wire.hardware_id,
-                                           values=[KV(k, v) for k, v in wire.values]))
+def test_what_the_encoder_writes_the_decoder_reads_back(bolt, p_ng, failures, extra,
+                                                        threshold, stamp, latency, model_id):
+    fused = fuse(p_ng, threshold, range(4), failures, extra_reasons=extra)
+    try:
+        verdict = encode_verdict(bolt, fused, cams=range(4), stamp_ns=stamp,
+                                 latency_ms=latency, threshold=threshold, model_id=model_id)
+    except ValueError:
+        # An OK under a threshold that is no probability (NaN lets every score pass): never
+        # published; the classifier then sends a fail-safe NG.
+        assert fused.ok and not 0 <= threshold <= 1
+        event('OK refused by the encoder')
+        return
+    event(f'encoded {verdict.decision.name}')
+    assert decode_verdict(_wire(verdict)) == verdict
     _check(verdict)
-    assert verdict.bolt_id == str(bolt) and verdict.ok == ok
+    assert verdict.bolt_id == str(bolt) and verdict.ok == fused.ok
     for cam in range(4):
         sent = p_ng.get(cam)
-        got = verdict.p_ng[cam]
-        if sent is None or not math.isfinite(sent) or not 0 <= sent <= 1:
-            assert got is None
+        if cam in failures or sent is None or not math.isfinite(sent) or not 0 <= sent <= 1:
+            assert verdict.p_ng[cam] is None
         else:
-            assert got == pytest.approx(sent, abs=6e-5)
+            assert verdict.p_ng[cam] == sent
 
 
-# -- the consumers: real nodes, real messages --------------------------------------------------
+# -- the consumers: real nodes, real typed messages --------------------------------------------
 
 @pytest.fixture(scope='module')
 def consumers(tmp_path_factory):
@@ -178,28 +268,28 @@ def consumers(tmp_path_factory):
     context.try_shutdown()
 
 
-def _ros_status(level: int, message: str, hardware_id: str, pairs):
-    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-    return DiagnosticStatus(level=bytes([level]), message=message, hardware_id=hardware_id,
-                            values=[KeyValue(key=k, value=v) for k, v in pairs])
+def _ros_verdict(fields: dict):
+    from bolt_inspection_msgs.msg import Verdict as VerdictMsg
+    from bolt_inspection_msgs.msg import ViewResult
 
-
-ROS_TEXT = st.text(alphabet=st.characters(exclude_categories=('Cs',)), max_size=60)
+    msg = VerdictMsg(views=[ViewResult(camera=c, status=kind, p_ng=p, detail=d)
+                            for c, kind, p, d in fields['views']],
+                     **{k: v for k, v in fields.items() if k not in ('sec', 'views')})
+    msg.header.stamp.sec = fields['sec']
+    return msg
 
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(level=st.integers(min_value=0, max_value=255), message=TEXT | ROS_TEXT, bolt=BOLT,
-       pairs=st.lists(st.tuples(KEY, NUMBER_TEXT), max_size=8))
-def test_every_consumer_drops_and_counts_what_the_decoder_refuses(consumers, level, message,
-                                                                  bolt, pairs):
-    assume('\x00' not in message + bolt + ''.join(k + v for k, v in pairs))  # C strings in ROS
-    msg = _ros_status(level, message, bolt, pairs)
+@given(fields=verdict_fields())
+def test_every_consumer_drops_and_counts_what_the_decoder_refuses(consumers, fields):
+    msg = _ros_verdict(fields)
     try:
-        decode_verdict_status(msg)
+        decode_verdict(msg)
         bad = 0
     except VerdictDecodeError:
         bad = 1
+    event('refused' if bad else 'accepted')
     bridge, log, hmi, driver = (consumers[k] for k in ('bridge', 'log', 'hmi', 'driver'))
     before = (bridge.counters['bad_verdicts'], log.counts['bad_verdicts'],
               hmi.counters['bad_verdicts'], driver.bad_verdicts,
@@ -217,28 +307,44 @@ def test_every_consumer_drops_and_counts_what_the_decoder_refuses(consumers, lev
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(level=st.integers(min_value=0, max_value=255), bolt=BOLT, name=ROS_TEXT,
-       message=ROS_TEXT, pairs=st.lists(st.tuples(ROS_TEXT, ROS_TEXT), max_size=6))
-def test_deliveries_triggers_status_and_diagnostics_never_raise(consumers, level, bolt, name,
-                                                                message, pairs):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from std_msgs.msg import Header
+@given(bolt=ROS_BOLT, acknowledged=st.booleans(), code=UINT8, source=UINT8,
+       write_ms=FLOAT, level=UINT8, name=ROS_TEXT, message=ROS_TEXT,
+       pairs=st.lists(st.tuples(ROS_TEXT, ROS_TEXT), max_size=6),
+       numbers=st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=6,
+                        max_size=6),
+       flags=st.lists(st.booleans(), min_size=6, max_size=6), wait=FLOAT)
+def test_deliveries_triggers_status_and_diagnostics_never_raise(
+        consumers, bolt, acknowledged, code, source, write_ms, level, name, message, pairs,
+        numbers, flags, wait):
+    from bolt_inspection_msgs.msg import LineStatus, PlcDelivery
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from std_msgs.msg import Header as HeaderMsg
 
-    assume('\x00' not in bolt + name + message + ''.join(k + v for k, v in pairs))
-    status = _ros_status(level, message, bolt, pairs)
-    status.name = name
     log, hmi, driver = consumers['log'], consumers['hmi'], consumers['driver']
     before = (log.counts['bad_deliveries'], log.counts['deliveries'])
-    log._on_delivery(status)
+    log._on_delivery(PlcDelivery(bolt_id=bolt, acknowledged=acknowledged, code=code,
+                                 source=source, write_ms=write_ms, detail=message))
     good = bolt.isascii() and bolt.isdigit() and len(bolt) <= 20
     assert (log.counts['bad_deliveries'] - before[0], log.counts['deliveries'] - before[1]) == \
         ((0, 1) if good else (1, 0))
-    log._on_trigger(Header(frame_id=bolt))
-    driver._on_trigger(Header(frame_id=bolt))
+    driver._on_trigger(HeaderMsg(frame_id=bolt))
+    status = LineStatus(level=level, message=message, plc=name, connected=flags[0],
+                        path_alive=flags[1], heartbeat_healthy=flags[2], plc_read=flags[3],
+                        running=flags[4], plc_watchdog_tripped=flags[5], reconnect_in_s=wait,
+                        path_reason=message, last_error=name, last_bolt_id=bolt,
+                        triggers=numbers[0], skipped_bolts=numbers[1],
+                        verdicts_written=numbers[2], undelivered_verdicts=numbers[3],
+                        bad_verdicts=numbers[4], rejected_in_flight=numbers[5],
+                        pass_count=numbers[0] % 65536, reject_count=numbers[1] % 65536)
     hmi._on_plc_status(status)
-    hmi._on_diagnostics(DiagnosticArray(status=[status]))
     snap = hmi.state.snapshot()
-    assert name in snap['health'] or name == 'PLC'
+    assert snap['health']['PLC']['message'] == message
+    assert snap['running'] == (flags[4] if flags[3] else None)
+    diagnostic = DiagnosticStatus(level=bytes([level]), name=name, message=message,
+                                  hardware_id=bolt,
+                                  values=[KeyValue(key=k, value=v) for k, v in pairs])
+    hmi._on_diagnostics(DiagnosticArray(status=[diagnostic]))
+    assert name in hmi.state.snapshot()['health'] or name == 'PLC'
     assert log.log.stats()['alive']
 
 
@@ -289,8 +395,8 @@ def test_register_decoders_return_or_raise_value_error(word, registers, previous
     assert set(flags.values()) <= {True, False}
     assert 0 <= counter_delta(previous, word) < REGISTER_MODULO
     try:
-        bolt, code = decode_verdict(registers)
-        assert code in (1, 2) and encode_verdict(bolt, code)[1] == code
+        bolt, code = decode_registers(registers)
+        assert code in (1, 2) and encode_registers(bolt, code)[1] == code
     except ValueError:
         pass
     try:

@@ -372,20 +372,20 @@ def test_page_in_headless_chromium(serve, tmp_path):
 def test_message_field_adapters():
     clock = FakeClock()
     state = HmiState(clock=clock)
-    from bolt_inspection.core.verdict import decode_verdict_fields
+    from bolt_inspection.core.verdict import Decision, Verdict, ViewResult, ViewStatus
 
-    state.on_verdict_message(decode_verdict_fields(
-        2, 'NG: missing view cam1', '42',
-        [('p_ng_cam0', '0.9100'), ('p_ng_cam1', 'n/a'), ('latency_ms', '231.5000'),
-         ('threshold', '0.5000'), ('model_id', 'm')]))
-    state.on_verdict_message(decode_verdict_fields(0, 'OK', '43', []))
+    state.on_verdict_message(Verdict(
+        '42', Decision.FAILSAFE_NG, ('missing view cam1',),
+        (ViewResult(0, ViewStatus.SCORED, 0.91), ViewResult(1, ViewStatus.MISSING)),
+        latency_ms=231.5, threshold=0.5, model_id='m'))
+    state.on_verdict_message(Verdict('43', Decision.OK))
     state.on_bad_verdict()                                  # a malformed one, dropped
     snap = state.snapshot()
     assert snap['verdicts'][1]['p_ng'] == {'0': 0.91, '1': None}
     assert snap['verdicts'][1]['latency_ms'] == 231.5
     assert [v['ok'] for v in snap['verdicts']] == [True, False]
     assert snap['counters']['total'] == 2 and snap['counters']['bad_verdicts'] == 1
-    state.on_plc_status(b'\x00', 'connected', '127.0.0.1:5020/1', {'conveyor_run': 'True'})
+    state.on_plc_status(b'\x00', 'connected', '127.0.0.1:5020/1', running=True)
     state.on_status('classifier', b'\x02', 'model missing')          # rclpy's byte level
     snap = state.snapshot()
     assert snap['running'] is True
@@ -394,9 +394,9 @@ def test_message_field_adapters():
     snap = state.snapshot()
     assert snap['health']['PLC']['level_name'] == 'OK'
     assert snap['health']['classifier']['level_name'] == 'STALE'
-    state.on_plc_status(0, 'connected', values={'conveyor_run': 'False'})
+    state.on_plc_status(0, 'connected', running=False)
     assert state.snapshot()['running'] is False
-    state.on_plc_status(2, 'PLC not connected', values={'conveyor_run': 'n/a'})
+    state.on_plc_status(2, 'PLC not connected')                      # not read: unknown
     assert state.snapshot()['running'] is None
 
 

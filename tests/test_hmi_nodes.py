@@ -12,15 +12,18 @@ import pytest
 
 pytest.importorskip('rclpy')
 
+from bolt_inspection_msgs.msg import LineStatus, PlcDelivery  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from bolt_inspection.core.fusion import fuse  # noqa: E402
 from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
+from bolt_inspection.core.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.executor import make_executor  # noqa: E402
 from bolt_inspection.nodes.hmi_node import HmiNode  # noqa: E402
 from bolt_inspection.nodes.image_conv import bgr_to_image  # noqa: E402
@@ -28,49 +31,48 @@ from bolt_inspection.nodes.inspection_log_node import InspectionLogNode  # noqa:
 from bolt_inspection.nodes.lifecycle_util import (  # noqa: E402
     bring_down,
     bring_up,
-    key_values,
     ns_to_stamp,
     state_label,
 )
+from bolt_inspection.nodes.verdict_msg import verdict_msg  # noqa: E402
 
 pytestmark = pytest.mark.ros
-RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# What the classifier fuses for each kind of bolt these tests send.
+SCORES = {'OK': {0: 0.1, 1: 0.2}, 'NG': {0: 0.9, 1: 0.2}, 'NG: missing view cam1': {0: 0.9}}
 
 
 class Line(Node):
-    """Publishes what the classifier, the trigger source and the PLC bridge would."""
+    """Publishes what the classifier and the PLC bridge would."""
 
     def __init__(self, context):
         super().__init__('fake_line', context=context)
-        self.trigger = self.create_publisher(Header, '/line/trigger',
-                                             QoSProfile(depth=10,
-                                                        reliability=ReliabilityPolicy.RELIABLE))
-        self.verdict = self.create_publisher(DiagnosticStatus, '/inspection/verdict', RELIABLE)
+        self.verdict = self.create_publisher(topics.VERDICT_TYPE, topics.VERDICT,
+                                             topics.VERDICT_QOS)
         self.gradcam = self.create_publisher(Image, '/inspection/gradcam',
                                              qos_profile_sensor_data)
-        self.delivery = self.create_publisher(DiagnosticStatus, '/plc/delivery', RELIABLE)
+        self.delivery = self.create_publisher(topics.PLC_DELIVERY_TYPE, topics.PLC_DELIVERY,
+                                              topics.DELIVERY_QOS)
+        self.status = self.create_publisher(topics.PLC_STATUS_TYPE, topics.PLC_STATUS,
+                                            topics.STATUS_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.cams = [self.create_publisher(Image, f'/cam{k}/image_raw', qos_profile_sensor_data)
                      for k in range(4)]
 
     def wait_matched(self, count=1, timeout_s=10.0):
         deadline = time.monotonic() + timeout_s
-        pubs = (self.trigger, self.verdict, self.gradcam, self.delivery, *self.cams)
+        pubs = (self.verdict, self.gradcam, self.delivery, *self.cams)
         while any(p.get_subscription_count() < count for p in pubs):
             assert time.monotonic() < deadline, 'subscriptions did not match'
             time.sleep(0.05)
         time.sleep(0.3)
 
-    def send_trigger(self, bolt: int, stamp_ns: int):
-        self.trigger.publish(Header(stamp=ns_to_stamp(stamp_ns), frame_id=str(bolt)))
-
-    def send_verdict(self, bolt: int, message: str, latency_ms=120.0):
-        values = {'p_ng_cam0': 0.9 if message != 'OK' else 0.1, 'p_ng_cam1': None,
-                  'latency_ms': float(latency_ms), 'threshold': 0.5, 'model_id': 'm1'}
-        self.verdict.publish(DiagnosticStatus(
-            level=DiagnosticStatus.OK if message == 'OK' else DiagnosticStatus.ERROR,
-            name='bolt_inspection/verdict', message=message, hardware_id=str(bolt),
-            values=key_values(values)))
+    def send_verdict(self, bolt: int, message: str, stamp_ns: int = 0, latency_ms=120.0):
+        """A verdict as the classifier sends it; stamp 0 = one without its trigger stamp."""
+        fused = fuse(SCORES[message], 0.5, [0, 1])
+        assert fused.message == message
+        self.verdict.publish(verdict_msg(encode_verdict(
+            bolt, fused, cams=[0, 1], stamp_ns=stamp_ns, latency_ms=latency_ms,
+            threshold=0.5, model_id='m1')))
 
     def send_mosaic(self, stamp_ns: int, value: int = 120):
         mosaic = np.full((64, 48, 3), value, np.uint8)
@@ -84,10 +86,10 @@ class Line(Node):
                                      frame_id=f'cam{cam}_optical_frame'))
 
     def send_delivery(self, bolt: int, delivered: bool):
-        self.delivery.publish(DiagnosticStatus(
-            level=DiagnosticStatus.OK if delivered else DiagnosticStatus.ERROR,
-            name='plc_bridge/delivery', hardware_id=str(bolt),
-            message='delivered' if delivered else 'PLC not reachable'))
+        self.delivery.publish(PlcDelivery(
+            bolt_id=str(bolt), code=PlcDelivery.CODE_NG, source=PlcDelivery.SOURCE_VERDICT,
+            acknowledged=delivered, attempts=1,
+            detail='delivered' if delivered else 'not delivered: PLC not reachable'))
 
 
 @pytest.fixture
@@ -136,20 +138,18 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
     line.wait_matched()
     t0 = time.time_ns() - 10**9
     stamps = {bolt: t0 + bolt * 1_000_000 for bolt in range(1, 5)}
-    for bolt, stamp in stamps.items():
-        line.send_trigger(bolt, stamp)
     line.send_views(stamps[1])
     line.send_views(stamps[4])
     time.sleep(0.3)
-    line.send_verdict(1, 'NG')                       # verdict, then its mosaic
+    line.send_verdict(1, 'NG', stamps[1])            # verdict, then its mosaic
     time.sleep(0.1)
     line.send_mosaic(stamps[1], 201)
     line.send_mosaic(stamps[2], 202)                 # mosaic overtakes its verdict
     time.sleep(0.1)
-    line.send_verdict(2, 'NG: missing view cam1')
-    line.send_verdict(3, 'NG')                       # its mosaic never comes
-    line.send_verdict(4, 'OK')
-    line.send_verdict(5, 'NG', latency_ms=250.0)     # trigger never seen
+    line.send_verdict(2, 'NG: missing view cam1', stamps[2])
+    line.send_verdict(3, 'NG', stamps[3])            # its mosaic never comes
+    line.send_verdict(4, 'OK', stamps[4])
+    line.send_verdict(5, 'NG', latency_ms=250.0)     # no trigger stamp
     line.send_delivery(1, True)
     line.send_delivery(3, False)
     _until(lambda: log.counts['verdicts'] == 5 and not log._awaiting, 'verdicts not handled')
@@ -177,7 +177,8 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
         assert crop.shape == (h, w, 3) and crop[0, 0, 0] == 10 * (image.cam + 1)
     assert [i.kind for i in rows['2'].images] == ['mosaic']     # no views were sent for it
     assert rows['3'].images == [] and rows['4'].images == []
-    assert rows['2'].reasons == ['missing view cam1'] and rows['2'].p_ng == {0: 0.9, 1: None}
+    assert rows['2'].reasons == ['missing view cam1']
+    assert rows['2'].p_ng == {0: 0.9, 1: None}
     assert rows['4'].ok and rows['4'].model_id == 'm1' and rows['4'].latency_ms == 120.0
     assert [rows[b].plc_state for b in '12345'] == ['delivered', 'pending', 'undelivered',
                                                      'pending', 'pending']
@@ -245,15 +246,24 @@ def test_hmi_node_shows_topics_and_calls_the_line_services(graph, rclpy_context,
     line.send_mosaic(1, 90)
     line.diagnostics.publish(DiagnosticArray(status=[DiagnosticStatus(
         level=DiagnosticStatus.WARN, name='cam2: camera', message='source reconnecting')]))
+    line.status.publish(LineStatus(level=LineStatus.LEVEL_OK, message='connected',
+                                   plc='127.0.0.1:5020/1', connected=True, path_alive=True,
+                                   heartbeat_healthy=True, plc_read=True, running=True,
+                                   pass_count=7, reject_count=3))
 
     def snapshot():
         with urllib.request.urlopen(hmi.url + '/api/state', timeout=10) as resp:
             return json.loads(resp.read())
 
     snap = _until(lambda: (s := snapshot())['counters']['total'] == 2
-                  and 'gradcam' in s['images'] and 'cam2: camera' in s['health'] and s,
-                  'HMI state not updated')
+                  and 'gradcam' in s['images'] and 'cam2: camera' in s['health']
+                  and 'PLC' in s['health'] and s, 'HMI state not updated')
     assert snap['counters']['ok'] == 1 and snap['counters']['ng'] == 1
+    # /plc/status: the conveyor state and the gate's own tally on the page.
+    plc = snap['health']['PLC']
+    assert snap['running'] is True and plc['message'] == 'connected'
+    assert (plc['hardware_id'], plc['values']['pass_count'], plc['values']['reject_count']) == (
+        '127.0.0.1:5020/1', '7', '3')
     assert snap['latest']['bolt_id'] == '12' and snap['latest']['p_ng'] == {'0': 0.9,
                                                                               '1': None}
     assert snap['health']['cam2: camera']['level_name'] == 'WARN'

@@ -1,12 +1,15 @@
-"""Malformed /inspection/verdict messages on a real rclpy graph (issue 17, defect 1).
+"""Malformed /inspection/verdict messages on a real rclpy graph (issues 17 and 18).
 
-Every consumer (PLC bridge, inspection log, operator page, the run's line driver) decodes the
-verdict with the one decoder in core: a malformed message is dropped, counted on /diagnostics
-and never kills a callback or a thread, and the good verdicts around it are handled as usual.
+The verdict is a typed bolt_inspection_msgs/Verdict, but a typed message still carries whatever
+its types allow. Every consumer (PLC bridge, inspection log, operator page, the run's line
+driver) reads it with the one decoder in core: a malformed message is dropped, counted on
+/diagnostics and never kills a callback or a thread, and the good verdicts around it are handled
+as usual.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -14,12 +17,14 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from bolt_inspection_msgs.msg import Verdict, ViewResult  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
+from bolt_inspection.core.fusion import fuse  # noqa: E402
 from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
-from bolt_inspection.core.verdict import encode_verdict_status  # noqa: E402
+from bolt_inspection.core.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.executor import make_executor  # noqa: E402
 from bolt_inspection.nodes.hmi_node import HmiNode  # noqa: E402
 from bolt_inspection.nodes.inspection_log_node import InspectionLogNode  # noqa: E402
@@ -29,33 +34,40 @@ from bolt_inspection.nodes.plc_bridge_node import PlcBridgeNode  # noqa: E402
 from bolt_inspection.nodes.verdict_msg import verdict_msg  # noqa: E402
 
 pytestmark = pytest.mark.ros
-RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+SCORED, MISSING = ViewResult.STATUS_SCORED, ViewResult.STATUS_MISSING
 
 
-def _status(level: int, message: str, bolt: str, **values) -> DiagnosticStatus:
-    return DiagnosticStatus(level=bytes([level]), name='bolt_inspection/verdict',
-                            message=message, hardware_id=bolt,
-                            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+def _verdict(bolt: str, decision: int = Verdict.DECISION_OK, *, views=None, reason: str = '',
+             threshold: float = 0.5, latency_ms: float = 120.0) -> Verdict:
+    if views is None:
+        views = [(0, SCORED, 0.1), (1, SCORED, 0.2)]
+    return Verdict(bolt_id=bolt, decision=decision, reason=reason, threshold=threshold,
+                   latency_ms=latency_ms, model_id='m1',
+                   views=[ViewResult(camera=c, status=s, p_ng=p) for c, s, p in views])
 
 
-# What the audit sent (issue 17): each crashed a consumer or was taken for something else.
+NG = Verdict.DECISION_NG
+# Each is one the decoder refuses; before issue 17 a malformed verdict crashed a consumer or
+# was taken for something else, and a typed message can still carry all of these.
 HOSTILE = [
-    _status(2, 'NG', '101', **{'p_ng_cam' + '9' * 4301: '0.5'}),    # int() past 4300 digits
-    _status(0, 'OK', '102', latency_ms='inf'),
-    _status(2, 'NG', '103', latency_ms='9' * 5000),
-    _status(0, 'NG', '104'),                                         # level says OK, text NG
-    _status(2, 'OK', '105'),                                         # level says NG, text OK
-    _status(0, 'OK but cam2 missing', '106'),                         # the bridge took it as OK
-    _status(2, 'NG', '9' * 5000),
-    _status(2, 'NG', 'bolt 7'),
+    Verdict(bolt_id='100'),                                           # all defaults: no decision
+    _verdict('101', 7),                                               # unknown decision
+    _verdict('102', views=[(0, SCORED, 0.1), (1, MISSING, math.nan)]),  # OK, but cam1 missing
+    _verdict('103', views=[(0, SCORED, math.nan)]),                   # OK on a NaN score
+    _verdict('104', views=[(0, SCORED, 0.7)]),                        # OK above the threshold
+    _verdict('105', threshold=math.nan),                              # OK without a model
+    _verdict('106', NG, latency_ms=math.inf),
+    _verdict('107', Verdict.DECISION_FAILSAFE_NG, reason='x' * 10_000),
+    _verdict('108', NG, views=[(0, 9, 0.1)]),                         # unknown view status
+    _verdict('9' * 5000, NG),
+    _verdict('bolt 7', NG),
 ]
 
 
-def _good(bolt: int, ok: bool) -> DiagnosticStatus:
-    wire = encode_verdict_status(str(bolt), ok, 'OK' if ok else 'NG',
-                                 {0: 0.1 if ok else 0.9, 1: 0.2}, cams=range(2),
-                                 latency_ms=120.0, threshold=0.5, model_id='m1')
-    return verdict_msg(wire)
+def _good(bolt: int, ok: bool) -> Verdict:
+    fused = fuse({0: 0.1 if ok else 0.9, 1: 0.2}, 0.5, range(2))
+    return verdict_msg(encode_verdict(str(bolt), fused, cams=range(2), stamp_ns=time.time_ns(),
+                                      latency_ms=120.0, threshold=0.5, model_id='m1'))
 
 
 def _wait(predicate, timeout_s: float = 15.0) -> bool:
@@ -85,7 +97,7 @@ def test_every_consumer_drops_counts_and_goes_on(rclpy_context, tmp_path):
         Parameter(k, value=v) for k, v in {**params, 'port': 0, 'log_db': ''}.items()])
     driver = LineDriver('probe', context=rclpy_context)
     peer = driver  # the driver's node also publishes the verdicts
-    publisher = peer.create_publisher(DiagnosticStatus, '/inspection/verdict', RELIABLE)
+    publisher = peer.create_publisher(topics.VERDICT_TYPE, topics.VERDICT, topics.VERDICT_QOS)
     diagnostics: dict[str, dict[str, str]] = {}
     peer.create_subscription(
         DiagnosticArray, '/diagnostics',

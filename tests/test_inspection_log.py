@@ -280,22 +280,25 @@ def test_unwritable_image_is_marked_failed_and_row_kept(tmp_path):
 
 
 def test_record_from_a_decoded_verdict_message(tmp_path):
-    from bolt_inspection.core.verdict import decode_verdict_fields
+    from bolt_inspection.core.verdict import Decision, Verdict, ViewResult, ViewStatus
 
-    values = {'p_ng_cam0': '0.9100', 'p_ng_cam1': 'n/a', 'p_ng_cam2': '0.0100',
-              'latency_ms': '231.5000', 'threshold': '0.5000', 'model_id': 'vgg16-abc'}
-    verdict = decode_verdict_fields(2, 'NG: missing view cam1; cam3: undecodable', '42',
-                                    values.items())
-    rec = VerdictRecord.from_verdict(verdict, trigger_ns=5)
+    verdict = Verdict('42', Decision.FAILSAFE_NG, ('missing view cam1', 'cam3: undecodable'),
+                      (ViewResult(0, ViewStatus.SCORED, 0.91), ViewResult(1, ViewStatus.MISSING),
+                       ViewResult(2, ViewStatus.SCORED, 0.01),
+                       ViewResult(3, ViewStatus.CORRUPT, detail='undecodable')),
+                      stamp_ns=5, latency_ms=231.5, threshold=0.5, model_id='vgg16-abc')
+    rec = VerdictRecord.from_verdict(verdict, trigger_ns=verdict.stamp_ns)
     assert (rec.bolt_id, rec.code, rec.trigger_ns) == ('42', 2, 5)
-    assert rec.p_ng == {0: 0.91, 1: None, 2: 0.01}
+    assert rec.p_ng == {0: 0.91, 1: None, 2: 0.01, 3: None}
     assert (rec.latency_ms, rec.threshold, rec.model_id) == (231.5, 0.5, 'vgg16-abc')
     assert rec.reasons == ['missing view cam1', 'cam3: undecodable']
-    ok = VerdictRecord.from_verdict(decode_verdict_fields(0, 'OK', '43', []), trigger_ns=6)
+    assert rec.message == 'NG: missing view cam1; cam3: undecodable'
+    ok = VerdictRecord.from_verdict(Verdict('43', Decision.OK), trigger_ns=6)
     assert ok.code == 1 and ok.reasons == [] and ok.latency_ms is None
     with InspectionLog(tmp_path / 'inspection.db') as log:
         log.record(rec)
-    assert read_verdicts(tmp_path / 'inspection.db')[0].p_ng == {0: 0.91, 1: None, 2: 0.01}
+    assert read_verdicts(tmp_path / 'inspection.db')[0].p_ng == {0: 0.91, 1: None, 2: 0.01,
+                                                                 3: None}
 
 
 def test_second_writer_is_refused(tmp_path):

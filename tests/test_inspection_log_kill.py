@@ -1,7 +1,7 @@
 """kill -9 of the inspection log node: an NG verdict acknowledged on the topic is not lost.
 
 The node runs as its own process (``python -m bolt_inspection.nodes.inspection_log_node``, as
-the launch file starts it); this test publishes triggers and verdicts like the line, then kills
+the launch file starts it); this test publishes verdicts like the classifier, then kills
 the node with SIGKILL shortly after the last one and reads the database. Issue 17: the node held
 an NG verdict back for up to ``mosaic_wait_s`` (1 s) waiting for its Grad-CAM mosaic, so a crash
 in that second lost the bolt's row (the audit lost 2 of 86). Now every verdict is committed as it
@@ -24,18 +24,13 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
+from bolt_inspection.core.fusion import fuse  # noqa: E402
 from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
-from bolt_inspection.core.verdict import encode_verdict_status  # noqa: E402
-from bolt_inspection.nodes.lifecycle_util import ns_to_stamp  # noqa: E402
+from bolt_inspection.core.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.verdict_msg import verdict_msg  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Delivery + the node's callback + one fsync'ed commit; the old code held NG rows for 1 s.
 KILL_AFTER_PUBLISH_S = 0.25
 
@@ -53,12 +48,11 @@ def test_a_received_ng_verdict_survives_kill_9(rclpy_context, tmp_path):
 
     db = tmp_path / 'inspection.db'
     node = rclpy.create_node('kill_probe', context=rclpy_context)
-    triggers = node.create_publisher(Header, '/line/trigger', TRIGGER_QOS)
-    verdicts = node.create_publisher(DiagnosticStatus, '/inspection/verdict', RELIABLE)
+    verdicts = node.create_publisher(topics.VERDICT_TYPE, topics.VERDICT, topics.VERDICT_QOS)
     proc = _start_log_node(db)
     try:
         deadline = time.monotonic() + 60.0
-        while verdicts.get_subscription_count() < 1 or triggers.get_subscription_count() < 1:
+        while verdicts.get_subscription_count() < 1:
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, 'the log node never subscribed'
             time.sleep(0.05)
@@ -67,10 +61,9 @@ def test_a_received_ng_verdict_survives_kill_9(rclpy_context, tmp_path):
         for bolt in bolts:
             ok = bolt % 2 == 1                     # the last one, 20, is NG
             stamp = time.time_ns()
-            triggers.publish(Header(stamp=ns_to_stamp(stamp), frame_id=str(bolt)))
             time.sleep(0.02)
-            verdicts.publish(verdict_msg(encode_verdict_status(
-                bolt, ok, 'OK' if ok else 'NG', {0: 0.1 if ok else 0.9}, cams=[0],
+            verdicts.publish(verdict_msg(encode_verdict(
+                bolt, fuse({0: 0.1 if ok else 0.9}, 0.5, [0]), cams=[0], stamp_ns=stamp,
                 latency_ms=100.0, threshold=0.5, model_id='kill')))
             time.sleep(0.03)
         time.sleep(KILL_AFTER_PUBLISH_S)

@@ -116,7 +116,7 @@ def test_line_gives_one_verdict_per_bolt_agreeing_with_core(line_factory, core_i
         expected = core_decision(core_inspector, int(record.bolt_id))
         assert record.message == expected.verdict.message, record.bolt_id
         for cam, p in expected.p_ng.items():
-            assert float(record.values[f'p_ng_cam{cam}']) == pytest.approx(p, abs=1e-3)
+            assert record.p_ng[cam] == pytest.approx(p, abs=1e-5)
     summary = summarize(records, ids)
     assert summary.verdicts == 20 and not summary.missing_ids and summary.ng_with_reason == 0
     assert summary.p99_ms < 2000
@@ -141,7 +141,8 @@ def test_silent_camera_makes_only_its_bolts_ng(line_factory, core_inspector):
     assert sorted(verdicts) == [str(b) for b in range(7201, 7207)]
     for bolt in ('7203', '7204'):
         assert verdicts[bolt].message == 'NG: missing view cam2'
-        assert verdicts[bolt].values['p_ng_cam2'] == 'n/a'
+        assert verdicts[bolt].p_ng[2] is None
+        assert verdicts[bolt].verdict.views[2].status.name == 'MISSING'
     for bolt in ('7201', '7202', '7205', '7206'):
         assert verdicts[bolt].message == core_decision(core_inspector, int(bolt)).verdict.message
 
@@ -151,7 +152,8 @@ def test_wrong_size_frames_give_ng_with_reason_and_the_line_lives(line_factory):
     drive(line, driver, bolts=3, rate_per_min=600, first_bolt=7301, timeout_s=10)
     verdicts = list(_wait(driver, 7301, 3).values())
     assert [v.message for v in verdicts] == ['NG: cam3: frame 160x120, expected 320x240'] * 3
-    assert all(np.isfinite(float(v.values['p_ng_cam0'])) for v in verdicts)
+    assert all(v.p_ng[0] is not None and np.isfinite(v.p_ng[0]) for v in verdicts)
+    assert {v.verdict.views[3].status.name for v in verdicts} == {'CORRUPT'}
 
 
 def test_classifier_restart_mid_run_recovers(line_factory, core_inspector):

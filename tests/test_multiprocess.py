@@ -132,7 +132,7 @@ def test_the_launched_line_sorts_every_bolt_and_shuts_down_cleanly(rclpy_context
     for bolt_id, record in verdicts.items():
         ok, p_ng, threshold = reference[bolt_id]
         for cam, p in p_ng.items():
-            assert float(record.values[f'p_ng_cam{cam}']) == pytest.approx(p, abs=2e-3), bolt_id
+            assert record.p_ng[cam] == pytest.approx(p, abs=2e-3), bolt_id
         if all(abs(p - threshold) > 2e-3 for p in p_ng.values()):
             assert record.ok == ok, bolt_id
     latencies = [r.latency_ms for r in verdicts.values() if r.latency_ms is not None]

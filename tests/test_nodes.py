@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -156,7 +157,7 @@ def test_classifier_one_verdict_per_bolt_with_reasons(rclpy_context, rig_factory
 
     def wrong_size(msg):
         msg.width, msg.height, msg.step = 32, 96, 96
-    rig.bolt(8001, level=10)                       # OK
+    stamp = rig.bolt(8001, level=10)               # OK
     rig.bolt(8002, level=250)                      # NG by the model
     rig.bolt(8003, level=10, skip=(2,))            # camera 2 silent
     rig.bolt(8004, level=10, bad={1: wrong_encoding})
@@ -170,11 +171,19 @@ def test_classifier_one_verdict_per_bolt_with_reasons(rclpy_context, rig_factory
     assert verdicts['8004'].message.startswith("NG: cam1: unsupported encoding '16UC1'")
     assert verdicts['8005'].message == 'NG: cam3: frame 32x96, expected 64x48'
     assert verdicts['8006'].ok
-    values = verdicts['8002'].values
-    assert float(values['p_ng_cam0']) == pytest.approx(250 / 255, abs=1e-3)
-    assert values['model_id'] == 'fake-model' and float(values['threshold']) == 0.5
-    assert 0 < float(values['latency_ms']) < 5000
-    assert verdicts['8003'].values['p_ng_cam2'] == 'n/a'
+    # The typed verdict: the trigger stamp, every view's score and status, the model.
+    from bolt_inspection.core.verdict import ViewStatus
+    assert verdicts['8001'].verdict.stamp_ns == stamp
+    ng = verdicts['8002'].verdict
+    assert ng.p_ng[0] == pytest.approx(250 / 255, abs=1e-6)
+    assert ng.reasons[0] == 'cam0: NG p=0.980'
+    assert (ng.model_id, ng.threshold) == ('fake-model', 0.5) and 0 < ng.latency_ms < 5000
+    missing = verdicts['8003'].verdict.views[2]
+    assert (missing.camera, missing.status, missing.p_ng) == (2, ViewStatus.MISSING, None)
+    corrupt = verdicts['8004'].verdict.views[1]
+    assert corrupt.status is ViewStatus.CORRUPT
+    assert corrupt.detail.startswith("unsupported encoding '16UC1'")
+    assert [v.status for v in verdicts['8004'].verdict.views].count(ViewStatus.SCORED) == 3
     time.sleep(0.3)
     rig.wait(8001, 6)  # still exactly one verdict per bolt
     assert rig.driver.state.gradcam and rig.driver.state.gradcam[-1].encoding == 'bgr8'
@@ -267,6 +276,24 @@ def test_overload_gives_ng_overloaded_never_silence(rclpy_context, rig_factory):
     assert sorted(int(v.bolt_id) for v in verdicts) == list(range(8101, 8107))
     assert any(v.message == 'NG: overloaded' for v in verdicts), [v.message for v in verdicts]
     assert any(v.ok for v in verdicts)
+
+
+class NanThresholdInspector(FakeInspector):
+    """A broken artifact: its threshold is NaN, so fusion finds every view below it."""
+
+    threshold = math.nan
+
+
+def test_an_ok_the_encoder_cannot_stand_behind_goes_out_as_failsafe_ng(rclpy_context,
+                                                                      rig_factory):
+    node = _classifier(rclpy_context, NanThresholdInspector())
+    assert bring_up(node)
+    rig = rig_factory([node])
+    rig.wait_matched()
+    rig.bolt(8151, level=10)
+    verdict = rig.wait(8151, 1)['8151']
+    assert not verdict.ok and verdict.message == 'NG: internal error: ValueError'
+    assert verdict.verdict.threshold is None
 
 
 def test_classifier_restart_mid_run_recovers(rclpy_context, rig_factory):
@@ -436,8 +463,8 @@ def test_slow_mosaics_never_delay_verdicts_and_drop_the_oldest(rclpy_context, ri
     node = _classifier(rclpy_context, inspector)
     publish_verdict = node._publish_verdict
 
-    def recording_publish_verdict(bundle, verdict, p_ng):
-        publish_verdict(bundle, verdict, p_ng)
+    def recording_publish_verdict(bundle, verdict, *args):
+        publish_verdict(bundle, verdict, *args)
         inspector.published.append(bundle.bolt_id)
     node._publish_verdict = recording_publish_verdict
     assert bring_up(node)
@@ -612,7 +639,7 @@ def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_contex
     assert verdicts['9101'].message == verdicts['9102'].message == 'OK'
     last = verdicts['9106']
     assert not last.ok and last.message.startswith('NG: drift cam0: exposure')
-    assert float(last.values['p_ng_cam0']) == pytest.approx(100 / 255, abs=1e-3)
+    assert last.p_ng[0] == pytest.approx(100 / 255, abs=1e-3)
     assert node.counts['drift_rejects'] >= 1
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and not any(

@@ -14,7 +14,6 @@ from bolt_inspection.core.plc_bridge_logic import (
     CounterTracker,
     VerdictBook,
     parse_bolt_id,
-    verdict_code_from_level,
 )
 
 # -- pure logic ----------------------------------------------------------------------------
@@ -70,9 +69,7 @@ def test_bolts_counted_during_an_outage_are_reported_not_triggered():
     assert t.update(13).new_ids == [13]
 
 
-def test_verdict_mapping_fails_safe():
-    assert verdict_code_from_level(0) == 1
-    assert [verdict_code_from_level(x) for x in (1, 2, 3)] == [2, 2, 2]
+def test_bolt_ids_must_be_decimal():
     assert parse_bolt_id(' 42 ') == 42
     for bad in ('', '-1', 'bolt7', '3.0'):
         with pytest.raises(ValueError):
@@ -137,11 +134,13 @@ class Line:
 
     def __init__(self, context, *, sim=None, port=None, answer=True, **params):
         import rclpy
+        from bolt_inspection_msgs.msg import LineStatus
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
         from rclpy.parameter import Parameter
         from std_msgs.msg import Header
         from std_srvs.srv import Trigger
 
+        from bolt_inspection.nodes import topics
         from bolt_inspection.nodes.executor import make_executor
         from bolt_inspection.nodes.plc_bridge_node import (
             STATUS_QOS,
@@ -156,20 +155,21 @@ class Line:
         self.plc_status: list = []
         self.deliveries: list = []
         self.Trigger = Trigger
-        self.Status = DiagnosticStatus
+        self.Status = DiagnosticStatus          # /diagnostics
+        self.LineStatus = LineStatus            # /plc/status
         overrides = {**FAST, 'port': port if port is not None else sim.port, **params}
         self.bridge = PlcBridgeNode(context=context, parameter_overrides=[
             Parameter(k, value=v) for k, v in overrides.items()])
         self.peer = rclpy.create_node('fake_classifier', context=context)
-        self.verdicts = self.peer.create_publisher(DiagnosticStatus, '/inspection/verdict',
+        self.verdicts = self.peer.create_publisher(topics.VERDICT_TYPE, topics.VERDICT,
                                                    VERDICT_QOS)
         self.peer.create_subscription(Header, '/line/trigger', self._on_trigger, TRIGGER_QOS)
         self.peer.create_subscription(DiagnosticArray, '/diagnostics',
                                       lambda m: self.diagnostics.append(m.status[0]), 10)
-        self.peer.create_subscription(DiagnosticStatus, '/plc/status', self.plc_status.append,
-                                      STATUS_QOS)
-        self.peer.create_subscription(DiagnosticStatus, '/plc/delivery', self.deliveries.append,
-                                      VERDICT_QOS)
+        self.peer.create_subscription(topics.PLC_STATUS_TYPE, topics.PLC_STATUS,
+                                      self.plc_status.append, STATUS_QOS)
+        self.peer.create_subscription(topics.PLC_DELIVERY_TYPE, topics.PLC_DELIVERY,
+                                      self.deliveries.append, topics.DELIVERY_QOS)
         self.start_client = self.peer.create_client(Trigger, '/line/start')
         self.stop_client = self.peer.create_client(Trigger, '/line/stop')
         self.executor = make_executor(context)
@@ -186,9 +186,13 @@ class Line:
             self.send_verdict(int(header.frame_id), truth_even_ng(int(header.frame_id)) == 'OK')
 
     def send_verdict(self, bolt_id: int, ok: bool) -> None:
-        level = self.Status.OK if ok else self.Status.ERROR
-        self.verdicts.publish(self.Status(level=level, hardware_id=str(bolt_id),
-                                          message='OK' if ok else 'NG'))
+        from bolt_inspection.core.fusion import fuse
+        from bolt_inspection.core.verdict import encode_verdict
+        from bolt_inspection.nodes.verdict_msg import verdict_msg
+        fused = fuse({0: 0.1 if ok else 0.9}, 0.5, [0])
+        self.verdicts.publish(verdict_msg(encode_verdict(
+            bolt_id, fused, cams=[0], stamp_ns=time.time_ns(), latency_ms=50.0,
+            threshold=0.5, model_id='fake')))
 
     def call(self, which: str):
         client = self.start_client if which == 'start' else self.stop_client
@@ -284,9 +288,8 @@ def test_start_and_stop_services_move_the_conveyor_coil(make_sim, make_line):
     assert sim.registers()['conveyor_run'] == 0
     assert line.bridge.set_conveyor(True) == (True, 'conveyor running')   # in-process API
     assert sim.registers()['conveyor_run'] == 1
-    assert wait_for(lambda: any(
-        kv.key == 'conveyor_run' and kv.value == 'True'
-        for kv in line.plc_status[-1].values) if line.plc_status else False)
+    assert wait_for(lambda: line.plc_status and line.plc_status[-1].plc_read
+                    and line.plc_status[-1].running)
 
 
 @pytest.mark.ros
@@ -384,9 +387,12 @@ def test_modbus_exception_response_is_retried_then_reported_with_the_bolt_id(
     assert bolt == 6 and 'DEVICE FAILURE' in why
     # Each verdict's fate is published per bolt (the inspection log records it).
     assert wait_for(lambda: len(line.deliveries) == 2)
-    fate = {d.hardware_id: d for d in line.deliveries}
-    assert fate['5'].level == line.Status.OK and fate['5'].message == 'delivered'
-    assert fate['6'].level == line.Status.ERROR and 'DEVICE FAILURE' in fate['6'].message
+    fate = {d.bolt_id: d for d in line.deliveries}
+    assert fate['5'].acknowledged and fate['5'].detail == 'delivered'
+    assert (fate['5'].code, fate['5'].attempts, fate['5'].source) == (
+        fate['5'].CODE_OK, 2, fate['5'].SOURCE_VERDICT) and fate['5'].write_ms > 0
+    assert not fate['6'].acknowledged and 'DEVICE FAILURE' in fate['6'].detail
+    assert (fate['6'].code, fate['6'].attempts) == (fate['6'].CODE_NG, 3)
 
 
 @pytest.mark.ros
@@ -463,8 +469,10 @@ def test_heartbeat_loss_stops_the_conveyor(make_sim, make_line):
     assert sim.summary()['heartbeat_stale'] and sim.summary()['heartbeat_trips'] == 1
     assert line.bridge.trigger_activate() == TransitionCallbackReturn.SUCCESS
     # Back up, the bridge reads why the line stopped and says so on the latched status.
-    assert wait_for(lambda: line.plc_status and line.plc_status[-1].level == line.Status.ERROR
+    assert wait_for(lambda: line.plc_status
+                    and line.plc_status[-1].level == line.LineStatus.LEVEL_ERROR
                     and 'watchdog' in line.plc_status[-1].message, timeout=2.0)
+    assert line.plc_status[-1].plc_watchdog_tripped and not line.plc_status[-1].running
 
 
 @pytest.mark.ros
@@ -495,13 +503,13 @@ def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_
     """plc-sim -> bridge -> 4 synthetic cameras -> classifier (tiny model) -> bridge -> gate."""
     from pathlib import Path
 
-    from diagnostic_msgs.msg import DiagnosticStatus
     pytest.importorskip('tensorflow')
     from fixtures_ml import TINY_FRAME_SIZE
 
     from bolt_inspection.commands.line import ComposedLine
     from bolt_inspection.core.config import load_yaml
     from bolt_inspection.graph import NodeSpec, line_nodes
+    from bolt_inspection.nodes import topics
     from bolt_inspection.nodes.plc_bridge_node import VERDICT_QOS
 
     bolts = 12
@@ -523,8 +531,9 @@ def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_
     import rclpy
     peer = rclpy.create_node('verdict_probe', context=rclpy_context)
     peer.create_subscription(
-        DiagnosticStatus, '/inspection/verdict',
-        lambda m: verdicts.setdefault(int(m.hardware_id), m.message[:2]), VERDICT_QOS)
+        topics.VERDICT_TYPE, topics.VERDICT,
+        lambda m: verdicts.setdefault(int(m.bolt_id), 'OK' if m.decision == m.DECISION_OK
+                                      else 'NG'), VERDICT_QOS)
     line.add_node(peer)
     try:
         line.start()
@@ -583,6 +592,15 @@ def test_a_stalled_classifier_stops_the_heartbeat_and_the_conveyor(make_sim, mak
         status = line.bridge.stats()
         assert not status['path_alive'] and 'classifier silent' in status['path_reason']
         assert status['rejected_in_flight'] >= len(in_flight)
+        # Said on the latched /plc/status, and each bolt's NG comes from the bridge itself.
+        assert wait_for(lambda: not line.plc_status[-1].path_alive)
+        latched = line.plc_status[-1]
+        assert latched.level == latched.LEVEL_ERROR and not latched.heartbeat_healthy
+        assert 'classifier silent' in latched.path_reason and latched.connected
+        assert latched.rejected_in_flight >= len(in_flight)
+        assert wait_for(lambda: {str(b) for b in in_flight} <= {
+            d.bolt_id for d in line.deliveries if d.source == d.SOURCE_BRIDGE
+            and d.code == d.CODE_NG and d.acknowledged})
         heartbeats = status['heartbeats']
         time.sleep(0.6)
         assert line.bridge.stats()['heartbeats'] == heartbeats         # no heartbeat now
@@ -635,10 +653,10 @@ def test_reconnect_backoff_is_visible_with_its_countdown(make_sim, make_line):
     assert wait_for(lambda: any('reconnecting in' in m.message for m in line.plc_status),
                     timeout=4.0)
     waiting = [m for m in line.plc_status if 'reconnecting in' in m.message][-1]
-    assert waiting.level == line.Status.ERROR and waiting.message.startswith(
+    assert waiting.level == line.LineStatus.LEVEL_ERROR and waiting.message.startswith(
         'PLC not connected (reconnecting in ')
-    values = {kv.key: kv.value for kv in waiting.values}
-    assert 0.0 < float(values['reconnect_in_s']) <= 4.0
+    assert not waiting.connected and not waiting.heartbeat_healthy
+    assert 0.0 < waiting.reconnect_in_s <= 4.0
     sim.resume()
     assert wait_for(lambda: line.bridge.stats()['connected'], timeout=8.0)
     assert line.bridge.stats()['reconnect_in_s'] is None

@@ -1,151 +1,258 @@
-"""The one verdict encoder/decoder (core.verdict): the wire format, the rule for OK, and the
-hostile payloads of the black-box audit (issue 17)."""
+"""The one verdict encoder/decoder (core.verdict) of the typed bolt_inspection_msgs/Verdict: what
+the classifier sends reads back the same, the rule for OK, and hostile messages (issues 17, 18).
+
+Core has no ROS: the messages here are plain objects with the fields of Verdict.msg.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pytest
 
 from bolt_inspection.core.fusion import fuse
 from bolt_inspection.core.verdict import (
+    MAX_REASON_CHARS,
     Decision,
     VerdictDecodeError,
-    decode_verdict_fields,
-    decode_verdict_status,
-    encode_verdict_status,
+    ViewStatus,
+    decode_verdict,
+    encode_verdict,
 )
 
-
-@dataclass
-class KV:
-    key: str
-    value: str
+NAN = math.nan
 
 
 @dataclass
-class Status:
-    """Duck-typed DiagnosticStatus (core has no ROS)."""
-
-    level: object = 0
-    message: object = 'OK'
-    hardware_id: object = '7'
-    name: str = 'bolt_inspection/verdict'
-    values: list = field(default_factory=list)
+class Time:
+    sec: object = 0
+    nanosec: object = 0
 
 
-def status(wire) -> Status:
-    return Status(level=wire.level, message=wire.message, hardware_id=wire.hardware_id,
-                  values=[KV(k, v) for k, v in wire.values])
+@dataclass
+class Header:
+    stamp: Time = field(default_factory=Time)
+    frame_id: str = ''
+
+
+@dataclass
+class View:
+    camera: object = 0
+    status: object = 1
+    p_ng: object = 0.1
+    detail: object = ''
+
+
+@dataclass
+class Msg:
+    """Duck-typed bolt_inspection_msgs/Verdict; by default a valid OK verdict of 4 views."""
+
+    header: Header = field(default_factory=lambda: Header(Time(1_700_000_000, 5)))
+    bolt_id: object = '7'
+    decision: object = 1
+    reason: object = ''
+    views: object = field(default_factory=lambda: [View(c, 1, 0.1) for c in range(4)])
+    threshold: object = 0.5
+    model_id: object = 'model-1'
+    latency_ms: object = 120.0
+
+
+def nan(value):
+    return NAN if value is None else value
+
+
+def wire(verdict) -> Msg:
+    """What nodes/verdict_msg.py puts on the wire, as a plain object."""
+    return Msg(header=Header(Time(verdict.stamp_ns // 10**9, verdict.stamp_ns % 10**9)),
+               bolt_id=verdict.bolt_id, decision=int(verdict.decision), reason=verdict.reason,
+               views=[View(v.camera, int(v.status), nan(v.p_ng), v.detail)
+                      for v in verdict.views],
+               threshold=nan(verdict.threshold), model_id=verdict.model_id,
+               latency_ms=nan(verdict.latency_ms))
+
+
+STAMP = 1_700_000_000_123_456_789
 
 
 def test_what_the_classifier_sends_decodes_to_the_same_verdict():
     ok = fuse({0: 0.1, 1: 0.2, 2: 0.05, 3: 0.3}, 0.5, range(4))
-    wire = encode_verdict_status('17', ok.ok, ok.message, ok.p_ng, cams=range(4),
-                                 latency_ms=231.5, threshold=0.5, model_id='abc123')
-    verdict = decode_verdict_status(status(wire))
+    sent = encode_verdict('17', ok, cams=range(4), stamp_ns=STAMP, latency_ms=231.5,
+                          threshold=0.5, model_id='abc123')
+    verdict = decode_verdict(wire(sent))
+    assert verdict == sent
     assert verdict.decision is Decision.OK and verdict.ok and verdict.code == 1
-    assert verdict.bolt_id == '17' and verdict.message == 'OK'
+    assert verdict.bolt_id == '17' and verdict.message == 'OK' and verdict.reasons == ()
+    assert verdict.stamp_ns == STAMP                       # the trigger stamp travels along
     assert verdict.p_ng == {0: 0.1, 1: 0.2, 2: 0.05, 3: 0.3}
+    assert {v.status for v in verdict.views} == {ViewStatus.SCORED}
     assert (verdict.latency_ms, verdict.threshold, verdict.model_id) == (231.5, 0.5, 'abc123')
 
     ng = fuse({0: 0.9, 1: 0.2, 2: 0.1, 3: 0.1}, 0.5, range(4))
-    verdict = decode_verdict_status(status(encode_verdict_status(
-        '18', ng.ok, ng.message, ng.p_ng, cams=range(4), latency_ms=200.0, threshold=0.5,
-        model_id='m')))
-    assert verdict.decision is Decision.NG and verdict.code == 2 and verdict.reasons == ()
+    verdict = decode_verdict(wire(encode_verdict('18', ng, cams=range(4), stamp_ns=STAMP,
+                                                 latency_ms=200.0, threshold=0.5,
+                                                 model_id='m')))
+    assert verdict.decision is Decision.NG and verdict.code == 2 and verdict.message == 'NG'
+    assert verdict.reasons == ('cam0: NG p=0.900',)        # which view the model found NG
 
-    failsafe = fuse({0: 0.1, 1: 0.1}, 0.5, range(4), {2: 'cannot decode'})
-    wire = encode_verdict_status('19', failsafe.ok, failsafe.message, failsafe.p_ng,
-                                 cams=range(4), latency_ms=800.0, threshold=float('nan'),
-                                 model_id='')
-    verdict = decode_verdict_status(status(wire))
+    failsafe = fuse({0: 0.1, 1: 0.1}, 0.5, range(4), {2: 'cannot decode'},
+                    extra_reasons=['overloaded'])
+    sent = encode_verdict('19', failsafe, cams=range(4), stamp_ns=STAMP, latency_ms=800.0,
+                          threshold=NAN, model_id='')
+    verdict = decode_verdict(wire(sent))
+    assert verdict == sent
     assert verdict.decision is Decision.FAILSAFE_NG and not verdict.ok
-    assert verdict.reasons == ('cam2: cannot decode', 'missing view cam3')
-    assert verdict.message == 'NG: cam2: cannot decode; missing view cam3'
-    assert verdict.p_ng == {0: 0.1, 1: 0.1, 2: None, 3: None}
-    assert verdict.threshold is None                  # no model loaded: NaN -> 'n/a'
+    assert verdict.reasons == ('overloaded', 'cam2: cannot decode', 'missing view cam3')
+    assert verdict.message == 'NG: overloaded; cam2: cannot decode; missing view cam3'
+    assert [(v.camera, v.status, v.p_ng) for v in verdict.views] == [
+        (0, ViewStatus.SCORED, 0.1), (1, ViewStatus.SCORED, 0.1),
+        (2, ViewStatus.CORRUPT, None), (3, ViewStatus.MISSING, None)]
+    assert verdict.views[2].detail == 'cannot decode'
+    assert verdict.threshold is None                       # no model loaded: NaN on the wire
+
+    # A fail-safe NG reads like fusion's message; a view found NG shows in its score.
+    both = fuse({0: 0.9, 1: 0.1, 2: 0.1}, 0.5, range(4))
+    verdict = decode_verdict(wire(encode_verdict('20', both, cams=range(4), stamp_ns=STAMP,
+                                                 latency_ms=1.0, threshold=0.5, model_id='m')))
+    assert verdict.message == both.message == 'NG: missing view cam3'
+    assert verdict.p_ng[0] == 0.9
 
 
-def test_ok_only_when_level_and_message_both_say_ok():
-    assert decode_verdict_fields(0, 'OK', '1', []).ok
-    assert decode_verdict_fields(b'\x00', 'OK', '1', []).ok            # rclpy's byte level
-    assert decode_verdict_fields(2, 'NG', '1', []).decision is Decision.NG
-    assert decode_verdict_fields(1, 'NG', '1', []).decision is Decision.NG
-    for level, message in ((2, 'OK'), (0, 'NG'), (0, 'NG: missing view cam1'), (3, 'OK'),
-                           (0, 'OK '), (0, 'OKAY'), (0, 'ok'), (2, 'garbled'), (2, 'NG:'),
-                           (2, 'NG: ;  ; ')):
-        with pytest.raises(VerdictDecodeError):
-            decode_verdict_fields(level, message, '1', [])
+def test_views_of_a_bolt_that_was_not_inferred_say_so():
+    # The classifier's overload path: the views arrived but the bolt never reached the model.
+    fused = fuse({}, 0.5, [], extra_reasons=['overloaded'])
+    verdict = encode_verdict('5', fused, cams=range(4), stamp_ns=STAMP, latency_ms=1.0,
+                             threshold=0.5, model_id='m')
+    assert [v.status for v in verdict.views] == [ViewStatus.NOT_SCORED] * 4
+    assert decode_verdict(wire(verdict)).reasons == ('overloaded',)
 
 
-@pytest.mark.parametrize('values, what', [
-    ([('p_ng_cam' + '9' * 5000, '0.5')], 'longer than 64'),       # int() > 4300 digits
-    ([('p_ng_cam' + '9' * 50, '0.5')], 'bad camera key'),
-    ([('p_ng_cam0', '9' * 5000)], 'longer than'),
-    ([('latency_ms', 'inf')], 'not a number'),
-    ([('latency_ms', '1e400')], 'outside'),
-    ([('latency_ms', '-5')], 'outside'),
-    ([('latency_ms', 'nan')], 'not a number'),
-    ([('p_ng_cam0', '1.5')], 'outside'),
-    ([('p_ng_cam0', '1_0')], 'not a number'),
-    ([('p_ng_cam0', ' 0.5')], 'not a number'),
-    ([('p_ng_cam256', '0.5')], 'bad camera key'),
-    ([('p_ng_cam', '0.5')], 'bad camera key'),
-    ([('threshold', '0x1')], 'not a number'),
-    ([('latency_ms', '1'), ('latency_ms', '2')], 'given twice'),
-    ([(f'k{i}', '1') for i in range(65)], 'more than 64'),
-    ([(5, '1')], 'must be text'),
-    ([('model_id', None)], 'must be text'),
-    ([('x',)], r'not a \(key, value\) pair'),
+@pytest.mark.parametrize('change, what', [
+    ({'reason': 'cam1: looks odd'}, 'gives a reason'),
+    ({'threshold': NAN}, 'no threshold'),
+    ({'views': []}, 'no views'),
+    ({'views': [View(0, 1, 0.1), View(1, 2, NAN)]}, 'cam1 is missing'),
+    ({'views': [View(0, 1, 0.1), View(1, 3, NAN, 'bad frame')]}, 'cam1 is corrupt'),
+    ({'views': [View(0, 1, 0.1), View(1, 4, NAN)]}, 'cam1 is not_scored'),
+    ({'views': [View(0, 1, 0.5)]}, 'p_ng 0.5 >= threshold'),
 ])
-def test_hostile_values_are_refused_in_one_short_line(values, what):
+def test_ok_only_when_its_own_views_say_ok(change, what):
+    assert decode_verdict(Msg()).ok
+    with pytest.raises(VerdictDecodeError, match=what):
+        decode_verdict(Msg(**change))
+    # The same content as NG is fine: NG never passes a bolt.
+    assert decode_verdict(Msg(decision=2, **change)).decision is Decision.NG
+
+
+@pytest.mark.parametrize('decision', [0, 4, 255, -1, True, 1.0, '1', None])
+def test_unknown_decisions_are_refused(decision):
+    with pytest.raises(VerdictDecodeError):
+        decode_verdict(Msg(decision=decision))
+
+
+def test_failsafe_needs_a_reason():
+    with pytest.raises(VerdictDecodeError, match='no reason'):
+        decode_verdict(Msg(decision=3, reason=' ;  ; '))
+    assert decode_verdict(Msg(decision=3, reason='missing view cam1')).reasons == (
+        'missing view cam1',)
+
+
+@pytest.mark.parametrize('change, what', [
+    ({'views': [View(0, 1, NAN)]}, 'no p_ng'),
+    ({'views': [View(0, 1, math.inf)]}, 'outside'),
+    ({'views': [View(0, 1, 1.5)]}, 'outside'),
+    ({'views': [View(0, 1, -0.1)]}, 'outside'),
+    ({'views': [View(0, 1, 10**400)]}, 'out of range'),
+    ({'views': [View(0, 1, '0.1')]}, 'must be a number'),
+    ({'threshold': math.inf}, 'outside'),
+    ({'threshold': 2.0}, 'outside'),
+    ({'latency_ms': math.inf}, 'outside'),
+    ({'latency_ms': -math.inf}, 'outside'),
+    ({'latency_ms': -5.0}, 'outside'),
+    ({'latency_ms': 1e300}, 'outside'),
+    ({'reason': 'x' * 10_000, 'decision': 3}, f'longer than {MAX_REASON_CHARS}'),
+    ({'model_id': 'm' * 300}, 'longer than 256'),
+    ({'views': [View(0, 3, NAN, 'd' * 300)], 'decision': 3, 'reason': 'x'}, 'longer than'),
+    ({'views': [View(0, 1, 0.1), View(0, 1, 0.2)]}, 'given twice'),
+    ({'views': [View(256, 1, 0.1)]}, 'outside 0..255'),
+    ({'views': [View(-1, 1, 0.1)]}, 'outside 0..255'),
+    ({'views': [View(0, 0, 0.1)]}, 'unknown status'),
+    ({'views': [View(0, 9, 0.1)]}, 'unknown status'),
+    ({'views': (View(c % 256, 1, 0.1) for c in range(10**9))}, 'more than 256|given twice'),
+    ({'views': 5}, 'not a list'),
+    ({'views': [object()]}, 'no field'),
+    ({'model_id': b'm'}, 'must be text'),
+    ({'reason': None}, 'must be text'),
+    ({'header': Header(Time(-1, 0))}, 'not a valid time'),
+    ({'header': Header(Time(1, 10**9))}, 'not a valid time'),
+    ({'header': None}, 'no field'),
+])
+def test_hostile_fields_are_refused_in_one_short_line(change, what):
     with pytest.raises(VerdictDecodeError, match=what) as info:
-        decode_verdict_fields(2, 'NG', '5', values)
+        decode_verdict(Msg(**change))
     assert '\n' not in str(info.value) and len(str(info.value)) < 200
 
 
-@pytest.mark.parametrize('hardware_id', ['', '-1', '1.0', ' 7', '7 ', '٣', '²', '1' * 21,
-                                         '9' * 5000, 'bolt7', None, 7])
-def test_bolt_id_must_be_decimal_digits(hardware_id):
+def test_nan_means_not_given():
+    verdict = decode_verdict(Msg(decision=2, threshold=NAN, latency_ms=NAN,
+                                 views=[View(0, 2, 0.7)]))       # p_ng of an unscored view
+    assert (verdict.threshold, verdict.latency_ms, verdict.p_ng) == (None, None, {0: None})
+
+
+@pytest.mark.parametrize('bolt_id', ['', '-1', '1.0', ' 7', '7 ', '٣', '²', '1' * 21,
+                                     '9' * 5000, 'bolt7', None, 7])
+def test_bolt_id_must_be_decimal_digits(bolt_id):
     with pytest.raises(VerdictDecodeError) as info:
-        decode_verdict_fields(0, 'OK', hardware_id, [])
+        decode_verdict(Msg(bolt_id=bolt_id))
     assert len(str(info.value)) < 200
 
 
-def test_missing_fields_and_wrong_types():
+def test_missing_fields():
     with pytest.raises(VerdictDecodeError, match='no field'):
-        decode_verdict_status(object())
-    with pytest.raises(VerdictDecodeError, match='not a list'):
-        decode_verdict_status(Status(values=5))
-    with pytest.raises(VerdictDecodeError):
-        decode_verdict_status(Status(level='0'))
-    with pytest.raises(VerdictDecodeError):
-        decode_verdict_status(Status(level=b'\x00\x00'))
-    with pytest.raises(VerdictDecodeError):
-        decode_verdict_status(Status(message=b'OK'))
-    with pytest.raises(VerdictDecodeError, match='more than 64'):
-        decode_verdict_status(Status(values=(KV(f'k{i}', '1') for i in range(10**9))))
-    # Unknown keys are ignored, known ones are optional.
-    verdict = decode_verdict_status(Status(values=[KV('colour', 'blue')]))
-    assert verdict.ok and verdict.p_ng == {} and verdict.latency_ms is None
+        decode_verdict(object())
 
 
-def test_reasons_never_carry_control_characters():
-    verdict = decode_verdict_fields(2, 'NG: cam1: bad\nframe\x00; missing view cam2', '3', [])
+def test_text_never_carries_control_characters():
+    verdict = decode_verdict(Msg(decision=3, reason='cam1: bad\nframe\x00; missing view cam2',
+                                 model_id='m\x1b[31m'))
     assert verdict.reasons == ('cam1: bad frame', 'missing view cam2')
+    assert verdict.model_id == 'm [31m'
 
 
 def test_encoder_refuses_what_must_never_be_published():
-    with pytest.raises(ValueError):
-        encode_verdict_status('12a', True, 'OK', {}, cams=(), latency_ms=1.0, threshold=0.5,
-                              model_id='m')
-    with pytest.raises(ValueError):
-        encode_verdict_status('12', True, 'NG', {}, cams=(), latency_ms=1.0, threshold=0.5,
-                              model_id='m')
-    # Numbers it cannot stand behind become 'n/a', so the decoder always accepts its output.
-    wire = encode_verdict_status('12', False, 'NG', {0: float('inf'), 1: 2.0}, cams=range(2),
-                                 latency_ms=float('inf'), threshold=-1.0, model_id='m\nx')
-    assert dict(wire.values) == {'p_ng_cam0': 'n/a', 'p_ng_cam1': 'n/a', 'latency_ms': 'n/a',
-                                 'threshold': 'n/a', 'model_id': 'm x'}
-    assert decode_verdict_status(status(wire)).decision is Decision.NG
+    ok = fuse({0: 0.1, 1: 0.1}, 0.5, (0, 1))
+    with pytest.raises(ValueError, match='decimal'):
+        encode_verdict('12a', ok, cams=(0, 1), stamp_ns=1, latency_ms=1.0, threshold=0.5,
+                       model_id='m')
+    # An OK that the line's cameras contradict (cam2 and cam3 never scored).
+    with pytest.raises(ValueError, match='cam2 is not_scored'):
+        encode_verdict('12', ok, cams=range(4), stamp_ns=1, latency_ms=1.0, threshold=0.5,
+                       model_id='m')
+    with pytest.raises(ValueError, match='no threshold'):
+        encode_verdict('12', ok, cams=(0, 1), stamp_ns=1, latency_ms=1.0, threshold=NAN,
+                       model_id='m')
+
+
+@dataclass
+class Fused:
+    """A fusion result as a buggy model could make it (core.fusion never scores 2.0)."""
+
+    ok: bool
+    message: str
+    p_ng: dict
+    reasons: list = field(default_factory=list)
+
+
+def test_encoder_output_always_decodes():
+    # Numbers it cannot stand behind become "not given", a score that is no probability makes
+    # its view corrupt, text becomes printable and bounded.
+    fused = Fused(False, 'NG: ' + 'x' * 3000 + '; ' + 'y' * 3000 + '; bad\nline',
+                  {0: math.inf, 1: 2.0})
+    verdict = encode_verdict('12', fused, cams=range(2), stamp_ns=-5, latency_ms=math.inf,
+                             threshold=-1.0, model_id='m\nx' + 'z' * 1000)
+    assert [v.status for v in verdict.views] == [ViewStatus.CORRUPT] * 2
+    assert verdict.views[0].detail == 'invalid score'
+    assert (verdict.latency_ms, verdict.threshold, verdict.stamp_ns) == (None, None, 0)
+    assert len(verdict.reason) <= MAX_REASON_CHARS and verdict.reasons[-1].endswith('...')
+    assert verdict.model_id.startswith('m x') and len(verdict.model_id) == 256
+    assert decode_verdict(wire(verdict)) == verdict

@@ -4,34 +4,83 @@ reads — holding CDR-serialised messages exactly as they went over DDS.
 No rclpy here: the recorder (``bolt-inspection record``) hands in the raw CDR bytes its
 subscriptions receive, and the player (:mod:`bolt_inspection.nodes.bag_player`) publishes the raw
 bytes it reads back, so header stamps (the join key) come back unchanged.
+
+The line's own types (``bolt_inspection_msgs``) are not in rosbags' built-in type stores: they
+are registered from the installed ``.msg`` files, and every bag written here carries the full
+definition of each topic's type (and its RIHS01 type hash, the one rclpy and ``ros2 bag``
+compute). A reader needs nothing but the bag: ``rosbags.highlevel.AnyReader`` or ``ros2 bag
+info`` read the definitions from the MCAP file itself.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bolt_inspection.core.errors import ConfigError
 
-# The line's topics and their types (DESIGN.md). Other topics are recorded with the type the
-# ROS graph reports for them.
+INTERFACE_PACKAGE = 'bolt_inspection_msgs'
+# The line's topics and their types (DESIGN.md, nodes/topics.py). Other topics are recorded with
+# the type the ROS graph reports for them.
 LINE_TOPICS = {
     '/line/trigger': 'std_msgs/msg/Header',
     '/cam0/image_raw': 'sensor_msgs/msg/Image',
     '/cam1/image_raw': 'sensor_msgs/msg/Image',
     '/cam2/image_raw': 'sensor_msgs/msg/Image',
     '/cam3/image_raw': 'sensor_msgs/msg/Image',
-    '/inspection/verdict': 'diagnostic_msgs/msg/DiagnosticStatus',
+    '/inspection/verdict': 'bolt_inspection_msgs/msg/Verdict',
+    '/plc/delivery': 'bolt_inspection_msgs/msg/PlcDelivery',
+    '/plc/status': 'bolt_inspection_msgs/msg/LineStatus',
 }
 # What a replay feeds into a line: the inputs, never the outputs it would then produce again.
 REPLAY_TOPICS = ('/line/trigger', '/cam0/image_raw', '/cam1/image_raw', '/cam2/image_raw',
                  '/cam3/image_raw')
 
 
+def interface_dir(package: str = INTERFACE_PACKAGE) -> Path:
+    """The installed ``share/<package>/msg`` folder of an interface package.
+
+    Found through the ament index when ``AMENT_PREFIX_PATH`` is set (a sourced ROS workspace),
+    else beside the generated Python module: rosidl installs ``<prefix>/lib/pythonX.Y/
+    site-packages/<package>`` and ``<prefix>/share/<package>/msg`` (a venv, a colcon install).
+
+    Raises:
+        ConfigError: The package is not installed.
+    """
+    candidates = []
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / 'share' / package / 'msg')
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin:
+        candidates.append(Path(spec.origin).resolve().parents[4] / 'share' / package / 'msg')
+    for folder in candidates:
+        if any(folder.glob('*.msg')):
+            return folder
+    raise ConfigError(f'{package} is not installed (no share/{package}/msg/*.msg found); '
+                      '`make venv` builds it, or colcon in a ROS workspace')
+
+
+def interface_definitions(package: str = INTERFACE_PACKAGE) -> dict[str, str]:
+    """``{'<package>/msg/<Name>': <.msg text>}`` of an installed interface package."""
+    return {f'{package}/msg/{path.stem}': path.read_text()
+            for path in sorted(interface_dir(package).glob('*.msg'))}
+
+
+@functools.cache
 def _typestore():
-    from rosbags.typesys import Stores, get_typestore
-    return get_typestore(Stores.ROS2_KILTED)
+    """rosbags' ROS 2 Kilted types plus the line's own, registered from their .msg files."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    store = get_typestore(Stores.ROS2_KILTED)
+    types = {}
+    for name, text in interface_definitions().items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
 
 
 @dataclass

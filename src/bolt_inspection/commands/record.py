@@ -13,11 +13,14 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         'record', help='record line topics to a rosbag2 MCAP bag',
         description="Subscribe to the line's topics and write them, CDR-serialised, to a new "
-                    'rosbag2 bag (MCAP storage) that `ros2 bag info/play` read. Default topics: '
-                    '/line/trigger, /camN/image_raw, /inspection/verdict.')
+                    'rosbag2 bag (MCAP storage) that `ros2 bag info/play` read; the bag carries '
+                    "the definitions of the line's own message types. Default topics: "
+                    '/line/trigger, /camN/image_raw, /inspection/verdict, /plc/delivery, '
+                    '/plc/status.')
     parser.add_argument('--out', type=Path, required=True, help='bag directory to create')
     parser.add_argument('--topics', nargs='+', default=None, metavar='TOPIC',
-                        help="topics to record (default: the line's inputs and verdicts)")
+                        help="topics to record (default: the line's inputs, verdicts and PLC "
+                             'deliveries and status)')
     parser.add_argument('--duration', type=positive_float, default=None,
                         help='stop after this many seconds (default: until Ctrl-C)')
     parser.set_defaults(func=run)

@@ -34,6 +34,9 @@ class BoltVerdict:
         reasons: Why the bolt is NG: failures first (``'missing view cam2'``,
             ``'cam1: <why>'``), then views classified NG (``'cam3: NG p=0.91'``).
         ng_views: Cameras whose score was >= the threshold.
+        failures: Camera -> why its view could not be used (a given failure, or a score that
+            is not a number).
+        missing: Expected cameras that delivered no view (and have no failure).
     """
 
     ok: bool
@@ -42,6 +45,8 @@ class BoltVerdict:
     p_ng: dict[int, float | None]
     reasons: list[str] = field(default_factory=list)
     ng_views: list[int] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)
+    missing: list[int] = field(default_factory=list)
 
 
 def fuse(p_ng: Mapping[int, float | None], threshold: float, expected_cams: Iterable[int],
@@ -68,6 +73,7 @@ def fuse(p_ng: Mapping[int, float | None], threshold: float, expected_cams: Iter
     failure_reasons: list[str] = list(extra_reasons)
     ng_reasons: list[str] = []
     ng_views: list[int] = []
+    missing: list[int] = []
     for cam in cams:
         value = p_ng.get(cam)
         score = None if value is None else float(value)
@@ -81,6 +87,7 @@ def fuse(p_ng: Mapping[int, float | None], threshold: float, expected_cams: Iter
         elif score is None:
             if cam in expected:
                 failure_reasons.append(f'missing view cam{cam}')
+                missing.append(cam)
         elif score >= threshold:
             ng_views.append(cam)
             ng_reasons.append(f'cam{cam}: NG p={score:.3f}')
@@ -92,12 +99,14 @@ def fuse(p_ng: Mapping[int, float | None], threshold: float, expected_cams: Iter
     else:
         message = 'NG'
     return BoltVerdict(ok=ok, code=CODE_OK if ok else CODE_NG, message=message, p_ng=scores,
-                       reasons=failure_reasons + ng_reasons, ng_views=ng_views)
+                       reasons=failure_reasons + ng_reasons, ng_views=ng_views,
+                       failures={c: failures[c] for c in cams if c in failures},
+                       missing=missing)
 
 
 def with_reasons(verdict: BoltVerdict, reasons: Iterable[str]) -> BoltVerdict:
-    """``verdict`` made fail-safe NG by bolt-level ``reasons`` (e.g. a drifted camera), scores and
-    NG views kept; unchanged when there are none.
+    """``verdict`` made fail-safe NG by bolt-level ``reasons`` (e.g. a drifted camera), scores,
+    NG views and view failures kept; unchanged when there are none.
     """
     reasons = [str(r) for r in reasons if str(r)]
     if not reasons:
@@ -105,4 +114,5 @@ def with_reasons(verdict: BoltVerdict, reasons: Iterable[str]) -> BoltVerdict:
     all_reasons = reasons + [r for r in verdict.reasons if r not in reasons]
     return BoltVerdict(ok=False, code=CODE_NG, message='NG: ' + '; '.join(all_reasons),
                        p_ng=dict(verdict.p_ng), reasons=all_reasons,
-                       ng_views=list(verdict.ng_views))
+                       ng_views=list(verdict.ng_views), failures=dict(verdict.failures),
+                       missing=list(verdict.missing))

@@ -204,7 +204,7 @@ class VerdictRecord:
     def from_verdict(cls, verdict: Verdict, *, trigger_ns: int,
                      created_ns: int | None = None) -> VerdictRecord:
         """Build a record from a decoded ``/inspection/verdict``
-        (:func:`bolt_inspection.core.verdict.decode_verdict_status`), for a log node that only
+        (:func:`bolt_inspection.core.verdict.decode_verdict`), for a log node that only
         sees the topic."""
         return cls(bolt_id=verdict.bolt_id, trigger_ns=int(trigger_ns), code=verdict.code,
                    message=verdict.message, p_ng=dict(verdict.p_ng),

@@ -56,7 +56,7 @@ class PathWatchdog:
         ValueError: A non-positive timeout.
     """
 
-    def __init__(self, stages: Iterable[str], stage_timeout_s: float = 0.6,
+    def __init__(self, stages: Iterable[str], stage_timeout_s: float = 0.75,
                  verdict_timeout_s: float = 3.0) -> None:
         if not stage_timeout_s > 0 or not verdict_timeout_s > 0:
             raise ValueError('stage_timeout_s and verdict_timeout_s must be > 0, got '

@@ -125,7 +125,7 @@ def _ids_text(ids: list[int], limit: int = 10) -> str:
 
 
 def parse_bolt_id(text: str) -> int:
-    """Parse a bolt id (``Header.frame_id`` / verdict ``hardware_id``: decimal).
+    """Parse a bolt id (``Header.frame_id`` / ``Verdict.bolt_id``: decimal).
 
     Raises:
         ValueError: Not a non-negative decimal integer.
@@ -134,14 +134,6 @@ def parse_bolt_id(text: str) -> int:
     if not text.isdigit():
         raise ValueError(f'bolt id must be a non-negative decimal integer, got {text!r}')
     return int(text)
-
-
-def verdict_code_from_level(level: int) -> int:
-    """Map a verdict DiagnosticStatus level to the register code: 0 (OK) -> 1, else -> 2 (NG).
-
-    Anything but an explicit OK is NG: WARN, ERROR, STALE or garbage never pass a bolt.
-    """
-    return 1 if int(level) == 0 else 2
 
 
 @dataclass

@@ -148,7 +148,7 @@ class HmiState:
 
     def on_verdict_message(self, verdict: Verdict, time_ns: int | None = None) -> None:
         """A decoded ``/inspection/verdict`` (:func:`bolt_inspection.core.verdict.
-        decode_verdict_status`: OK only when the message says exactly OK)."""
+        decode_verdict`: OK only when the decision and the views say OK)."""
         self.on_verdict(verdict.bolt_id, verdict.ok, verdict.message, verdict.p_ng,
                         verdict.latency_ms, time_ns)
 
@@ -159,13 +159,15 @@ class HmiState:
             self.version += 1
 
     def on_plc_status(self, level, message: str, hardware_id: str = '',
-                      values: Mapping[str, str] | None = None) -> None:
-        """``/plc/status`` (latched, published on change): PLC health and conveyor state."""
-        values = dict(values or {})
-        run = str(values.get('conveyor_run', '')).strip().lower()
-        self.on_running(True if run in ('true', '1') else False if run in ('false', '0')
-                        else None)
-        self.on_status('PLC', level, message, hardware_id, values, expires=False)
+                      values: Mapping[str, str] | None = None, *,
+                      running: bool | None = None) -> None:
+        """``/plc/status`` (latched, published on change): PLC health and conveyor state.
+
+        Args:
+            running: The conveyor as the PLC last reported it (None = not read yet).
+        """
+        self.on_running(running)
+        self.on_status('PLC', level, message, hardware_id, dict(values or {}), expires=False)
 
     def on_running(self, running: bool | None) -> None:
         """Conveyor state as reported by the PLC (None = unknown)."""

@@ -141,11 +141,11 @@ class CameraNode(LifecycleNode):
         self._own_timers.append(self.create_timer(topics.ALIVE_PERIOD_S, self._publish_alive))
         if p['prefetch'] and p['prefetch_after_topic'] and hasattr(self.source, 'prefetch_next'):
             self._verdict_sub = self.create_subscription(
-                DiagnosticStatus, p['prefetch_after_topic'], self._on_verdict,
+                topics.VERDICT_TYPE, p['prefetch_after_topic'], self._on_verdict,
                 topics.VERDICT_QOS)
         return super().on_activate(state)
 
-    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+    def _on_verdict(self, msg) -> None:
         # The classifier is done with a bolt: the CPU is free to draw the next one.
         source = self.source
         if source is not None:

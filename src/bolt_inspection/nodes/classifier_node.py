@@ -9,11 +9,11 @@ decode and join (:class:`bolt_inspection.core.join.ViewJoiner`); a worker thread
 :data:`IMAGE_QUEUE` bolts: when it falls behind it drops the oldest mosaic, so pictures for people
 never delay the next bolt's verdict. Verdicts are never dropped.
 
-Every triggered bolt gets exactly one /inspection/verdict (diagnostic_msgs/DiagnosticStatus:
-level OK/ERROR, message 'OK' | 'NG' | 'NG: <reason>', hardware_id = bolt id, values = p_ng per
-view, latency_ms, threshold, model_id). A view that misses its timeout, a frame that cannot be
-decoded, an inference error, a full queue, or a deactivation with bolts in flight all give NG
-with the reason, never silence.
+Every triggered bolt gets exactly one /inspection/verdict (bolt_inspection_msgs/Verdict: the
+trigger stamp, bolt id, decision OK / NG / fail-safe NG with the reason, each view's NG
+probability and status, threshold, model id, latency; built by core.verdict's encoder). A view
+that misses its timeout, a frame that cannot be decoded, an inference error, a full queue, or a
+deactivation with bolts in flight all give NG with the reason, never silence.
 
 Lifecycle: ``configure`` loads the model (a failure logs one line and returns FAILURE),
 ``activate`` subscribes and starts the worker, ``deactivate`` answers the bolts in flight and
@@ -50,7 +50,7 @@ from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.core.fusion import fuse, with_reasons
 from bolt_inspection.core.join import Bundle, ViewJoiner
 from bolt_inspection.core.latency import LatencyStats
-from bolt_inspection.core.verdict import BOLT_ID, encode_verdict_status
+from bolt_inspection.core.verdict import BOLT_ID, encode_verdict
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.image_conv import bgr_to_image, image_to_bgr
 from bolt_inspection.nodes.lifecycle_util import (
@@ -96,15 +96,19 @@ class _ImageJob:
     inspection: object
 
 
-def verdict_status(bolt_id: str, verdict, p_ng: dict, *, cams, latency_ms: float,
-                   threshold: float, model_id: str) -> DiagnosticStatus:
+def build_verdict_msg(bolt_id: str, verdict, *, cams, stamp_ns: int, latency_ms: float,
+                      threshold: float, model_id: str):
     """Build the /inspection/verdict message of one bolt with the one encoder (core.verdict).
 
+    Args:
+        verdict: The fused :class:`bolt_inspection.core.fusion.BoltVerdict`.
+
     Raises:
-        ValueError: ``bolt_id`` is not decimal (the trigger callback refuses such bolts).
+        ValueError: ``bolt_id`` is not decimal (the trigger callback refuses such bolts), or an
+            OK that its views contradict.
     """
-    return verdict_msg(encode_verdict_status(
-        bolt_id, verdict.ok, verdict.message, p_ng, cams=cams, latency_ms=latency_ms,
+    return verdict_msg(encode_verdict(
+        bolt_id, verdict, cams=cams, stamp_ns=stamp_ns, latency_ms=latency_ms,
         threshold=threshold, model_id=model_id))
 
 
@@ -309,7 +313,7 @@ class ClassifierNode(LifecycleNode):
         self.joiner = ViewJoiner(self.cams, self._params['view_timeout_s'],
                                  max_pending=self._params['max_pending'])
         self._pubs = {
-            'verdict': self.create_lifecycle_publisher(DiagnosticStatus, topics.VERDICT,
+            'verdict': self.create_lifecycle_publisher(topics.VERDICT_TYPE, topics.VERDICT,
                                                        VERDICT_QOS),
             'gradcam': self.create_lifecycle_publisher(Image, topics.GRADCAM,
                                                        topics.PREVIEW_QOS),
@@ -516,14 +520,12 @@ class ClassifierNode(LifecycleNode):
             inspection = inspector.inspect(views, dict(bundle.failures))
             self.inspect_time.add((time.perf_counter() - start) * 1000.0)
             # A camera out of its training band: never pass this bolt on a blind model.
-            verdict, p_ng = (with_reasons(inspection.verdict, self.drift.bolt_reasons()),
-                             dict(inspection.p_ng))
+            verdict = with_reasons(inspection.verdict, self.drift.bolt_reasons())
             if verdict is not inspection.verdict:
                 self.counts['drift_rejects'] += 1
         except BoltInspectionError as exc:
             verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
                            extra_reasons=[str(exc)])
-            p_ng = {}
             self.counts['errors'] += 1
         except Exception as exc:  # noqa: BLE001 - a broken model gives NG, not a dead node
             self.counts['errors'] += 1
@@ -531,8 +533,7 @@ class ClassifierNode(LifecycleNode):
                                     f'{type(exc).__name__}: {exc}', throttle_duration_sec=5.0)
             verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
                            extra_reasons=[f'inference error: {type(exc).__name__}'])
-            p_ng = {}
-        self._publish_verdict(bundle, verdict, p_ng)
+        self._publish_verdict(bundle, verdict)
         if inspection is not None and (self._params['publish_gradcam']
                                        or self._params['publish_heatmaps']):
             self._queue_images(bundle, inspection)
@@ -559,7 +560,7 @@ class ClassifierNode(LifecycleNode):
         threshold = self.inspector.threshold if self.inspector is not None else float('nan')
         # Only the views that really are missing are reported as such; the others were fine.
         verdict = fuse({}, threshold, bundle.missing, bundle.failures, extra_reasons=[reason])
-        self._publish_verdict(bundle, verdict, {})
+        self._publish_verdict(bundle, verdict)
 
     def latency_ms(self, bundle: Bundle) -> float:
         """Trigger stamp -> now on this node's clock; from the trigger's arrival for replays."""
@@ -569,16 +570,17 @@ class ClassifierNode(LifecycleNode):
             return age_s * 1000.0
         return (time.monotonic() - bundle.triggered_at) * 1000.0
 
-    def _publish_verdict(self, bundle: Bundle, verdict, p_ng: dict) -> None:
+    def _publish_verdict(self, bundle: Bundle, verdict) -> None:
         latency_ms = self.latency_ms(bundle)
         inspector = self.inspector
-        status = verdict_status(
-            bundle.bolt_id, verdict, p_ng, cams=self.cams, latency_ms=latency_ms,
+        msg = build_verdict_msg(
+            bundle.bolt_id, verdict, cams=self.cams, stamp_ns=bundle.stamp,
+            latency_ms=latency_ms,
             threshold=inspector.threshold if inspector is not None else math.nan,
             model_id=inspector.model_id if inspector is not None else '')
         pub = self._pubs.get('verdict')
         if pub is not None and self.context.ok():
-            pub.publish(status)
+            pub.publish(msg)
         self.latency.add(latency_ms)
         self.counts['verdicts'] += 1
         self.counts['ok' if verdict.ok else 'ng'] += 1

@@ -3,8 +3,9 @@
 A thin adapter: messages become calls on :class:`bolt_inspection.hmi.state.HmiState`; the page,
 its Server-Sent Events and the Start / Stop endpoints are :mod:`bolt_inspection.hmi.app`.
 
-Inputs: /inspection/verdict (reliable depth 100), /inspection/gradcam (mosaic, sensor data),
-/camN/image_raw (latest views, sensor data), /diagnostics, /plc/status (transient local).
+Inputs: /inspection/verdict (bolt_inspection_msgs/Verdict, reliable depth 100),
+/inspection/gradcam (mosaic, sensor data), /camN/image_raw (latest views, sensor data),
+/diagnostics, /plc/status (bolt_inspection_msgs/LineStatus, transient local).
 Start / Stop call the PLC bridge's /line/start and /line/stop (std_srvs/Trigger) with
 ``call_async`` awaited on the web server's event loop, so no executor thread ever waits on them.
 
@@ -20,11 +21,12 @@ import asyncio
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
     destroy_entities,
@@ -34,9 +36,8 @@ from bolt_inspection.nodes.lifecycle_util import (
 )
 from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
 
-VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+VERDICT_QOS = topics.VERDICT_QOS
+STATUS_QOS = topics.STATUS_QOS
 
 
 class HmiNode(LifecycleNode):
@@ -143,14 +144,14 @@ class HmiNode(LifecycleNode):
         p = self._params
         g = self._group
         self._entities = [
-            self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
+            self.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, self._on_verdict,
                                      VERDICT_QOS, callback_group=g),
             self.create_subscription(Image, '/inspection/gradcam', self._image('gradcam'),
                                      qos_profile_sensor_data, callback_group=g),
             self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10,
                                      callback_group=g),
-            self.create_subscription(DiagnosticStatus, '/plc/status', self._on_plc_status,
-                                     STATUS_QOS, callback_group=g),
+            self.create_subscription(topics.PLC_STATUS_TYPE, topics.PLC_STATUS,
+                                     self._on_plc_status, STATUS_QOS, callback_group=g),
             self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics),
         ]
         for cam in p['cams']:
@@ -224,7 +225,7 @@ class HmiNode(LifecycleNode):
         return bool(response.success), str(response.message)
 
     # -- topic inputs ------------------------------------------------------------------------
-    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+    def _on_verdict(self, msg) -> None:
         state = self.state
         if state is None:
             return
@@ -257,11 +258,21 @@ class HmiNode(LifecycleNode):
             state.on_status(status.name, status.level, status.message, status.hardware_id,
                             {kv.key: kv.value for kv in status.values})
 
-    def _on_plc_status(self, msg: DiagnosticStatus) -> None:
+    def _on_plc_status(self, msg) -> None:
         state = self.state
-        if state is not None:
-            state.on_plc_status(msg.level, msg.message, msg.hardware_id,
-                                {kv.key: kv.value for kv in msg.values})
+        if state is None:
+            return
+        # What the page lists under the PLC's health line; the gate's tally only once read.
+        values = {'connected': msg.connected, 'path_alive': msg.path_alive,
+                  'heartbeat_healthy': msg.heartbeat_healthy, 'triggers': msg.triggers,
+                  'skipped_bolts': msg.skipped_bolts,
+                  'undelivered_verdicts': msg.undelivered_verdicts}
+        if msg.plc_read:
+            values.update(pass_count=msg.pass_count, reject_count=msg.reject_count,
+                          running=msg.running)
+        state.on_plc_status(msg.level, msg.message, msg.plc,
+                            {k: str(v) for k, v in values.items()},
+                            running=msg.running if msg.plc_read else None)
 
     # -- health ------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

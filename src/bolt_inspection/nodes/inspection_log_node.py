@@ -3,12 +3,11 @@
 A thin adapter over :class:`bolt_inspection.core.inspection_log.InspectionLog` (which owns the
 writer thread, WAL, pruning and crash safety). This node only joins messages:
 
-* ``/line/trigger`` (std_msgs/Header) gives each bolt id its trigger stamp; the verdict message
-  carries the bolt id but not the stamp.
-* ``/inspection/verdict`` (DiagnosticStatus, reliable depth 100) becomes one row, decoded by
-  the one decoder (:mod:`bolt_inspection.core.verdict`); a malformed message is dropped,
-  counted (``bad_verdicts`` on /diagnostics) and warned about. Every verdict is handed to the
-  writer at once, which commits it before anything else: a kill -9 right after loses no row.
+* ``/inspection/verdict`` (bolt_inspection_msgs/Verdict, reliable depth 100) becomes one row,
+  decoded by the one decoder (:mod:`bolt_inspection.core.verdict`); a malformed message is
+  dropped, counted (``bad_verdicts`` on /diagnostics) and warned about. Its header stamp is
+  the bolt's trigger stamp, the key of the joins below. Every verdict is handed to the writer at
+  once, which commits it before anything else: a kill -9 right after loses no row.
 * ``/inspection/gradcam`` (bgr8 mosaic, sensor data) carries ``header.stamp`` = the trigger
   stamp, so it joins its verdict exactly by stamp. The classifier publishes it right after the
   verdict, on another topic, best effort: a mosaic that arrives within ``mosaic_wait_s`` after
@@ -17,9 +16,9 @@ writer thread, WAL, pruning and crash safety). This node only joins messages:
 * ``/camN/image_raw`` (reliable, ``header.stamp`` = the trigger stamp): each view is cut to
   its ROI box from ``camera_config`` (config/cameras.yaml, scaled to the frame size) on arrival
   and kept for a few bolts, so an NG row gets the four ROI crops the classifier judged.
-* ``/plc/delivery`` (DiagnosticStatus per verdict: ``hardware_id`` = bolt id, level OK =
-  written to the PLC, anything else = not delivered) sets the row's PLC delivery state. Until
-  the PLC bridge publishes it, rows stay ``pending``.
+* ``/plc/delivery`` (bolt_inspection_msgs/PlcDelivery per verdict: bolt id, acknowledged by
+  the PLC or not) sets the row's PLC delivery state. Until the PLC bridge publishes it, rows
+  stay ``pending``.
 
 Lifecycle: ``configure`` opens the database (a failure logs one line and returns FAILURE),
 ``activate`` subscribes, ``deactivate`` writes what is held and flushes, ``cleanup`` closes.
@@ -32,11 +31,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
 from bolt_inspection.core.errors import BoltInspectionError
 from bolt_inspection.core.inspection_log import (
@@ -57,10 +54,7 @@ from bolt_inspection.nodes.lifecycle_util import (
 )
 from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
 
-TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-# Bolts remembered for the joins: far more than are ever in flight between camera and gate.
-_REMEMBER = 1000
+VERDICT_QOS = topics.VERDICT_QOS
 _MOSAICS_KEPT = 16
 _CROPS_KEPT = 16          # bolts whose ROI crops are kept waiting for their verdict
 
@@ -71,12 +65,6 @@ class _Awaiting:
 
     bolt_id: str
     deadline: float
-
-
-def _level(value) -> int:
-    if isinstance(value, (bytes, bytearray)):
-        return value[0] if value else 0
-    return int(value)
 
 
 class InspectionLogNode(LifecycleNode):
@@ -90,7 +78,6 @@ class InspectionLogNode(LifecycleNode):
         # the wrong type raises there, and the context still destroys this half-built node.
         self.log: InspectionLog | None = None
         self._lock = threading.Lock()
-        self._triggers: OrderedDict[str, int] = OrderedDict()   # bolt id -> trigger stamp ns
         self._mosaics: OrderedDict[int, Image] = OrderedDict()  # trigger stamp ns -> mosaic
         self._awaiting: dict[int, _Awaiting] = {}               # trigger stamp ns -> NG bolt
         self._crops: OrderedDict[int, dict] = OrderedDict()     # trigger stamp ns -> cam -> crop
@@ -154,20 +141,20 @@ class InspectionLogNode(LifecycleNode):
         except (BoltInspectionError, ValueError) as exc:
             self.get_logger().error(f'cannot open the inspection log: {exc}')
             return TransitionCallbackReturn.FAILURE
-        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_pub = self.create_lifecycle_publisher(
+            topics.DIAGNOSTICS_TYPE, topics.DIAGNOSTICS, topics.DIAGNOSTICS_QOS)
         self.get_logger().info(f'inspection log {self.log.path} (images {self.log.image_dir})')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
         self._entities = [
-            self.create_subscription(Header, '/line/trigger', self._on_trigger, TRIGGER_QOS),
-            self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
+            self.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, self._on_verdict,
                                      VERDICT_QOS),
-            self.create_subscription(Image, '/inspection/gradcam', self._on_mosaic,
-                                     qos_profile_sensor_data),
-            self.create_subscription(DiagnosticStatus, '/plc/delivery', self._on_delivery,
-                                     VERDICT_QOS),
+            self.create_subscription(topics.IMAGE_TYPE, topics.GRADCAM, self._on_mosaic,
+                                     topics.PREVIEW_QOS),
+            self.create_subscription(topics.PLC_DELIVERY_TYPE, topics.PLC_DELIVERY,
+                                     self._on_delivery, topics.DELIVERY_QOS),
             self.create_timer(0.1, self._write_overdue),
             # Evidence must be complete: reliable like the cameras publish (nodes/topics.py);
             # best effort only for a best-effort camera driver, which it matches.
@@ -216,24 +203,16 @@ class InspectionLogNode(LifecycleNode):
             log.close()
 
     # -- inputs ------------------------------------------------------------------------------
-    def _on_trigger(self, msg: Header) -> None:
-        with self._lock:
-            self._triggers[msg.frame_id] = stamp_to_ns(msg.stamp)
-            self._triggers.move_to_end(msg.frame_id)
-            while len(self._triggers) > _REMEMBER:
-                self._triggers.popitem(last=False)
-
-    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+    def _on_verdict(self, msg) -> None:
         verdict = decode_or_drop(self, msg, self.counts, self._lock)
         if verdict is None:
             return
         now_ns = time.time_ns()
-        with self._lock:
-            trigger_ns = self._triggers.get(verdict.bolt_id)
-        exact = trigger_ns is not None
+        trigger_ns = verdict.stamp_ns
+        exact = trigger_ns > 0
         if not exact:
-            # Trigger not seen (node started late, bag without triggers): estimate it from the
-            # classifier's trigger -> verdict latency; such a row cannot be joined to a mosaic.
+            # A verdict without its trigger stamp (not one of the classifier's): estimate it
+            # from the trigger -> verdict latency; such a row cannot be joined to a mosaic.
             trigger_ns = now_ns - int((verdict.latency_ms or 0.0) * 1e6)
             self.counts['unknown_trigger'] += 1
         record = VerdictRecord.from_verdict(verdict, trigger_ns=trigger_ns, created_ns=now_ns)
@@ -305,17 +284,16 @@ class InspectionLogNode(LifecycleNode):
                 self.log.add_images(bolt_id, stamp, crops={cam: crop})
         return callback
 
-    def _on_delivery(self, msg: DiagnosticStatus) -> None:
-        if not BOLT_ID.fullmatch(msg.hardware_id):
+    def _on_delivery(self, msg) -> None:
+        if not BOLT_ID.fullmatch(msg.bolt_id):
             with self._lock:
                 self.counts['bad_deliveries'] += 1
             self.get_logger().warning('malformed /plc/delivery dropped: the bolt id is not '
                                       '1-20 decimal digits', throttle_duration_sec=5.0)
             return
-        ok = _level(msg.level) == _level(DiagnosticStatus.OK)
-        state = 'delivered' if ok else 'undelivered'
+        state = 'delivered' if msg.acknowledged else 'undelivered'
         if self.log is not None:
-            self.log.set_delivery(msg.hardware_id, state)
+            self.log.set_delivery(msg.bolt_id, state)
             self.counts['deliveries'] += 1
 
     def _mosaic_pixels(self, bolt_id: str, mosaic: Image):

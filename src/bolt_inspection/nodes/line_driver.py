@@ -10,12 +10,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from bolt_inspection.core.verdict import Decision
+from bolt_inspection.core.verdict import Decision, Verdict
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import stamp_to_ns
 from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
@@ -31,10 +30,15 @@ class VerdictRecord:
     bolt_id: str
     ok: bool
     message: str
-    values: dict[str, str]
+    verdict: Verdict
     received_ns: int
     trigger_ns: int | None = None
     decision: Decision | None = None
+
+    @property
+    def p_ng(self) -> dict[int, float | None]:
+        """Camera -> NG probability as the classifier sent it (None = no score)."""
+        return self.verdict.p_ng
 
     @property
     def latency_ms(self) -> float | None:
@@ -73,7 +77,7 @@ class LineDriver(Node):
         # Triggers from someone else (PLC bridge, bag player) are timed from their arrival here:
         # a replayed trigger's stamp is from the recording.
         self.create_subscription(Header, trigger_topic, self._on_trigger, TRIGGER_QOS)
-        self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
+        self.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, self._on_verdict,
                                  VERDICT_QOS)
         if keep_gradcam:
             self.create_subscription(Image, topics.GRADCAM, self._on_gradcam,
@@ -126,7 +130,7 @@ class LineDriver(Node):
         """Malformed verdict messages dropped (core.verdict's decoder refused them)."""
         return self.counters[BAD_VERDICTS]
 
-    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+    def _on_verdict(self, msg) -> None:
         now = self.get_clock().now().nanoseconds
         verdict = decode_or_drop(self, msg, self.counters, self._lock)
         if verdict is None:
@@ -134,7 +138,7 @@ class LineDriver(Node):
         with self._cond:
             record = VerdictRecord(bolt_id=verdict.bolt_id, ok=verdict.ok,
                                    message=verdict.message,
-                                   values={kv.key: kv.value for kv in msg.values},
+                                   verdict=verdict,
                                    received_ns=now,
                                    trigger_ns=self.state.triggers.get(verdict.bolt_id),
                                    decision=verdict.decision)

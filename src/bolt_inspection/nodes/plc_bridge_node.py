@@ -11,11 +11,13 @@ from the worker the moment the counter read returns. The start/stop services wai
 the Modbus timeout) for the worker's answer in their own callback group, so with the
 MultiThreadedExecutor of ``main()`` / ``bolt-inspection line`` nothing else waits for them.
 
-Topics: /line/trigger (std_msgs/Header, reliable depth 10; stamp = when the bridge saw the
-counter change, frame_id = bolt id), /inspection/verdict (in, reliable depth 100), /plc/status
-(DiagnosticStatus, transient local depth 1), /plc/delivery (DiagnosticStatus per verdict,
-reliable depth 100: ``hardware_id`` = bolt id, level OK = written and acknowledged by the PLC,
-ERROR = given up, with the reason; the inspection log records it per bolt), /diagnostics.
+Topics (nodes/topics.py): /line/trigger (std_msgs/Header, reliable depth 10; stamp = when the
+bridge saw the counter change, frame_id = bolt id), /inspection/verdict (in,
+bolt_inspection_msgs/Verdict, reliable depth 100), /plc/status (bolt_inspection_msgs/LineStatus,
+transient local depth 1: connection, conveyor, heartbeat, inspection path, gate tally,
+counters), /plc/delivery (bolt_inspection_msgs/PlcDelivery per verdict, reliable depth 100:
+what was written for which bolt, acknowledged by the PLC or given up and why; the inspection log
+records it per bolt), /diagnostics.
 
 The heartbeat means "the inspection path is alive" (core.liveness): with ``watch_stages`` set
 (the line's classifier and cameras; ``graph.line_nodes`` sets it), the bridge writes the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import queue
 import threading
 import time
@@ -35,11 +38,11 @@ import traceback
 from collections import deque
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from bolt_inspection_msgs.msg import LineStatus, PlcDelivery
+from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
@@ -53,6 +56,7 @@ from bolt_inspection.core.plc_bridge_logic import (
 )
 from bolt_inspection.core.plc_contract import (
     VERDICT_NG,
+    VERDICT_OK,
     PlcConfig,
     decode_status,
     encode_verdict,
@@ -69,10 +73,9 @@ from bolt_inspection.nodes.lifecycle_util import (
 )
 from bolt_inspection.nodes.verdict_msg import decode_or_drop
 
-TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TRIGGER_QOS = topics.TRIGGER_QOS
+VERDICT_QOS = topics.VERDICT_QOS
+STATUS_QOS = topics.STATUS_QOS
 
 _WAKE = ('wake',)
 
@@ -96,13 +99,6 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def _level(value: Any) -> int:
-    """DiagnosticStatus.level arrives as a 1-byte ``bytes`` in rclpy."""
-    if isinstance(value, (bytes, bytearray)):
-        return value[0] if value else 0
-    return int(value)
-
-
 class PlcBridgeNode(LifecycleNode):
     """Polls the PLC's bolt counter, triggers the cameras, writes verdicts and the heartbeat."""
 
@@ -117,6 +113,7 @@ class PlcBridgeNode(LifecycleNode):
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._activated_at = 0.0
         self._entities: list = []
         self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
         self._reset_state()
@@ -135,7 +132,7 @@ class PlcBridgeNode(LifecycleNode):
             self, 'watch_stages', [''], 'Inspection stages (node names) that must report on '
             "/inspection/alive for the heartbeat to be written; [''] = none (the bridge alone)",
             read_only=True) if n]
-        self.stage_timeout_s = declare(self, 'stage_timeout_s', 0.6, 'A watched stage silent '
+        self.stage_timeout_s = declare(self, 'stage_timeout_s', 0.75, 'A watched stage silent '
                                        'for longer stops the heartbeat and the conveyor',
                                        float_range=(0.2, 60.0), read_only=True)
         self.verdict_timeout_s = declare(self, 'verdict_timeout_s', 3.0, 'A triggered bolt '
@@ -170,7 +167,7 @@ class PlcBridgeNode(LifecycleNode):
         self.heartbeat_value = 0
         self._published_status: tuple | None = None
         stages = getattr(self, 'watch_stages', [])
-        self.watchdog = PathWatchdog(stages, getattr(self, 'stage_timeout_s', 0.6),
+        self.watchdog = PathWatchdog(stages, getattr(self, 'stage_timeout_s', 0.75),
                                      getattr(self, 'verdict_timeout_s', 3.0)) if stages else None
         self.path = PathHealth(alive=not stages, reason='' if not stages else 'starting')
         self._path_was_alive = False
@@ -189,21 +186,25 @@ class PlcBridgeNode(LifecycleNode):
             self.get_logger().error(str(exc))
             return TransitionCallbackReturn.FAILURE
         self._reset_state()
-        self._trigger_pub = self.create_publisher(Header, '/line/trigger', TRIGGER_QOS)
-        self._status_pub = self.create_publisher(DiagnosticStatus, '/plc/status', STATUS_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._delivery_pub = self.create_publisher(DiagnosticStatus, '/plc/delivery',
-                                                   VERDICT_QOS)
+        self._trigger_pub = self.create_publisher(topics.TRIGGER_TYPE, topics.TRIGGER,
+                                                  TRIGGER_QOS)
+        self._status_pub = self.create_publisher(topics.PLC_STATUS_TYPE, topics.PLC_STATUS,
+                                                 STATUS_QOS)
+        self._diag_pub = self.create_publisher(topics.DIAGNOSTICS_TYPE, topics.DIAGNOSTICS,
+                                               topics.DIAGNOSTICS_QOS)
+        self._delivery_pub = self.create_publisher(topics.PLC_DELIVERY_TYPE, topics.PLC_DELIVERY,
+                                                   topics.DELIVERY_QOS)
         services = MutuallyExclusiveCallbackGroup()
         self._entities = [
             self._trigger_pub, self._status_pub, self._diag_pub, self._delivery_pub,
-            self.create_subscription(DiagnosticStatus, '/inspection/verdict', self._on_verdict,
+            self.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, self._on_verdict,
                                      VERDICT_QOS),
-            self.create_subscription(Header, topics.ALIVE, self._on_alive, topics.ALIVE_QOS),
-            self.create_service(Trigger, '/line/start',
+            self.create_subscription(topics.ALIVE_TYPE, topics.ALIVE, self._on_alive,
+                                     topics.ALIVE_QOS),
+            self.create_service(Trigger, topics.START_SERVICE,
                                 lambda req, res: self._on_conveyor(True, res),
                                 callback_group=services),
-            self.create_service(Trigger, '/line/stop',
+            self.create_service(Trigger, topics.STOP_SERVICE,
                                 lambda req, res: self._on_conveyor(False, res),
                                 callback_group=services),
             self.create_timer(self.get_parameter('diagnostics_period_s').value,
@@ -218,6 +219,7 @@ class PlcBridgeNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop.clear()
+        self._activated_at = time.monotonic()
         self._worker = threading.Thread(target=self._run, name='plc_bridge-modbus', daemon=True)
         self._worker.start()
         return super().on_activate(state)
@@ -257,7 +259,7 @@ class PlcBridgeNode(LifecycleNode):
 
     # -- ROS callbacks (never touch the socket) ----------------------------------------------
 
-    def _on_verdict(self, msg: DiagnosticStatus) -> None:
+    def _on_verdict(self, msg) -> None:
         # One decoder, one rule for OK (core.verdict): a malformed verdict is dropped and
         # counted; the bolt then reaches the gate without a verdict and the PLC rejects it.
         verdict = decode_or_drop(self, msg, self.counters, self._lock)
@@ -302,6 +304,12 @@ class PlcBridgeNode(LifecycleNode):
         # still be connecting: give it one connect timeout before refusing.
         deadline = time.monotonic() + self.config.timeout_s + 0.2
         while self._worker is not None and not self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Just activated, the stages' first signs of life may not have been seen yet: give
+        # them one stage timeout before calling the path down (a dead path is refused later).
+        settle = self._activated_at + self.stage_timeout_s + 0.2
+        while (on and self._worker is not None and not self.path.alive
+               and time.monotonic() < settle):
             time.sleep(0.02)
         if self._worker is None:
             ok, message = False, f'cannot {what}: plc_bridge not active'
@@ -492,17 +500,23 @@ class PlcBridgeNode(LifecycleNode):
 
     def _publish_delivery(self, item: PendingVerdict, message: str,
                           write_ms: float | None = None) -> None:
-        """Tell the line what became of one verdict (OK = in the PLC, ERROR = given up)."""
+        """Tell the line what became of one verdict (acknowledged by the PLC, or given up)."""
         pub = self._delivery_pub
         if pub is None:
             return
-        level = DiagnosticStatus.OK if message == 'delivered' else DiagnosticStatus.ERROR
-        values = {'code': item.code, 'attempts': item.attempts}
-        if write_ms is not None:
-            values['write_ms'] = round(write_ms, 2)
-        pub.publish(DiagnosticStatus(level=level, name=f'{self.get_name()}/delivery',
-                                     message=message, hardware_id=str(item.bolt_id),
-                                     values=key_values(values)))
+        with self._lock:
+            own = item.bolt_id in self._rejected
+        delivered = message == 'delivered'
+        # item.attempts counts the failed requests; the one the PLC acknowledged is extra.
+        requests = item.attempts + (1 if delivered else 0)
+        msg = PlcDelivery(
+            bolt_id=str(item.bolt_id),
+            code=PlcDelivery.CODE_OK if item.code == VERDICT_OK else PlcDelivery.CODE_NG,
+            source=PlcDelivery.SOURCE_BRIDGE if own else PlcDelivery.SOURCE_VERDICT,
+            acknowledged=delivered, attempts=min(requests, 65535),
+            write_ms=math.nan if write_ms is None else float(write_ms), detail=message)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        pub.publish(msg)
 
     def _poll(self, client) -> None:
         c = self.config
@@ -683,28 +697,62 @@ class PlcBridgeNode(LifecycleNode):
             })
         return out
 
-    def _status_msg(self, s: dict[str, Any]) -> DiagnosticStatus:
-        c = self.config
-        plc = s['plc']
-        flags = decode_status(plc.get('status', 0))
+    @staticmethod
+    def _summary(s: dict[str, Any]) -> tuple[int, str]:
+        """The line's state for people: (level as LineStatus.LEVEL_*, one line)."""
+        flags = decode_status(s['plc'].get('status', 0))
         if not s['connected']:
             wait = s['reconnect_in_s']
             state = (f'reconnecting in {wait:.0f} s' if wait is not None and wait >= 0.5
                      else 'connecting')
             # Blind while it waits: say so, with the countdown (operator page, /diagnostics).
-            level, message = DiagnosticStatus.ERROR, (f'PLC not connected ({state}): '
-                                                      f'{s["last_error"]}')
-        elif not s['path_alive']:
-            level, message = DiagnosticStatus.ERROR, (f'inspection path down: '
-                                                      f'{s["path_reason"]}; no heartbeat')
-        elif flags['heartbeat_stale']:
-            level, message = DiagnosticStatus.ERROR, 'conveyor stopped by the PLC watchdog'
-        elif s['undelivered'] or s['skipped_bolts'] or s['exception_responses']:
-            level, message = DiagnosticStatus.WARN, (
+            return LineStatus.LEVEL_ERROR, f'PLC not connected ({state}): {s["last_error"]}'
+        if not s['path_alive']:
+            return LineStatus.LEVEL_ERROR, (f'inspection path down: {s["path_reason"]}; '
+                                            'no heartbeat')
+        if flags['heartbeat_stale']:
+            return LineStatus.LEVEL_ERROR, 'conveyor stopped by the PLC watchdog'
+        if s['undelivered'] or s['skipped_bolts'] or s['exception_responses']:
+            return LineStatus.LEVEL_WARN, (
                 f'connected; {s["skipped_bolts"]} skipped bolt(s), {s["undelivered"]} '
                 f'undelivered verdict(s), {s["exception_responses"]} exception response(s)')
-        else:
-            level, message = DiagnosticStatus.OK, 'connected'
+        return LineStatus.LEVEL_OK, 'connected'
+
+    def _line_status(self, s: dict[str, Any]) -> LineStatus:
+        """/plc/status: the typed line status."""
+        c = self.config
+        plc = s['plc']
+        level, message = self._summary(s)
+        read = 'status' in plc
+        flags = decode_status(plc.get('status', 0))
+        wait = s['reconnect_in_s']
+        msg = LineStatus(
+            level=level, message=message, plc=f'{c.host}:{c.port}/{c.unit_id}',
+            connected=bool(s['connected']),
+            reconnect_in_s=math.nan if wait is None else float(wait),
+            last_error=s['last_error'], path_alive=bool(s['path_alive']),
+            path_reason=s['path_reason'] or '',
+            heartbeat_healthy=bool(s['connected'] and s['path_alive']),
+            plc_read=read, running=bool(plc.get('conveyor_run', False)),
+            plc_status=int(plc.get('status', 0)) & 0xFFFF,
+            plc_watchdog_tripped=bool(flags['heartbeat_stale']),
+            bolt_counter=int(plc.get('bolt_counter', 0)) & 0xFFFF,
+            pass_count=int(plc.get('pass_count', 0)) & 0xFFFF,
+            reject_count=int(plc.get('reject_count', 0)) & 0xFFFF,
+            last_bolt_id='' if s['last_bolt_id'] is None else str(s['last_bolt_id']),
+            triggers=s['triggers'], skipped_bolts=s['skipped_bolts'],
+            verdicts_written=s['verdicts_written'], undelivered_verdicts=s['undelivered'],
+            bad_verdicts=s['bad_verdicts'], rejected_in_flight=s['rejected_in_flight'],
+            verdicts_pending=s['verdicts_pending'])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+    def _diagnostic_status(self, s: dict[str, Any]) -> DiagnosticStatus:
+        """/diagnostics: every counter and latency as KeyValues."""
+        c = self.config
+        plc = s['plc']
+        flags = decode_status(plc.get('status', 0))
+        level, message = self._summary(s)
         values = {
             'connected': s['connected'],
             'conveyor_run': plc.get('conveyor_run'),
@@ -729,7 +777,7 @@ class PlcBridgeNode(LifecycleNode):
             'path_reason': s['path_reason'],
             'reconnect_in_s': s['reconnect_in_s'],
         }
-        return DiagnosticStatus(level=level, name=f'{self.get_name()}: Modbus TCP',
+        return DiagnosticStatus(level=bytes([level]), name=f'{self.get_name()}: Modbus TCP',
                                 message=message, hardware_id=f'{c.host}:{c.port}/{c.unit_id}',
                                 values=key_values(values))
 
@@ -745,12 +793,12 @@ class PlcBridgeNode(LifecycleNode):
         if key == self._published_status:
             return
         self._published_status = key
-        self._status_pub.publish(self._status_msg(s))
+        self._status_pub.publish(self._line_status(s))
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.config is None:
             return
-        msg = self._status_msg(self.stats())
+        msg = self._diagnostic_status(self.stats())
         publish_diagnostics(self, self._diag_pub, msg)
         self._publish_status()
 

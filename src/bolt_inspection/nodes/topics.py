@@ -1,5 +1,9 @@
 """The line's topic contract: names, message types and QoS profiles, in one place.
 
+The line's own messages are typed (``bolt_inspection_msgs``): the verdict with its per-view
+results, the PLC bridge's deliveries and its line status, so ``ros2 topic echo``, rqt and bag
+tools show every field.
+
 Every node, the bag tools and the tests take their QoS from here, so a publisher and its
 subscribers cannot drift apart. Why each profile is what it is:
 
@@ -22,6 +26,8 @@ subscribers cannot drift apart. Why each profile is what it is:
 
 from __future__ import annotations
 
+from bolt_inspection_msgs.msg import LineStatus, PlcDelivery, Verdict
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -29,6 +35,8 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
 # -- names -------------------------------------------------------------------------------------
 TRIGGER = '/line/trigger'
@@ -39,9 +47,29 @@ HEATMAP_PATTERN = '/inspection/heatmap/cam{}'
 PLC_STATUS = '/plc/status'
 PLC_DELIVERY = '/plc/delivery'
 DIAGNOSTICS = '/diagnostics'
-ALIVE = '/inspection/alive'   # std_msgs/Header: frame_id = the stage (node name), stamp = now
+ALIVE = '/inspection/alive'
 START_SERVICE = '/line/start'
 STOP_SERVICE = '/line/stop'
+
+# -- types -------------------------------------------------------------------------------------
+TRIGGER_TYPE = Header            # stamp = trigger time (the join key), frame_id = bolt id
+IMAGE_TYPE = Image               # camera views, the Grad-CAM mosaic and heatmaps
+VERDICT_TYPE = Verdict           # one per triggered bolt (bolt_inspection_msgs)
+PLC_STATUS_TYPE = LineStatus     # the line as the PLC bridge sees it (bolt_inspection_msgs)
+PLC_DELIVERY_TYPE = PlcDelivery  # what the bridge wrote to the PLC per bolt (bolt_inspection_msgs)
+ALIVE_TYPE = Header              # frame_id = the stage (node name), stamp = now
+DIAGNOSTICS_TYPE = DiagnosticArray
+
+# Type names as ``ros2 topic list -t`` and rosbag2 write them (the camera topics are Images).
+TYPE_NAMES = {
+    TRIGGER: 'std_msgs/msg/Header',
+    VERDICT: 'bolt_inspection_msgs/msg/Verdict',
+    GRADCAM: 'sensor_msgs/msg/Image',
+    PLC_STATUS: 'bolt_inspection_msgs/msg/LineStatus',
+    PLC_DELIVERY: 'bolt_inspection_msgs/msg/PlcDelivery',
+    ALIVE: 'std_msgs/msg/Header',
+    DIAGNOSTICS: 'diagnostic_msgs/msg/DiagnosticArray',
+}
 
 # -- QoS ---------------------------------------------------------------------------------------
 # Frames a camera keeps for a reader that is behind (and resends to it): 4 bolts' worth at one
@@ -60,10 +88,11 @@ TRIGGER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 VERDICT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DELIVERY_QOS = VERDICT_QOS
 DIAGNOSTICS_QOS = 10
 ALIVE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Signs of life of an inspection stage (core.liveness): a stage silent for the bridge's
-# stage_timeout_s (0.6 s) stops the PLC heartbeat.
+# stage_timeout_s (0.75 s: above a starved process's pause on a loaded 2-core machine, below the 1 s stop budget) stops the PLC heartbeat.
 ALIVE_PERIOD_S = 0.1
 
 

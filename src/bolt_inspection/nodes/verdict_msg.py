@@ -1,37 +1,42 @@
-"""``/inspection/verdict`` <-> :mod:`bolt_inspection.core.verdict`, for every node.
+"""``/inspection/verdict`` (``bolt_inspection_msgs/msg/Verdict``) <-> :mod:`bolt_inspection.core.
+verdict`, for every node.
 
-The encoding and the validation live in core (:func:`~bolt_inspection.core.verdict.
-encode_verdict_status`, :func:`~bolt_inspection.core.verdict.decode_verdict_status`); this
-module only builds the ROS message and gives every consumer the same way to drop a malformed
-one: a throttled warning and a counter that the node shows on /diagnostics.
-
-When the typed ``bolt_inspection_msgs/msg/Verdict`` replaces DiagnosticStatus, the message type
-here and the decoder in core change; the consumers do not.
+The rules live in core (:func:`~bolt_inspection.core.verdict.encode_verdict`,
+:func:`~bolt_inspection.core.verdict.decode_verdict`); this module only converts between the
+validated :class:`~bolt_inspection.core.verdict.Verdict` and the ROS message, and gives every
+consumer the same way to drop a malformed one: a throttled warning and a counter that the node
+shows on /diagnostics.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import MutableMapping
 
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from bolt_inspection_msgs.msg import Verdict as VerdictMsg
+from bolt_inspection_msgs.msg import ViewResult as ViewResultMsg
 
-from bolt_inspection.core.verdict import (
-    Verdict,
-    VerdictDecodeError,
-    VerdictWire,
-    decode_verdict_status,
-)
+from bolt_inspection.core.verdict import Verdict, VerdictDecodeError, decode_verdict
+from bolt_inspection.nodes.lifecycle_util import ns_to_stamp
 
-VERDICT_TYPE = DiagnosticStatus
 BAD_VERDICTS = 'bad_verdicts'
 
 
-def verdict_msg(wire: VerdictWire) -> DiagnosticStatus:
-    """The ROS message for :func:`bolt_inspection.core.verdict.encode_verdict_status`'s fields."""
-    return DiagnosticStatus(level=bytes([wire.level]), name=wire.name, message=wire.message,
-                            hardware_id=wire.hardware_id,
-                            values=[KeyValue(key=k, value=v) for k, v in wire.values])
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def verdict_msg(verdict: Verdict) -> VerdictMsg:
+    """The ROS message of a verdict made by :func:`bolt_inspection.core.verdict.encode_verdict`."""
+    msg = VerdictMsg(bolt_id=verdict.bolt_id, decision=int(verdict.decision),
+                     reason=verdict.reason, threshold=_nan(verdict.threshold),
+                     model_id=verdict.model_id, latency_ms=_nan(verdict.latency_ms),
+                     views=[ViewResultMsg(camera=v.camera, status=int(v.status),
+                                          p_ng=_nan(v.p_ng), detail=v.detail)
+                            for v in verdict.views])
+    msg.header.stamp = ns_to_stamp(verdict.stamp_ns)
+    return msg
 
 
 def decode_or_drop(node, msg, counters: MutableMapping[str, int],
@@ -48,7 +53,7 @@ def decode_or_drop(node, msg, counters: MutableMapping[str, int],
         The verdict, or None when the message was dropped.
     """
     try:
-        return decode_verdict_status(msg)
+        return decode_verdict(msg)
     except VerdictDecodeError as exc:
         if lock is not None:
             with lock:
