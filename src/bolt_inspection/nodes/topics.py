@@ -92,7 +92,8 @@ DELIVERY_QOS = VERDICT_QOS
 DIAGNOSTICS_QOS = 10
 ALIVE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Signs of life of an inspection stage (core.liveness): a stage silent for the bridge's
-# stage_timeout_s (0.75 s: above a starved process's pause on a loaded 2-core machine, below the 1 s stop budget) stops the PLC heartbeat.
+# stage_timeout_s stops the PLC heartbeat (0.75 s: longer than a starved process's pause on a
+# loaded 2-core machine, short enough to stop the conveyor within 1 s).
 ALIVE_PERIOD_S = 0.1
 
 
