@@ -37,9 +37,9 @@ def test_package_xml_is_format_3_and_lists_ros_dependencies():
 # Python modules -> their rosdep keys (the ROS packages' modules are their package names).
 ROSDEP_KEYS = {'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
                'matplotlib': 'python3-matplotlib', 'sklearn': 'python3-sklearn',
-               'tqdm': 'python3-tqdm', 'aiohttp': 'python3-aiohttp'}
+               'tqdm': 'python3-tqdm', 'aiohttp': 'python3-aiohttp', 'h5py': 'python3-h5py'}
 # Not in rosdep for every distribution: the Dockerfile installs them, pinned, with pip.
-PIP_ONLY = {'tensorflow', 'keras', 'pymodbus', 'rosbags'}
+PIP_ONLY = {'tensorflow', 'keras', 'openvino', 'nncf', 'pymodbus', 'rosbags'}
 
 
 def _imported_modules() -> dict[str, str]:
