@@ -108,6 +108,21 @@ def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
     assert meta.metrics['bolt']['ng_recall'] == 1.0
     # Nothing is left frozen in the saved model.
     assert all(layer.trainable for layer in artifact.model.layers)
+    # The drift monitor's reference: the training split's frames as the cameras gave them
+    # (not augmented), per camera, with the model's ROI boxes.
+    from bolt_inspection.core.drift import DriftReference, reference_from_records, view_stats
+
+    train_records, _ = split_by_bolt(small_dataset.records, 0.2, 0)
+    reference = DriftReference.load(out / 'drift_reference.npz')
+    per_cam = {c: sum(r.cam == c for r in train_records) for c in range(4)}
+    assert reference.views == per_cam and reference.frame_size == (320, 240)
+    assert meta.training['drift_reference']['views'] == {str(c): n for c, n in per_cam.items()}
+    again = reference_from_records(train_records, meta.roi_boxes)
+    assert all(reference.median[c] == pytest.approx(again.median[c]) for c in again.median)
+    first = next(r for r in train_records if r.cam == 0)
+    focus = view_stats(read_image(first.image_path), meta.roi_boxes[0])['focus']
+    assert abs(focus - reference.median[0]['focus']) < 5 * reference.spread[0]['focus']
+    assert any(line.startswith('drift reference: ') for line in lines)
 
 
 @pytest.mark.slow
