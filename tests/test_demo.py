@@ -25,7 +25,7 @@ def test_demo_trains_runs_the_closed_loop_and_reuses_the_model(ros_domain_id, tm
     text = captured.out
     assert 'demo model: training one (no model yet)' in text
     assert 'training set: rendering 20 synthetic bolts' in text
-    assert 'demo model trained in' in text and 'sorting threshold:' in text
+    assert 'demo model trained in' in text
     assert '[plc-sim] RUN' in text                      # the live tally
     assert 'sorting gate: 6 bolts sorted' in text and 'sorting accuracy' in text
     assert 'target (sorting accuracy >= 0.97' in text
@@ -36,10 +36,16 @@ def test_demo_trains_runs_the_closed_loop_and_reuses_the_model(ros_domain_id, tm
     assert not (out / 'model.partial').exists()
     meta = json.loads((out / 'model' / 'metadata.json').read_text())
     assert meta['frame_size'] == [320, 240] and meta['input_size'] == [32, 64]
-    # The threshold the line uses is the one chosen for bolt-level sorting.
-    sorting = meta['training']['calibrations'][-1]
-    assert sorting['rule'] == 'sorting' and sorting['split'] == 'val'
-    assert meta['threshold'] == sorting['threshold']
+    # The line runs at the threshold calibrated for NG recall over the validation bolts, and
+    # the demo says which and what recall it reached there.
+    metrics = meta['metrics']
+    assert metrics['threshold_target_recall'] == 0.99
+    assert metrics['threshold_calibrated_on'] == 'bolt'
+    assert (f'NG threshold: {meta["threshold"]:.3f}, calibrated for NG recall 0.99 over the '
+            f'validation bolts: reached {metrics["threshold_recall_val"]:.3f}') in text
+    assert 'calibrations' not in meta['training']
+    # The drift monitor's reference of the training frames comes with the model.
+    assert (out / 'model' / 'drift_reference.npz').is_file()
     summary = json.loads((out / 'line_summary.json').read_text())
     plc = summary['plc']
     assert plc['sorted'] == plc['passed'] + plc['rejected'] == 6

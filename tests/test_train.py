@@ -108,6 +108,21 @@ def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
     assert meta.metrics['bolt']['ng_recall'] == 1.0
     # Nothing is left frozen in the saved model.
     assert all(layer.trainable for layer in artifact.model.layers)
+    # The drift monitor's reference: the training split's frames as the cameras gave them
+    # (not augmented), per camera, with the model's ROI boxes.
+    from bolt_inspection.core.drift import DriftReference, reference_from_records, view_stats
+
+    train_records, _ = split_by_bolt(small_dataset.records, 0.2, 0)
+    reference = DriftReference.load(out / 'drift_reference.npz')
+    per_cam = {c: sum(r.cam == c for r in train_records) for c in range(4)}
+    assert reference.views == per_cam and reference.frame_size == (320, 240)
+    assert meta.training['drift_reference']['views'] == {str(c): n for c, n in per_cam.items()}
+    again = reference_from_records(train_records, meta.roi_boxes)
+    assert all(reference.median[c] == pytest.approx(again.median[c]) for c in again.median)
+    first = next(r for r in train_records if r.cam == 0)
+    focus = view_stats(read_image(first.image_path), meta.roi_boxes[0])['focus']
+    assert abs(focus - reference.median[0]['focus']) < 5 * reference.spread[0]['focus']
+    assert any(line.startswith('drift reference: ') for line in lines)
 
 
 @pytest.mark.slow
@@ -164,11 +179,31 @@ def test_augmentation_perturbs_a_copy_within_the_pixel_range():
     assert out.shape == x.shape and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 255.0
     assert not np.allclose(out, x)
-    # Small: lighting drift and a few pixels of shift, not a different image.
-    flat = augment_batch(np.full((4, 32, 16, 3), 100, np.uint8), np.random.default_rng(2),
-                         max_shift=0)
-    assert np.all(np.abs(flat.mean(axis=(1, 2, 3)) - 100) < 30)
     assert augment_batch(x, np.random.default_rng(1)).tobytes() == out.tobytes()  # seeded
+
+
+def test_augmentation_covers_moderate_camera_drift_but_keeps_the_image():
+    from bolt_inspection.core.train import AUGMENT
+
+    grey = np.full((400, 32, 16, 3), 100, np.uint8)
+    flat = augment_batch(grey, np.random.default_rng(2), max_shift=0, max_rotation=0)
+    brightness = flat.mean(axis=(1, 2, 3)) / 100
+    # Exposure x0.7 and x1.35 (apply_drift's moderate level) lie inside what training sees,
+    # and no copy is black or blown out.
+    assert brightness.min() < 0.7 and brightness.max() > 1.35
+    assert brightness.min() > 0.4 and brightness.max() < 2.0
+    # Colour temperature: red and blue move apart in both directions, by up to ~15 % and more.
+    red_blue = flat[..., 0].mean(axis=(1, 2)) / flat[..., 2].mean(axis=(1, 2))
+    assert red_blue.min() < 0.85 / 1.15 * 1.05 and red_blue.max() > 1.15 / 0.85 * 0.95
+    # About half the copies leave each family alone: some are nearly the crop as it is.
+    assert np.mean(np.abs(brightness - 1) < 0.01) > 0.02
+    # Pose: a bright square moves by up to the configured shift, never out of the crop.
+    dot = np.zeros((200, 41, 41, 3), np.uint8)
+    dot[:, 18:23, 18:23] = 255
+    moved = augment_batch(dot, np.random.default_rng(3), max_rotation=0)
+    centres = np.array([np.argwhere(m.mean(-1) > 100).mean(axis=0) for m in moved])
+    offsets = np.abs(centres - 20)
+    assert offsets.max() <= AUGMENT['shift_px'] + 1 and offsets.max() >= AUGMENT['shift_px'] - 2
 
 
 @pytest.mark.slow

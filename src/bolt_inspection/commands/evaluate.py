@@ -61,7 +61,14 @@ def render_summary(metrics: dict, format_table2) -> str:
     lines = [f'model {m.get("model_id", "?")} ({m.get("model_kind", "?")}) on '
              f'{m.get("data", "?")} [split {m.get("split", "?")}], '
              f'{m["counts"]["views"]} views / {m["counts"]["bolts"]} bolts, '
-             f'threshold {m["threshold"]:.3f}', '']
+             f'threshold {m["threshold"]:.3f}']
+    cal = m.get('threshold_calibration') or {}
+    if cal.get('threshold_recall_val') is not None:
+        lines.append(f'(the NG threshold was calibrated for NG recall '
+                     f'{cal["threshold_target_recall"]:g} over the validation '
+                     f'{cal["threshold_calibrated_on"]}s and reached '
+                     f'{cal["threshold_recall_val"]:.3f} there)')
+    lines.append('')
     lines.append(format_table2(m['view'], 'View level (one image = one sample)'))
     lines.append('')
     lines.append(format_table2(m['bolt'], 'Bolt level (NG if any of its views is NG)'))

@@ -475,16 +475,37 @@ def reference_from_dataset(dataset, boxes: Mapping[int, Box | None], *,
         ImageError: An unreadable image (names it).
         ValueError: Too few views of a camera, or frames of mixed sizes.
     """
+    return reference_from_records(dataset.records, boxes, max_views_per_cam=max_views_per_cam,
+                                  progress=progress)
+
+
+def reference_from_records(records, boxes: Mapping[int, Box | None] | None, *,
+                           max_views_per_cam: int = 400, progress: bool = False
+                           ) -> DriftReference:
+    """The drift reference of dataset records' frames, e.g. a training split's (the frames as
+    the cameras delivered them: training calls it before any augmentation).
+
+    Args:
+        records: :class:`bolt_inspection.core.dataset.ViewRecord` s (``cam``, ``image_path``).
+        boxes: ROI box per camera (None or a missing camera = the whole frame).
+        max_views_per_cam: Views read per camera, evenly spread over the records.
+        progress: Show a progress bar.
+
+    Raises:
+        ImageError: An unreadable image (names it).
+        ValueError: Too few views of a camera, or frames of mixed sizes.
+    """
     from bolt_inspection.core.dataset import read_image
     by_cam: dict[int, list] = {}
-    for record in dataset.records:
+    for record in records:
         by_cam.setdefault(int(record.cam), []).append(record)
     chosen = []
-    for cam, records in sorted(by_cam.items()):
-        step = max(1, len(records) // max_views_per_cam)
-        chosen += [(cam, r.image_path) for r in records[::step][:max_views_per_cam]]
+    for cam, cam_records in sorted(by_cam.items()):
+        step = max(1, len(cam_records) // max_views_per_cam)
+        chosen += [(cam, r.image_path) for r in cam_records[::step][:max_views_per_cam]]
     items = chosen
     if progress:
         from tqdm import tqdm
-        items = tqdm(chosen, desc='drift reference', unit='view')
-    return DriftReference.from_views(((cam, read_image(path)) for cam, path in items), boxes)
+        items = tqdm(chosen, desc='drift reference', unit='view', leave=False)
+    return DriftReference.from_views(((cam, read_image(path)) for cam, path in items),
+                                     boxes or {})

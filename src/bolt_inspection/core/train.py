@@ -50,7 +50,7 @@ CALIBRATION_RULES = ('recall', 'sorting')
 RECIPE: dict[str, Any] = {
     'input_size': (128, 256), 'head': 'gmp', 'dense_units': 0, 'epochs1': 15, 'epochs2': 10,
     'lr1': 1e-4, 'lr2': 1e-4, 'lr_schedule': 'cosine', 'fine_tune_blocks': 2,
-    'augment_copies': 0, 'stage2_precision': 'auto',
+    'augment_copies': 2, 'stage2_precision': 'auto',
 }
 
 
@@ -384,27 +384,82 @@ class EpochLog:
         return _EpochLog()
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator, max_shift: int = 3) -> np.ndarray:
-    """Randomly perturb a uint8 RGB batch the way the line's images vary.
+#: The augmentation's ranges (model-input pixels, RGB uint8 crops), chosen to cover the drift
+#: a line sees between two maintenance visits up to and a little past
+#: :func:`bolt_inspection.core.drift.apply_drift`'s moderate level (severity 1: exposure x0.7 /
+#: x1.35, colour gains 1 -+ 0.15, blur sigma 1 px at 640x480, noise sigma 6, 1.5 degrees and
+#: 1.5 % of the frame, JPEG quality 60).
+AUGMENT = {
+    'gain': (0.6, 1.6),            # exposure, log-uniform
+    'contrast': (0.75, 1.25),      # around the crop's mean grey
+    'gamma': (0.8, 1.25),
+    'warm': 0.2,                   # colour temperature: R x (1 + w), B x (1 - w), |w| <= this
+    'blur_sigma': (0.3, 1.6),      # defocus, px
+    'noise_sigma': (0.0, 10.0),    # sensor noise, grey levels
+    'jpeg_quality': (25, 95),
+    'rotation_deg': 3.0,           # camera pose, around the crop centre
+    'shift_px': 8,                 # pose and ROI jitter, each way
+    'p': 0.5,                      # chance of each photometric family per image
+}
 
-    Per image: gain 0.85-1.15 and offset +-12 (lighting drift), a shift of up to ``max_shift``
-    pixels each way (pose jitter; edges repeated), and sensor noise (sigma 2). No flips: a
-    mirrored thread would be left-handed, and the head is always at the top.
+
+def augment_batch(x: np.ndarray, rng: np.random.Generator, max_shift: int | None = None,
+                  max_rotation: float | None = None) -> np.ndarray:
+    """Randomly perturb a uint8 RGB batch the way a line's images drift.
+
+    Per image, each photometric family with probability ``AUGMENT['p']`` (so copies range from
+    almost clean to several drifts at once): exposure gain, contrast and gamma, colour
+    temperature (red and blue gains in opposite directions), defocus (Gaussian blur), sensor
+    noise and JPEG compression; then always a rotation of up to ``max_rotation`` degrees and a
+    shift of up to ``max_shift`` pixels each way (a bumped camera, ROI jitter; edges reflected,
+    as :func:`bolt_inspection.core.drift.apply_drift` does). No flips: a mirrored thread would
+    be left-handed, and the head is always at the top. Ranges: :data:`AUGMENT`.
+
+    Args:
+        x: ``(N, h, w, 3)`` uint8 RGB crops.
+        rng: The random generator (seeded: the same rng state gives the same batch).
+        max_shift: Pixels each way (default ``AUGMENT['shift_px']``; 0 = no shift).
+        max_rotation: Degrees each way (default ``AUGMENT['rotation_deg']``; 0 = none).
 
     Returns:
         A new float32 batch in 0..255 (the input ``x`` is not changed).
     """
-    n = len(x)
-    gain = rng.uniform(0.85, 1.15, (n, 1, 1, 1)).astype(np.float32)
-    offset = rng.uniform(-12.0, 12.0, (n, 1, 1, 1)).astype(np.float32)
-    out = x.astype(np.float32) * gain + offset
-    if max_shift > 0:
-        h, w = x.shape[1:3]
-        pad = np.pad(out, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)),
-                     mode='edge')
-        dy, dx = rng.integers(0, 2 * max_shift + 1, (2, n))
-        out = np.stack([pad[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    out += rng.normal(0.0, 2.0, out.shape).astype(np.float32)
+    import cv2
+
+    a = AUGMENT
+    shift = a['shift_px'] if max_shift is None else max_shift
+    rotation = a['rotation_deg'] if max_rotation is None else max_rotation
+    out = np.empty(x.shape, np.float32)
+    h, w = x.shape[1:3]
+    for i in range(len(x)):
+        img = x[i].astype(np.float32)
+        on = rng.random(7) < a['p']
+        if on[0]:
+            img *= math.exp(rng.uniform(*np.log(a['gain'])))
+        if on[1]:
+            mean = float(img.mean())
+            img = (img - mean) * rng.uniform(*a['contrast']) + mean
+        if on[2]:
+            img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** rng.uniform(*a['gamma'])
+        if on[3]:
+            warm = rng.uniform(-a['warm'], a['warm'])
+            img *= np.array([1 + warm, 1.0, 1 - warm], np.float32)      # R, G, B
+        if on[4]:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*a['blur_sigma']))
+        if on[5]:
+            img += rng.normal(0.0, rng.uniform(*a['noise_sigma']), img.shape).astype(np.float32)
+        if on[6]:
+            quality = int(rng.integers(a['jpeg_quality'][0], a['jpeg_quality'][1] + 1))
+            ok, buf = cv2.imencode('.jpg', np.clip(img, 0, 255).astype(np.uint8)[:, :, ::-1],
+                                   [cv2.IMWRITE_JPEG_QUALITY, quality])
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
+        if shift or rotation:
+            matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-rotation, rotation),
+                                             1.0)
+            matrix[:, 2] += rng.uniform(-shift, shift, 2) if shift else 0.0
+            img = cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REFLECT)
+        out[i] = img
     return np.clip(out, 0.0, 255.0, out=out)
 
 
@@ -550,7 +605,7 @@ def run_cached_stages(model, cache: CachedFeatures, y_train, y_val, config: Trai
     """The paper's two stages, both on cached outputs of the frozen blocks 1-4.
 
     1. Stage 1 (``config.epochs1``, lr ``config.lr1``): block 5 frozen too; its outputs are
-       computed once from the cache and the head trains on them.
+       computed once from the cache's un-augmented copy and the head trains on them.
     2. Stage 2 (``config.epochs2``, lr ``config.lr2``): block 5 and the head train on the
        cached block-4 outputs, so an epoch costs block 5 + head only.
 
@@ -570,17 +625,19 @@ def run_cached_stages(model, cache: CachedFeatures, y_train, y_val, config: Trai
         mid = chain(model, after=cut, upto=last, name='frozen_block5')
         head = chain(model, after=last, name='head')
         start = time.perf_counter()
-        g_train = np.stack([mid.predict(copy.astype(np.float32), batch_size=config.batch_size,
-                                        verbose=0).astype(np.float16) for copy in cache.train])
+        # The head's warm start on the crops as they are (copy 0): stage 2 trains the head
+        # again on every copy, and block 5 over each augmented copy here would cost as much as
+        # the cache itself.
+        g_train = mid.predict(cache.train[0].astype(np.float32), batch_size=config.batch_size,
+                              verbose=0)
         g_val = (None if cache.val is None else
                  mid.predict(cache.val.astype(np.float32), batch_size=config.batch_size,
                              verbose=0))
         timings['stage1_features_s'] = time.perf_counter() - start
         if log:
-            log(f'[stage1] {last.name} outputs {g_train.shape[2:]} from the cache in '
+            log(f'[stage1] {last.name} outputs {g_train.shape[1:]} from the cache in '
                 f'{timings["stage1_features_s"]:.1f} s')
-        history['stage1'] = _fit(head, g_train if cache.copies > 1 else
-                                 g_train[0].astype(np.float32), y_train,
+        history['stage1'] = _fit(head, g_train, y_train,
                                  None if g_val is None else (g_val, y_val),
                                  epochs=config.epochs1, lr=config.lr1, config=config,
                                  stage='stage1', log=log, weights=weights)
@@ -991,6 +1048,7 @@ def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_di
     if unfit:
         metrics['warning'] = unfit
         say(f'warning: {unfit}')
+    drift_ref, drift_info = training_drift_reference(data, log=say)
     timings['total_s'] = time.perf_counter() - t_start
     config_json = config.to_json()
     config_json['weights'] = weight_info.name
@@ -1004,9 +1062,13 @@ def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_di
                             'train_views': len(data.train_records),
                             'val_views': len(val_records),
                             'val_bolts': sorted({r.bolt_id for r in val_records}),
-                            'timings': timings}),
+                            'drift_reference': drift_info, 'timings': timings}),
         metrics=_jsonable(metrics), frame_size=data.roi_frame)
     out = save_artifact(model, metadata, out_dir, history=history)
+    if drift_ref is not None:
+        from bolt_inspection.core.drift import REFERENCE_FILE
+
+        drift_ref.save(out / REFERENCE_FILE)
     v = metrics['view']
     say(f'threshold {threshold:.4f} (NG recall {metrics["threshold_recall_val"]:.3f} of the '
         f'validation {config.calibrate_on}s, target {config.target_recall}); val view '
@@ -1014,6 +1076,34 @@ def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_di
         f'{v["ok_recall"]:.3f}; saved {out} '
         f'(model id {metadata.model_id}, {timings["total_s"]:.0f} s)')
     return out
+
+
+def training_drift_reference(data: TrainingData, log=None):
+    """The drift reference of the training split's frames (as the cameras delivered them, never
+    augmented) with the model's ROI boxes, for the line's drift monitor
+    (:mod:`bolt_inspection.core.drift`).
+
+    Returns:
+        ``(reference or None, info for the metadata)``: None, with the reason in ``info``,
+        when the split cannot make one (fewer than 5 views of a camera, frames of mixed sizes);
+        the line then runs without drift monitoring and says so.
+    """
+    from bolt_inspection.core.drift import REFERENCE_FILE, reference_from_records
+
+    start = time.perf_counter()
+    try:
+        reference = reference_from_records(data.train_records, data.boxes)
+    except ValueError as exc:
+        note = f'no drift reference: {exc}'
+        if log:
+            log(f'warning: {note} (the line cannot monitor camera drift for this model)')
+        return None, {'file': None, 'note': note}
+    seconds = time.perf_counter() - start
+    if log:
+        log(f'drift reference: {sum(reference.views.values())} training views of '
+            f'{len(reference.views)} cameras in {seconds:.1f} s')
+    return reference, {'file': REFERENCE_FILE, 'views': dict(reference.views),
+                       'split': 'train', 'seconds': seconds}
 
 
 def unfit_threshold_warning(view: dict[str, Any], threshold: float, target_recall: float,
