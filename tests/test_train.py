@@ -164,6 +164,9 @@ def test_train_command(small_dataset, tmp_path, capsys):
                  '--head', 'gap', '--dense-units', '0', '--no-timing', '--quiet'])
     assert code == 0 and (out / 'model.keras').is_file()
     assert capsys.readouterr().out.strip() == str(out)
+    # Training ends with the engines the line's `engine: auto` picks from, validated.
+    manifest = json.loads((out / 'engines' / 'manifest.json').read_text())
+    assert set(manifest['engines']) == {'openvino-f32', 'openvino-bf16'}
     code = main(['train', '--data', str(small_dataset.root), '--out', str(out),
                  '--weights', str(tmp_path / 'nope.h5')])
     assert code == 2

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bolt_inspection.commands._common import fraction, positive_int, size_wh
-from bolt_inspection.core.train import RECIPE
+from bolt_inspection.core.train import RECIPE, TRAIN_EXPORT_ENGINES
 
 RECIPE_INPUT = RECIPE['input_size']
 RECIPE_LR1 = RECIPE['lr1']
@@ -179,7 +179,8 @@ def demo_config(args: argparse.Namespace):
     config = TrainConfig(arch='vgg16', weights=args.weights,
                          epochs1=args.epochs or DEMO_EPOCHS, epochs2=args.fine_tune_epochs,
                          measure_timings=False, seed=args.train_seed,
-                         target_recall=args.target_recall, augment_copies=copies)
+                         target_recall=args.target_recall, augment_copies=copies,
+                         export_engines=TRAIN_EXPORT_ENGINES)
     if args.input_size:
         config.input_size = tuple(args.input_size)
     if args.lr:

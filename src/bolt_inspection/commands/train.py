@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bolt_inspection.commands._common import fraction, positive_int, size_wh
 from bolt_inspection.core.model import HEADS
-from bolt_inspection.core.train import CALIBRATE_ON, PRECISIONS, TrainConfig
+from bolt_inspection.core.train import CALIBRATE_ON, PRECISIONS, TRAIN_EXPORT_ENGINES, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -113,6 +113,10 @@ def register(subparsers) -> None:
                         help='hidden dense layer of the head (0 = none)')
     parser.add_argument('--no-timing', action='store_true',
                         help='skip timing a cached vs a recomputed stage-1 epoch')
+    parser.add_argument('--no-export', action='store_true',
+                        help='skip exporting the fast inference engines ('
+                        f'{", ".join(TRAIN_EXPORT_ENGINES)}) after training; '
+                        '`bolt-inspection export` does it later')
     parser.add_argument('--quiet', action='store_true', help='no progress output')
     parser.set_defaults(func=run)
 
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         augment=args.augment, lr_schedule=args.lr_schedule,
         calibrate_on=args.calibrate_on, augment_copies=args.augment_copies,
         cache_stage2=not args.stage2_on_images, fine_tune_blocks=args.fine_tune_blocks,
-        lr2=args.lr2, stage2_precision=args.stage2_precision)
+        lr2=args.lr2, stage2_precision=args.stage2_precision,
+        export_engines=() if args.no_export else TRAIN_EXPORT_ENGINES)
     if args.lr is not None:
         if args.from_scratch:
             config.lr_scratch = args.lr

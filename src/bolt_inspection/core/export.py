@@ -325,7 +325,8 @@ def _check_views(views, hw: tuple[int, int], what: str) -> np.ndarray:
 
 def export_after_training(artifact_dir: str | Path, train_views: np.ndarray,
                           val_views: np.ndarray | None = None,
-                          val_labels: Sequence[int] | None = None,
+                          val_labels: Sequence[int] | None = None, *,
+                          engines: Sequence[str] = DEFAULT_ENGINES, progress: bool = True,
                           log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The end-of-training hook: export, and on any failure say why and go on.
 
@@ -338,9 +339,9 @@ def export_after_training(artifact_dir: str | Path, train_views: np.ndarray,
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         return export_artifact(artifact_dir, train_views, val_views, val_labels,
-                               calibration_source='training views',
+                               engines=engines, calibration_source='training views',
                                validation_source='validation views', log=say,
-                               progress=log is not None)
+                               progress=progress)
     except Exception as exc:  # noqa: BLE001 - training's artifact is saved; say why, go on
         text = ' '.join(str(exc).split())[:200]
         say(f'warning: engine export failed ({type(exc).__name__}: {text}); the model runs on '

@@ -52,6 +52,10 @@ RECIPE: dict[str, Any] = {
     'lr1': 1e-4, 'lr2': 1e-4, 'lr_schedule': 'cosine', 'fine_tune_blocks': 2,
     'augment_copies': 2, 'stage2_precision': 'auto',
 }
+#: The engines ``bolt-inspection train`` and ``demo`` export at the end of training: the ones
+#: the line's ``engine: auto`` can pick. INT8 is left to ``bolt-inspection export`` (it moved
+#: the Grad-CAM peak on 10% of the views, bench/RESULTS.md "Inference engines").
+TRAIN_EXPORT_ENGINES = ('openvino-f32', 'openvino-bf16')
 
 
 @dataclass
@@ -109,6 +113,11 @@ class TrainConfig:
             ``'view'``: of the NG validation views. Per view, the worst-shown defect view sets
             the threshold although the bolt's other views already catch it, and the false
             alarms of four OK views add up at the gate.
+        export_engines: Fast inference engines exported and validated once the artifact is
+            saved (:func:`bolt_inspection.core.export.export_after_training`; the line's
+            ``engine: auto`` picks one of them). Empty = none, as the library's default keeps
+            it; ``bolt-inspection train`` and ``demo`` export :data:`TRAIN_EXPORT_ENGINES`.
+            A failed export is a warning: the model still runs on the TensorFlow reference.
     """
 
     input_size: tuple[int, int] = RECIPE['input_size']
@@ -139,6 +148,7 @@ class TrainConfig:
     cache_stage2: bool = True
     stage2_precision: str = RECIPE['stage2_precision']
     fine_tune_blocks: int = RECIPE['fine_tune_blocks']
+    export_engines: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -1003,9 +1013,15 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
     data = prepare(dataset, config, progress=progress, log=say, before_load=build)
     model = built['model']
     history, timings = fit(model, data, config, log=say, progress=progress)
-    return save_trained(model, data, config, dataset, out_dir, history=history,
-                        timings=timings, gradcam_layer=built['layer'],
-                        weight_info=built['weights'], t_start=t_start, log=say)
+    out = save_trained(model, data, config, dataset, out_dir, history=history,
+                       timings=timings, gradcam_layer=built['layer'],
+                       weight_info=built['weights'], t_start=t_start, log=say)
+    if config.export_engines:
+        from bolt_inspection.core.export import export_after_training
+
+        export_after_training(out, data.x_train, data.x_val, data.y_val,
+                              engines=config.export_engines, log=say, progress=progress)
+    return out
 
 
 def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_dir, *,
