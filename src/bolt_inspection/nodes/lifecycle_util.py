@@ -149,6 +149,9 @@ def node_main(node_cls, args: Iterable[str] | None = None) -> int:
     transition while the ROS context is still valid — the classifier answers the bolts in
     flight, the camera releases its device — then the node is destroyed and rclpy shut down.
     rclpy's own signal handler would invalidate the context first, so it is not installed.
+    The signal also sets the node's ``shutdown_requested`` event at once: launch signals every
+    process together, so a peer (the simulated PLC) may be gone before this node's transition,
+    and the node can tell that from a fault.
 
     Returns:
         The exit status: 0, or 2 for a bad parameter or a node that could not open.
@@ -179,6 +182,7 @@ def node_main(node_cls, args: Iterable[str] | None = None) -> int:
             # A wrong parameter type or value from the params file / command line: one line.
             print(f'error: {node_cls.__name__}: {exc}'.splitlines()[0], file=sys.stderr)
             return 2
+        node.shutdown_requested = stop
         executor.add_node(node)
         spinner.start()
         if autostart and not bring_up(node):

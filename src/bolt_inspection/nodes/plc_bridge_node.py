@@ -110,6 +110,8 @@ class PlcBridgeNode(LifecycleNode):
         # the wrong type raises there, and the context still destroys this half-built node.
         self.config: PlcConfig | None = None
         self._lock = threading.Lock()
+        # Set on SIGINT / SIGTERM by node_main (lifecycle_util), before the shutdown transition.
+        self.shutdown_requested = threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -662,8 +664,14 @@ class PlcBridgeNode(LifecycleNode):
             held = [item.bolt_id for item in self.book.queue]
             self.last_error = (f'{"timeout" if timeout else "connection lost"}: {exc}; '
                                f'reconnect in {delay:.1f} s')
-        self.get_logger().error(f'PLC {self.last_error}'
-                                + (f'; holding verdicts for bolts {held}' if held else ''))
+        # Ctrl-C under launch signals every process at once: a simulated PLC launched beside
+        # the bridge may close its socket first. That is the line stopping, not a fault.
+        message = f'PLC {self.last_error}' + (f'; holding verdicts for bolts {held}'
+                                              if held else '')
+        if self.shutdown_requested.is_set():
+            self.get_logger().warning(message + '; shutting down')
+        else:
+            self.get_logger().error(message)
         self._publish_status()
         return delay
 
