@@ -71,7 +71,7 @@ browser:
 test: lint browser $(MSGS_STAMP)
 	$(BIN)/python -m pytest tests
 
-# The fast tier, to run while editing (under a minute on 2 cores): lint + the unit tests that start
+# The fast tier, to run while editing (about a minute on 2 cores): lint + the unit tests that start
 # no ROS graph and train no model. `make test` runs these and every other test.
 CHECK_MARKERS := not ros and not slow and not training
 check: lint $(MSGS_STAMP)
