@@ -23,6 +23,19 @@ random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), 'little')).shuffle(_DO
 _DOMAIN_IDS = iter(_DOMAIN_POOL * 10)
 
 
+# Fixtures that train a model (fixtures_ml.make_tiny_artifact) or export one: a test that uses
+# one of them, directly or through another fixture, is marked ``training`` (left out of
+# ``make check``, run by ``make test``).
+TRAINING_FIXTURES = frozenset({'tiny_artifact', 'tiny_artifact_1280'})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that need a trained model, so ``-m 'not training'`` leaves them out."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.training)
+
+
 def next_domain_id() -> int:
     """A ROS_DOMAIN_ID no other test in this run uses (for module-scoped fixtures)."""
     return next(_DOMAIN_IDS)

@@ -49,6 +49,7 @@ def test_cached_head_gives_the_same_outputs_as_the_full_model():
     assert head.get_layer('predictions') is model.get_layer('predictions')
 
 
+@pytest.mark.training
 def test_stage1_epoch_is_much_faster_on_cached_features():
     model = build_vgg16((32, 32), 'none', dense_units=8, seed=0)
     x = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype(np.float32)
@@ -263,6 +264,7 @@ def test_a_threshold_that_rejects_most_ok_views_is_called_unfit():
     assert 'of the OK bolts' in unfit_threshold_warning(weak, 0.158, 0.99, unit='bolts')
 
 
+@pytest.mark.training
 def test_epoch_log_shows_a_batch_bar_and_one_line_per_epoch(capsys):
     from bolt_inspection.core.train import EpochLog
 
@@ -353,6 +355,7 @@ def _vgg_weights(model):
             if layer.weights}
 
 
+@pytest.mark.training
 def test_cached_stage2_trains_block5_and_head_on_block4_outputs_only():
     from bolt_inspection.core.train import (
         cache_features,
@@ -402,6 +405,7 @@ def test_fine_tuning_two_blocks_caches_block3_and_trains_blocks_4_and_5():
     assert stage2_cut_layer(tiny, 1).name == 'pool2'
 
 
+@pytest.mark.training
 def test_stage2_epoch_is_faster_on_cached_block4_outputs():
     from bolt_inspection.core.train import measure_stage2_epoch_times
 

@@ -29,7 +29,7 @@ RECIPE_LR1 = RECIPE['lr1']
 
 # The demo model is the default recipe (core.train.RECIPE: VGG16 from the pretrained HED convs,
 # 128x256, stage 1 and stage 2 on cached features), on fewer bolts and epochs so that
-# rendering + training + the 60-bolt line fit in 10 minutes on 2 cores (README, "make demo").
+# rendering + training + the 60-bolt line fit in 10 minutes on 2 cores (docs/operations.md).
 DEMO_ARCH = 'vgg16'
 DEMO_TRAIN_BOLTS = 300
 DEMO_EPOCHS = 15             # stage 1 (head on cached features: ~1 s an epoch)

@@ -116,7 +116,7 @@ PAPER_PLAN = StudyPlan()
 PAPER_TABLE2 = {'NG': {'precision': 0.96, 'recall': 0.98, 'f1': 0.97},
                 'OK': {'precision': 0.98, 'recall': 0.95, 'f1': 0.97}}
 #: Before pretrained weights were available offline (``--random-init``): VGG16-BN from random
-#: init, all layers, augmentation, cosine lr; measured 2026-11-29 (README).
+#: init, all layers, augmentation, cosine lr; measured 2026-11-29 (docs/reproduction.md).
 RANDOM_INIT_PLAN = replace(PAPER_PLAN, arch='vgg16_bn', weights='none', roi_input=(112, 224),
                            full_input=(128, 96), epochs=12, full_epochs=6, patience=8, lr=1e-3,
                            augment=True, lr_schedule='cosine', head='gap', dense_units=0,
