@@ -664,6 +664,26 @@ def reference_boxes(frame_size: tuple[int, int], camera_config=None) -> dict[int
     return scale_boxes(dict(config.boxes), tuple(config.frame_size), tuple(frame_size))
 
 
+def load_model_and_views(model_path, data_path, split: str = 'auto'):
+    """The artifact, the dataset and the views to evaluate (:func:`select_records`), checked in
+    the order that fails fastest: a bad model before any image is read, then an empty dataset.
+
+    Returns:
+        ``(artifact, dataset, records, split_used)``.
+    """
+    from bolt_inspection.core.artifact import load_artifact, read_metadata
+    from bolt_inspection.core.dataset import load_dataset
+    from bolt_inspection.core.errors import DatasetError
+
+    read_metadata(model_path)
+    dataset = load_dataset(data_path)
+    if not dataset.records:
+        raise DatasetError(f'{data_path}: no images')
+    artifact = load_artifact(model_path)
+    records, split_used = select_records(dataset, artifact.metadata, split)
+    return artifact, dataset, records, split_used
+
+
 def select_records(dataset, metadata, split: str = 'auto') -> tuple[list, str]:
     """Pick the views to evaluate.
 
@@ -785,9 +805,8 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
             ``gradcam_layer``.
         DatasetError: The dataset is missing or empty.
     """
-    from bolt_inspection.core.artifact import HISTORY_FILE, load_artifact, read_metadata
-    from bolt_inspection.core.dataset import load_dataset, read_image
-    from bolt_inspection.core.errors import DatasetError
+    from bolt_inspection.core.artifact import HISTORY_FILE
+    from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.report import (
         HeatmapView,
         plot_confusion,
@@ -795,13 +814,8 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
         plot_training_curves,
     )
 
-    read_metadata(model_path)  # a missing/invalid model fails before the data is read
-    dataset = load_dataset(data_path)
-    if not dataset.records:
-        raise DatasetError(f'{data_path}: no images')
-    artifact = load_artifact(model_path)
+    artifact, dataset, records, split_used = load_model_and_views(model_path, data_path, split)
     meta = artifact.metadata
-    records, split_used = select_records(dataset, meta, split)
     from bolt_inspection.core.gradcam import GradCAM
 
     layer = gradcam_layer or meta.gradcam_layer

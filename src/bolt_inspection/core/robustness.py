@@ -101,17 +101,15 @@ def evaluate_drift(model_path, data_path, *, families: Sequence[str] = DRIFT_FAM
     """
     from tqdm import tqdm
 
-    from bolt_inspection.core.artifact import load_artifact, read_metadata
-    from bolt_inspection.core.dataset import load_dataset, read_image
-    from bolt_inspection.core.errors import DatasetError
+    from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.evaluate import (
         LocalisationTally,
         ViewPrediction,
         _read_mask,
         compute_metrics,
+        load_model_and_views,
         model_boxes,
         run_gradcam,
-        select_records,
     )
     from bolt_inspection.core.gradcam import GradCAM
 
@@ -122,13 +120,8 @@ def evaluate_drift(model_path, data_path, *, families: Sequence[str] = DRIFT_FAM
     if any(not (s > 0 and math.isfinite(s)) for s in severities):
         raise ValueError(f'severities must be finite and > 0, got {list(severities)}')
     say = log or (lambda line: None)
-    read_metadata(model_path)       # a bad model fails before the data is read
-    dataset = load_dataset(data_path)
-    if not dataset.records:
-        raise DatasetError(f'{data_path}: no images')
-    artifact = load_artifact(model_path)
+    artifact, dataset, records, split_used = load_model_and_views(model_path, data_path, split)
     meta = artifact.metadata
-    records, split_used = select_records(dataset, meta, split)
     records = _first_bolts(records, bolts)
     explainer = GradCAM(artifact.model, layer_name=meta.gradcam_layer,
                         class_index=meta.ng_index)
