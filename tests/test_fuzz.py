@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from verdict_fakes import Header, Msg, Time, View, wire
 
 from bolt_inspection.core.fusion import fuse
 from bolt_inspection.core.plc_bridge_logic import CounterTracker, parse_bolt_id
@@ -49,37 +49,6 @@ BOLT = st.one_of(st.integers(min_value=0, max_value=10**25).map(str), st.text(ma
 ANY = st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=20), st.binary(max_size=4),
                 st.lists(st.integers(), max_size=3))
 DECISION = st.one_of(st.integers(min_value=0, max_value=255), st.sampled_from([1, 2, 3]))
-
-
-@dataclass
-class Time:
-    sec: object = 0
-    nanosec: object = 0
-
-
-@dataclass
-class Header:
-    stamp: object = field(default_factory=Time)
-
-
-@dataclass
-class View:
-    camera: object = 0
-    status: object = 1
-    p_ng: object = 0.0
-    detail: object = ''
-
-
-@dataclass
-class Msg:
-    header: object = field(default_factory=Header)
-    bolt_id: object = '1'
-    decision: object = 1
-    reason: object = ''
-    views: object = field(default_factory=list)
-    threshold: object = 0.5
-    model_id: object = ''
-    latency_ms: object = 0.0
 
 
 # What the ROS types allow (no NUL in a C string, no lone surrogates), nothing more.
@@ -166,20 +135,6 @@ def _check(verdict: Verdict) -> None:
         assert all(v.p_ng is not None and v.p_ng < verdict.threshold for v in verdict.views)
 
 
-def _nan(value):
-    return math.nan if value is None else value
-
-
-def _wire(verdict: Verdict) -> Msg:
-    """What nodes/verdict_msg.py puts on the wire, as a plain object."""
-    return Msg(header=Header(Time(verdict.stamp_ns // 10**9, verdict.stamp_ns % 10**9)),
-               bolt_id=verdict.bolt_id, decision=int(verdict.decision), reason=verdict.reason,
-               views=[View(v.camera, int(v.status), _nan(v.p_ng), v.detail)
-                      for v in verdict.views],
-               threshold=_nan(verdict.threshold), model_id=verdict.model_id,
-               latency_ms=_nan(verdict.latency_ms))
-
-
 # -- the verdict decoder -----------------------------------------------------------------------
 
 @FUZZ
@@ -222,7 +177,7 @@ def test_what_the_encoder_writes_the_decoder_reads_back(bolt, p_ng, failures, ex
         event('OK refused by the encoder')
         return
     event(f'encoded {verdict.decision.name}')
-    assert decode_verdict(_wire(verdict)) == verdict
+    assert decode_verdict(wire(verdict)) == verdict
     _check(verdict)
     assert verdict.bolt_id == str(bolt) and verdict.ok == fused.ok
     for cam in range(4):
