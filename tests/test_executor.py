@@ -26,6 +26,22 @@ def _spin_until(executor, done, timeout_s: float = 5.0) -> None:
         executor.spin_once(timeout_sec=0.05)
 
 
+def _spin_matched(rclpy_context, node, publisher, num_threads: int):
+    """``node`` spinning on our executor in a thread, once ``publisher`` has its subscriber.
+
+    Returns:
+        ``(executor, spin thread, deadline)``: the deadline (10 s) bounds the caller's waits.
+    """
+    executor = make_executor(rclpy_context, num_threads=num_threads)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    deadline = time.monotonic() + 10.0
+    while not publisher.get_subscription_count() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return executor, spin, deadline
+
+
 def submissions_while_pool_is_busy(executor, spins: int = 10) -> tuple[int, bool]:
     """Fill the 2-thread pool with blocked callbacks, make one more callback ready, spin
     ``spins`` times; return how often that callback went into the pool, and whether it ran
@@ -94,14 +110,8 @@ def test_every_callback_runs_and_shutdown_is_clean(rclpy_context):
     timer = node.create_timer(0.05, ask, callback_group=group)
     publisher = node.create_publisher(Int32, 'numbers', qos)
 
-    executor = make_executor(rclpy_context, num_threads=4)
-    executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    executor, spin, deadline = _spin_matched(rclpy_context, node, publisher, num_threads=4)
     try:
-        deadline = time.monotonic() + 10.0
-        while not publisher.get_subscription_count() and time.monotonic() < deadline:
-            time.sleep(0.01)
         for i in range(50):
             publisher.publish(Int32(data=i))
         while (len(received) < 50 or not answers) and time.monotonic() < deadline:
@@ -132,14 +142,8 @@ def test_a_callback_exception_is_logged_once_counted_and_spinning_goes_on(rclpy_
 
     node.create_subscription(Int32, 'numbers', on_number, qos)
     publisher = node.create_publisher(Int32, 'numbers', qos)
-    executor = make_executor(rclpy_context, num_threads=2)
-    executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    executor, spin, deadline = _spin_matched(rclpy_context, node, publisher, num_threads=2)
     try:
-        deadline = time.monotonic() + 10.0
-        while not publisher.get_subscription_count() and time.monotonic() < deadline:
-            time.sleep(0.01)
         for value in (1, -1, 2, -2, 3):
             publisher.publish(Int32(data=value))
             time.sleep(0.05)
