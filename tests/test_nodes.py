@@ -647,3 +647,58 @@ def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_contex
         time.sleep(0.1)
     status = [s for a in arrays for s in a.status if 'DRIFT' in s.message][-1]
     assert 'its bolts are rejected' in status.message
+
+
+def test_stages_give_no_sign_of_life_until_their_inputs_are_matched(rclpy_context):
+    """The PLC bridge starts the conveyor only once every stage reports alive (core.liveness).
+    Between processes DDS discovery takes a moment: a classifier that does not hear a camera
+    yet, or a camera that does not hear the trigger yet, must not report alive, or the first
+    bolts after Start lose views (CI saw 'NG: missing view cam1' on the launched line)."""
+    from rclpy.node import Node
+    from std_msgs.msg import Header
+
+    classifier = _classifier(rclpy_context, frame_size=[64, 48])
+    cam = CameraNode('cam1', context=rclpy_context, parameter_overrides=[
+        Parameter('camera_index', value=1), Parameter('size', value=[160, 120])])
+    probe = Node('alive_probe', context=rclpy_context)
+    heard: dict[str, float] = {}
+    probe.create_subscription(Header, topics.ALIVE,
+                              lambda m: heard.__setitem__(m.frame_id, time.monotonic()),
+                              topics.ALIVE_QOS)
+    executor = make_executor(num_threads=3, context=rclpy_context)
+    for node in (classifier, cam, probe):
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert bring_up(classifier) and bring_up(cam)
+        time.sleep(1.0)   # several alive periods
+        assert 'cam1' not in heard, 'cam1 alive before anyone publishes the trigger'
+        # cam1 publishes /cam1/image_raw; the other three cameras are unheard.
+        assert classifier.unheard_cameras() == [0, 2, 3]
+        assert 'classifier' not in heard, 'classifier alive while cam0, cam2, cam3 are unheard'
+
+        probe.create_publisher(Header, topics.TRIGGER, topics.TRIGGER_QOS)
+        images = [probe.create_publisher(Image, f'/cam{c}/image_raw', topics.IMAGE_QOS)
+                  for c in (0, 2, 3)]
+        deadline = time.monotonic() + 5.0
+        while len(heard) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {'cam1', 'classifier'} <= set(heard), heard
+        assert classifier.unheard_cameras() == []
+
+        # A camera that goes away (its publisher destroyed) silences the classifier again.
+        probe.destroy_publisher(images[0])
+        deadline = time.monotonic() + 5.0
+        while classifier.unheard_cameras() != [0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert classifier.unheard_cameras() == [0]
+        time.sleep(0.3)
+        since = time.monotonic()
+        time.sleep(0.6)
+        assert heard['classifier'] < since, 'classifier alive while cam0 is gone'
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5.0)
+        for node in (classifier, cam, probe):
+            node.destroy_node()

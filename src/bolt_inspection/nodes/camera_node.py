@@ -215,10 +215,13 @@ class CameraNode(LifecycleNode):
             return True
 
     def _publish_alive(self) -> None:
-        # A sign of life only while the source is open: a camera that cannot grab is a dead
-        # stage, and the PLC bridge stops the heartbeat (core.liveness).
-        source, pub = self.source, self._alive_pub
+        # A sign of life only while the source is open and (when triggered) a trigger publisher
+        # is matched: a camera that cannot grab or cannot hear the trigger is a dead stage, and
+        # the PLC bridge stops the heartbeat (core.liveness) and does not start the conveyor.
+        source, pub, trigger = self.source, self._alive_pub, self._trigger_sub
         if source is None or pub is None or source.state != 'open':
+            return
+        if trigger is not None and trigger.get_publisher_count() == 0:
             return
         pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
 

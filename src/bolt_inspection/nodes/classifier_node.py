@@ -210,6 +210,7 @@ class ClassifierNode(LifecycleNode):
         self.images_dropped = 0
         self._active = False
         self._subs = []
+        self._view_subs = {}     # cam -> its image subscription, while active
         self._own_timers = []
         self._pubs = {}
         self._input_group = ReentrantCallbackGroup()
@@ -348,9 +349,10 @@ class ClassifierNode(LifecycleNode):
         image_qos = QoSProfile(history=topics.IMAGE_QOS.history, depth=topics.IMAGE_QOS.depth,
                                reliability=IMAGE_RELIABILITY[p['image_reliability']])
         for cam in self.cams:
-            self._subs.append(self.create_subscription(
+            self._view_subs[cam] = self.create_subscription(
                 Image, topics.camera_topic(cam, p['camera_topic']), self._image_callback(cam),
-                image_qos, callback_group=self._input_group))
+                image_qos, callback_group=self._input_group)
+            self._subs.append(self._view_subs[cam])
         period = min(0.05, p['view_timeout_s'] / 10)
         self._own_timers.append(self.create_timer(period, self._on_expire_timer,
                                               callback_group=self._timer_group))
@@ -399,7 +401,7 @@ class ClassifierNode(LifecycleNode):
             self.destroy_subscription(sub)
         for timer in self._own_timers:
             self.destroy_timer(timer)
-        self._subs, self._own_timers = [], []
+        self._subs, self._own_timers, self._view_subs = [], [], {}
         with self._lock:
             self._active = False
         # The worker finishes the bolts already queued (they have all their views), then exits.
@@ -488,10 +490,25 @@ class ClassifierNode(LifecycleNode):
             return False
         return busy is None or time.monotonic() - busy <= self._params['stall_s']
 
+    def unheard_cameras(self) -> list[int]:
+        """Cameras whose image topic has no matched publisher yet (DDS discovery between
+        processes takes a moment, and a camera process may be gone)."""
+        return [cam for cam, sub in list(self._view_subs.items())
+                if sub.get_publisher_count() == 0]
+
     def _publish_alive(self) -> None:
         # A sign of life only while this stage can inspect: the PLC heartbeat depends on it.
+        # That includes hearing every camera: the bridge does not start the conveyor until
+        # it does, so the first bolts after Start are not rejected for views still in discovery.
         pub = self._pubs.get('alive')
         if pub is None or not self._active or not self.working():
+            return
+        unheard = self.unheard_cameras()
+        if unheard:
+            self.get_logger().warning(
+                'no publisher on ' + ', '.join(topics.camera_topic(c, self._params[
+                    'camera_topic']) for c in unheard) + ' yet: not ready to inspect',
+                throttle_duration_sec=5.0)
             return
         pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
 
@@ -636,10 +653,14 @@ class ClassifierNode(LifecycleNode):
         for cam, state in sorted(self.drift.states().items()):
             values[f'drift_cam{cam}'] = state.level
             values.update({f'drift_cam{cam}.{k}': round(v, 3) for k, v in state.scores.items()})
-        degraded = self.counts['overloaded'] or self.counts['errors']
+        unheard = self.unheard_cameras()
+        values['cameras_unheard'] = ' '.join(f'cam{c}' for c in unheard)
+        degraded = self.counts['overloaded'] or self.counts['errors'] or unheard
         level = DiagnosticStatus.WARN if degraded or drift_level == 'warn' else DiagnosticStatus.OK
         message = (f"{self.counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
                    if self.counts['verdicts'] else 'waiting for bolts')
+        if unheard:
+            message = f"not hearing {values['cameras_unheard']}; {message}"
         if drift_level != 'ok':
             # The operator page shows this: which camera drifted, how, and what the line does.
             action = {'reject': 'its bolts are rejected', 'stop': 'the line is stopped',

@@ -99,6 +99,11 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 
 
+# How long a lost PLC connection waits for a Ctrl-C that may be on its way (see
+# _on_connection_lost) before it is logged as an error.
+SHUTDOWN_GRACE_S = 0.5
+
+
 class PlcBridgeNode(LifecycleNode):
     """Polls the PLC's bolt counter, triggers the cameras, writes verdicts and the heartbeat."""
 
@@ -665,10 +670,12 @@ class PlcBridgeNode(LifecycleNode):
             self.last_error = (f'{"timeout" if timeout else "connection lost"}: {exc}; '
                                f'reconnect in {delay:.1f} s')
         # Ctrl-C under launch signals every process at once: a simulated PLC launched beside
-        # the bridge may close its socket first. That is the line stopping, not a fault.
+        # the bridge may close its socket first. That is the line stopping, not a fault. Under
+        # load this process may see the closed socket before its own signal handler has run
+        # (Python runs it in the main thread), so give the signal a moment to show.
         message = f'PLC {self.last_error}' + (f'; holding verdicts for bolts {held}'
                                               if held else '')
-        if self.shutdown_requested.is_set():
+        if self.shutdown_requested.wait(SHUTDOWN_GRACE_S):
             self.get_logger().warning(message + '; shutting down')
         else:
             self.get_logger().error(message)
