@@ -2,7 +2,7 @@
 
 ``bolt-inspection reproduce`` keeps the paper's dataset size (130 training bolts = 520 views).
 This benchmark trains the same network and recipe (the default of ``bolt-inspection train``:
-VGG16 by transfer learning from the pretrained HED convs, ``core.train.RECIPE``) on as many
+VGG16 by transfer learning from the pretrained HED convs, ``core.study.train.RECIPE``) on as many
 bolts as you give it and tests on held-out bolts of another scenario seed, plus the
 paper-sized test set of ``reproduce`` (66 NG / 66 OK views):
 
@@ -12,9 +12,9 @@ paper-sized test set of ``reproduce`` (66 NG / 66 OK views):
     python bench/classifier.py --model DIR --out OUT     # evaluate a trained model, no training
 
 Steps: render the training and test bolts (``synth``; reused when the folder already holds the
-same scenario), train (``core.train``, the NG threshold calibrated over validation bolts),
-evaluate on each test set (``core.evaluate``: Table 2 at view and bolt level, ROC AUC, Grad-CAM
-peak inside the defect mask and the grid's ceiling). Writes ``OUT/classifier.json`` (every
+same scenario), train (``core.study.train``, the NG threshold calibrated over validation bolts),
+evaluate on each test set (``core.study.evaluate``: Table 2 at view and bolt level, ROC AUC,
+Grad-CAM peak inside the defect mask and the grid's ceiling). Writes ``OUT/classifier.json`` (every
 number), ``OUT/RESULTS.md`` (the table), the evaluation PNGs per test set,
 ``OUT/defect_recall.png`` and ``OUT/localisation_ceiling.png``.
 """
@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 
 MODES = {
-    # The default recipe (core.train.RECIPE) on 1200 bolts, tested on 400 unseen ones.
+    # The default recipe (core.study.train.RECIPE) on 1200 bolts, tested on 400 unseen ones.
     'full': dict(train_bolts=1200, test_bolts=400, frame=(640, 480), input=None, epochs=None,
                  arch='vgg16', weights='hed', paper_test=True),
     # Before the pretrained weights (2026-11-29): VGG16-BN from random init, 64x128, 8 epochs.
@@ -51,7 +51,7 @@ TARGET_BOLT = 0.99
 
 def render(out: Path, *, seed: int, bolts: int, frame: tuple[int, int]) -> Path:
     """Render ``bolts`` synthetic bolts (distractor on, half NG) unless ``out`` has them."""
-    from bolt_inspection.core.synth import generate_dataset
+    from bolt_inspection.core.vision.synth import generate_dataset
 
     info = out / 'synth.json'
     if info.is_file():
@@ -70,8 +70,8 @@ def train_config(mode: dict, seed: int):
     recipe when pretrained, VGG16-BN from random init otherwise), at its input and epochs."""
     from dataclasses import replace
 
-    from bolt_inspection.core.reproduce import choose_plan
-    from bolt_inspection.core.reproduce import train_config as study_config
+    from bolt_inspection.core.study.reproduce import choose_plan
+    from bolt_inspection.core.study.reproduce import train_config as study_config
 
     plan = choose_plan(mode['arch'] if mode['weights'] != 'none' or mode['arch'] != 'vgg16'
                        else 'vgg16', mode['weights'])
@@ -277,15 +277,15 @@ VGG16_STRIDE = 16  # block5_conv3 comes after four 2x2 poolings
 def ceiling_by_input(test_dir: Path, frame: tuple[int, int],
                      inputs=CEILING_INPUTS) -> list[dict]:
     """Per model input size: the best Grad-CAM peak-in-mask any ROI model could reach on the
-    NG views of ``test_dir`` (``core.evaluate.localisation_ceiling``; no model involved).
+    NG views of ``test_dir`` (``core.study.evaluate.localisation_ceiling``; no model involved).
 
     The ROI boxes are the synthetic rig's for ``frame``, the ones ``train`` stores with a model
     trained on rig data."""
     import cv2
 
-    from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.evaluate import crop_region, localisation_ceiling, region_box
-    from bolt_inspection.core.synth import default_roi_boxes
+    from bolt_inspection.core.study.evaluate import crop_region, localisation_ceiling, region_box
+    from bolt_inspection.core.vision.dataset import load_dataset
+    from bolt_inspection.core.vision.synth import default_roi_boxes
 
     boxes = default_roi_boxes(frame)
     views = []
@@ -412,12 +412,12 @@ def main(argv=None) -> int:
                 fine_tune_blocks=None if config.from_scratch else config.fine_tune_blocks,
                 weights=config.weights)
 
-    from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.evaluate import evaluate_model
-    from bolt_inspection.core.reproduce import PAPER_PLAN, build_study_data, machine_info
-    from bolt_inspection.core.roi import CameraConfig
-    from bolt_inspection.core.synth import default_roi_boxes
-    from bolt_inspection.core.train import train
+    from bolt_inspection.core.study.evaluate import evaluate_model
+    from bolt_inspection.core.study.reproduce import PAPER_PLAN, build_study_data, machine_info
+    from bolt_inspection.core.study.train import train
+    from bolt_inspection.core.vision.dataset import load_dataset
+    from bolt_inspection.core.vision.roi import CameraConfig
+    from bolt_inspection.core.vision.synth import default_roi_boxes
 
     started = time.time()
     out = args.out
@@ -439,7 +439,7 @@ def main(argv=None) -> int:
     if args.model is None:
         common.log(f'training {mode["arch"]} {mode["input"][0]}x{mode["input"][1]}, '
                    f'{mode["epochs"]} epochs on {len(dataset.records)} views')
-    from bolt_inspection.core.artifact import read_metadata
+    from bolt_inspection.core.model.artifact import read_metadata
 
     if args.model is not None:
         model = args.model

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from bolt_inspection.core import sysinfo
-from bolt_inspection.core.train import RECIPE
+from bolt_inspection.core.study.train import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / 'bench_out'
 FRAME_SIZE = (1280, 960)           # the synthetic rig's camera frames (config/line.yaml)
-# The default model's input and head (core.train.RECIPE): what `train` and the demo produce.
+# The default model's input and head (core.study.train.RECIPE): what `train` and the demo produce.
 DEMO_INPUT = tuple(RECIPE['input_size'])
 DEMO_HEAD = (RECIPE['head'], RECIPE['dense_units'])
 
@@ -49,7 +49,7 @@ def setup_env(domain_id: int | None = None) -> int:
 def stats(values, scale: float = 1.0) -> dict[str, float | int | None]:
     """``n``, ``p50``, ``p99``, ``mean``, ``min``, ``max`` of ``values`` (times ``scale``).
 
-    Percentiles use numpy's 'higher' method (as core.latency does): p99 of 200 samples is the
+    Percentiles use numpy's 'higher' method (as core.line.latency does): p99 of 200 samples is the
     second-worst observation, never an interpolation below it.
     """
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], float) * scale
@@ -147,9 +147,9 @@ def make_artifact(out_dir: Path, arch: str = 'vgg16', input_size=DEMO_INPUT,
 
     The ROI boxes are the synthetic rig's for ``frame_size``, as a trained model stores them.
     """
-    from bolt_inspection.core import synth
-    from bolt_inspection.core.artifact import ModelMetadata, save_artifact
-    from bolt_inspection.core.model import build_tiny, build_vgg16
+    from bolt_inspection.core.model.artifact import ModelMetadata, save_artifact
+    from bolt_inspection.core.model.network import build_tiny, build_vgg16
+    from bolt_inspection.core.vision import synth
 
     out_dir = Path(out_dir)
     if (out_dir / 'metadata.json').is_file() and (out_dir / 'model.keras').is_file():

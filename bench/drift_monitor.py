@@ -1,7 +1,7 @@
 """Camera drift monitoring (issue 21): false alarms on clean bolts, detection delay per family.
 
 The reference comes from ``--train-bolts`` rendered bolts of one seed (what training saw); the
-monitor (core.drift, the classifier's default bands) then watches
+monitor (core.vision.drift, the classifier's default bands) then watches
 
 * ``--clean-bolts`` bolts of an unseen seed on all four cameras: every WARN/ERROR is a false
   alarm, and the largest |score| per statistic says how much margin the bands leave;
@@ -28,8 +28,8 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-from bolt_inspection.core import synth  # noqa: E402
-from bolt_inspection.core.drift import (  # noqa: E402
+from bolt_inspection.core.vision import synth  # noqa: E402
+from bolt_inspection.core.vision.drift import (  # noqa: E402
     DRIFT_FAMILIES,
     STATS,
     DriftBands,

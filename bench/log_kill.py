@@ -27,9 +27,9 @@ from common import setup_env  # noqa: E402
 def trial(context, delay_s: float, work: Path, n: int, node_src: str | None) -> bool:
     import rclpy
 
-    from bolt_inspection.core.fusion import fuse
-    from bolt_inspection.core.inspection_log import read_verdicts
-    from bolt_inspection.core.verdict import encode_verdict
+    from bolt_inspection.core.line.fusion import fuse
+    from bolt_inspection.core.line.verdict import encode_verdict
+    from bolt_inspection.core.log.inspection_log import read_verdicts
     from bolt_inspection.nodes import topics
     from bolt_inspection.nodes.verdict_msg import verdict_msg
 

@@ -69,8 +69,9 @@ def free_port() -> int:
 
 
 def verdict_event(msg) -> dict:
-    """One /inspection/verdict as an event line: bolt, message, latency (core.verdict reads it)."""
-    from bolt_inspection.core.verdict import VerdictDecodeError, decode_verdict
+    """One /inspection/verdict as an event line: bolt, message, latency (read by
+    core.line.verdict)."""
+    from bolt_inspection.core.line.verdict import VerdictDecodeError, decode_verdict
     try:
         verdict = decode_verdict(msg)
     except VerdictDecodeError as exc:
@@ -193,8 +194,8 @@ def conveyor_class():
     The model's own ``verdict_latencies`` only holds verdicts that beat the gate; a late verdict
     must count in the p99 too (it is the worst case, not a missing sample).
     """
-    from bolt_inspection.core.plc_contract import wrap16
-    from bolt_inspection.core.plc_sim import ConveyorModel
+    from bolt_inspection.core.plc.contract import wrap16
+    from bolt_inspection.core.plc.sim import ConveyorModel
 
     class BenchConveyor(ConveyorModel):
         def __init__(self, *a, **kw) -> None:
@@ -382,8 +383,8 @@ def run_ladder(artifact: Path, rates: list[float], *, step_s: float, out_dir: Pa
     layout (see the module docstring); ``engine`` the classifier's ``engine`` parameter
     (issue 19); ``prefix`` names the step files (several runs in one folder).
     """
-    from bolt_inspection.core.plc_contract import load_plc_config
-    from bolt_inspection.plc_server import PlcSimulator, sim_with
+    from bolt_inspection.core.plc.contract import load_plc_config
+    from bolt_inspection.core.plc.server import PlcSimulator, sim_with
 
     common.setup_env()
     out_dir.mkdir(parents=True, exist_ok=True)

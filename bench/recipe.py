@@ -1,6 +1,6 @@
 """Recipe search for the pretrained VGG16: many training recipes on the same cached features.
 
-Each recipe is the product's own two-stage training (``core.train.fit`` on cached block-4
+Each recipe is the product's own two-stage training (``core.study.train.fit`` on cached block-4
 outputs, ``save_trained``'s threshold calibration) from ``--weights``; what changes between
 recipes is the head, epochs, learning rates, augmentation copies and training-set size. The
 expensive part, blocks 1-4 over every crop, runs once per (data, input size, copies) and is
@@ -8,9 +8,9 @@ kept on disk, so a recipe costs stage 1 + stage 2 + a test pass through block 5 
 
 The test evaluation runs on the cached block-4 outputs of the held-out bolts: the tail of the
 network (block 5 + head) gives the probabilities and Grad-CAM of ``block5_conv3`` (upsampled
-to the input as :class:`~bolt_inspection.core.gradcam.GradCAM` does), and
-``core.evaluate``'s ``LocalisationTally`` / ``compute_metrics`` score them, i.e. the numbers of
-``bolt-inspection evaluate`` without reading the images again. ``bench/classifier.py --model``
+to the input as :class:`~bolt_inspection.core.model.gradcam.GradCAM` does), and
+``core.study.evaluate``'s ``LocalisationTally`` / ``compute_metrics`` score them, i.e. the numbers
+of ``bolt-inspection evaluate`` without reading the images again. ``bench/classifier.py --model``
 re-evaluates a saved recipe the product's way.
 
     python bench/recipe.py --train DATA/train --test DATA/test --out bench_out/recipe \\
@@ -42,7 +42,7 @@ BASE = dict(arch='vgg16', weights='hed', head='flatten', dense_units=256, epochs
 
 def parse_recipe(text: str) -> tuple[str, dict]:
     """``'name=x,head=gap,epochs2=10'`` -> ``('x', {...})`` typed like ``TrainConfig``."""
-    from bolt_inspection.core.train import TrainConfig
+    from bolt_inspection.core.study.train import TrainConfig
 
     types = {f.name: f.type for f in fields(TrainConfig)}
     out: dict = {}
@@ -102,15 +102,15 @@ def fast_eval(model, f4_test, records, boxes, input_size, threshold, x_test=None
     ``x_test`` and ``gallery`` (a PNG path) also the Grad-CAM gallery of NG views."""
     import cv2
 
-    from bolt_inspection.core.evaluate import (
+    from bolt_inspection.core.model.gradcam import GradCAM
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.study.evaluate import (
         LocalisationTally,
         ViewPrediction,
         compute_metrics,
         region_box,
     )
-    from bolt_inspection.core.gradcam import GradCAM
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.train import chain
+    from bolt_inspection.core.study.train import chain
 
     k = keras()
     tail = chain(model, after=model.get_layer(cut))
@@ -139,8 +139,8 @@ def fast_eval(model, f4_test, records, boxes, input_size, threshold, x_test=None
             preds.append(ViewPrediction(str(rec.bolt_id), int(rec.cam), rec.label,
                                         rec.bolt_label, float(probs[i, 1]), rec.defect, check))
             if gallery is not None and check is not None:
-                from bolt_inspection.core.evaluate import crop_region
-                from bolt_inspection.core.report import HeatmapView
+                from bolt_inspection.core.study.evaluate import crop_region
+                from bolt_inspection.core.study.report import HeatmapView
 
                 size = (2 * w, 2 * h)
                 crop = cv2.resize(x_test[start + i][:, :, ::-1], size)
@@ -150,12 +150,12 @@ def fast_eval(model, f4_test, records, boxes, input_size, threshold, x_test=None
                                          f'{rec.defect} {rec.bolt_id}/{rec.cam} '
                                          f'p={probs[i, 1]:.2f}', hit=check.located))
     if gallery is not None:
-        from bolt_inspection.core.evaluate import pick_gallery
-        from bolt_inspection.core.report import plot_gradcam_gallery
+        from bolt_inspection.core.study.evaluate import pick_gallery
+        from bolt_inspection.core.study.report import plot_gradcam_gallery
 
         plot_gradcam_gallery(pick_gallery(views, 24), gallery, title=f'{gallery.parent.name}')
     if gallery is not None:
-        from bolt_inspection.core.evaluate import write_predictions
+        from bolt_inspection.core.study.evaluate import write_predictions
 
         write_predictions(preds, threshold, gallery.parent / 'predictions.csv')
     out = compute_metrics(preds, threshold)
@@ -198,9 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument('--keep-models', action='store_true')
     args = parser.parse_args(argv)
     common.setup_env()
-    from bolt_inspection.core.dataset import load_dataset, split_by_bolt
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.train import (
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.study.train import (
         CachedFeatures,
         TrainConfig,
         TrainingData,
@@ -215,6 +214,7 @@ def main(argv=None) -> int:
         split_at,
         stage2_cut_layer,
     )
+    from bolt_inspection.core.vision.dataset import load_dataset, split_by_bolt
 
     k = keras()
     w, h = (int(v) for v in args.input.split('x'))

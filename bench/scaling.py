@@ -27,11 +27,11 @@ SIZES = (common.DEMO_INPUT, (224, 224), (224, 448))
 
 def build_inspector(input_size, n_cams: int, frame_size=common.FRAME_SIZE, model=None,
                     arch: str = 'vgg16'):
-    from bolt_inspection.core import synth
-    from bolt_inspection.core.artifact import ModelArtifact, ModelMetadata
-    from bolt_inspection.core.inspector import Inspector
-    from bolt_inspection.core.model import build_tiny, build_vgg16
-    from bolt_inspection.core.roi import CameraConfig
+    from bolt_inspection.core.line.inspector import Inspector
+    from bolt_inspection.core.model.artifact import ModelArtifact, ModelMetadata
+    from bolt_inspection.core.model.network import build_tiny, build_vgg16
+    from bolt_inspection.core.vision import synth
+    from bolt_inspection.core.vision.roi import CameraConfig
 
     if model is None:
         model = (build_vgg16(tuple(input_size), weights='none', seed=0) if arch == 'vgg16'
@@ -48,7 +48,7 @@ def build_inspector(input_size, n_cams: int, frame_size=common.FRAME_SIZE, model
 
 
 def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = 'vgg16') -> dict:
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
 
     common.log(f'scaling: rendering {bolts} bolts for 1-8 cameras')
     frames = {n: [{cam: synth.render_view(synth.bolt_spec(0, b), cam, frame_size,
@@ -73,7 +73,7 @@ def run(rounds: int, bolts: int = 2, frame_size=common.FRAME_SIZE, arch: str = '
     # A plain forward pass on the demo batch: what Grad-CAM costs on top of classifying.
     import numpy as np
 
-    from bolt_inspection.core.keras_backend import tf
+    from bolt_inspection.core.model.keras_backend import tf
     demo = configs['cams4']['inspector']
     forward = tf().function(lambda x: demo.gradcam.model(x, training=False), reduce_retracing=True)
     forward_ms = []

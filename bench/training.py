@@ -1,10 +1,10 @@
 """Training cost: stage-1 and stage-2 epochs on cached frozen features vs recomputing them, and
 the wall time of ``bolt-inspection reproduce --quick`` end to end.
 
-The epoch comparison calls the product's own helper, ``core.train.measure_epoch_times`` (a
+The epoch comparison calls the product's own helper, ``core.study.train.measure_epoch_times`` (a
 clone of the model; the second of two epochs is timed so tracing is excluded), on VGG16 in the
-default recipe (``core.train.RECIPE``: input, head, fine-tuned blocks, stage-2 precision) with
-real synthetic ROI crops. The variants run back to back in this process, so the speed-ups are
+default recipe (``core.study.train.RECIPE``: input, head, fine-tuned blocks, stage-2 precision)
+with real synthetic ROI crops. The variants run back to back in this process, so the speed-ups are
 ratios under the same machine load.
 """
 
@@ -26,10 +26,10 @@ def stage1_timing(images: int, input_size=common.DEMO_INPUT, arch: str = 'vgg16'
     is reported)."""
     import numpy as np
 
-    from bolt_inspection.core import synth
-    from bolt_inspection.core.model import build_tiny, build_vgg16
-    from bolt_inspection.core.roi import prepare_batch
-    from bolt_inspection.core.train import RECIPE, measure_epoch_times, stage2_precision
+    from bolt_inspection.core.model.network import build_tiny, build_vgg16
+    from bolt_inspection.core.study.train import RECIPE, measure_epoch_times, stage2_precision
+    from bolt_inspection.core.vision import synth
+    from bolt_inspection.core.vision.roi import prepare_batch
 
     size = (640, 480)   # crops are resized to the input anyway; rendering is not what we time
     boxes = synth.default_roi_boxes(size)

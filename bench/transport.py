@@ -71,7 +71,7 @@ def camera(cam: int, payload: str, reliable: bool, frames: int, rate: float, siz
     import rclpy
     from sensor_msgs.msg import CompressedImage, Image
 
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
     from bolt_inspection.nodes.image_conv import bgr_to_image
     from bolt_inspection.nodes.lifecycle_util import ns_to_stamp
 

@@ -24,7 +24,7 @@ TINY_BOLTS = 64
 
 def render_views(seed: int, bolt_ids, size=TINY_FRAME_SIZE):
     """Render synthetic bolts: returns ``(frames, cams, view_labels)`` lists (label 1 = NG)."""
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
 
     frames, cams, labels = [], [], []
     for bolt_id in bolt_ids:
@@ -50,12 +50,12 @@ def make_tiny_artifact(out_dir, seed: int = 0, bolts: int = TINY_BOLTS,
     Returns:
         ``out_dir`` as a Path.
     """
-    from bolt_inspection.core import synth
-    from bolt_inspection.core.artifact import ModelMetadata, save_artifact
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import build_tiny
-    from bolt_inspection.core.roi import prepare_batch
-    from bolt_inspection.core.threshold import calibrate_threshold
+    from bolt_inspection.core.model.artifact import ModelMetadata, save_artifact
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.network import build_tiny
+    from bolt_inspection.core.model.threshold import calibrate_threshold
+    from bolt_inspection.core.vision import synth
+    from bolt_inspection.core.vision.roi import prepare_batch
 
     boxes = synth.default_roi_boxes(tuple(frame_size))
     frames, cams, labels = render_views(seed, range(bolts), tuple(frame_size))

@@ -1,8 +1,9 @@
-"""Imports flow one way (docs/architecture.md): core <- nodes <- runtime <- commands, never back.
+"""Imports flow one way (docs/architecture.md): core <- nodes <- runtime <- commands, never back,
+and inside core from the domain subpackages' base (vision) up (study).
 
 Every module under src/bolt_inspection/ is parsed with ``ast``; lazy imports inside functions
 count like the ones at the top. A new import against the rules, or a new import cycle, fails.
-Today's departures are listed below, each one issue 20's debt; delete an entry once it is paid.
+Departures, if any, are listed below; delete an entry once it is paid.
 """
 
 from __future__ import annotations
@@ -31,15 +32,27 @@ RULES = {
 # (importing module, imported name) pairs that break RULES today. None: the rules hold.
 ALLOWED_VIOLATIONS: set[tuple[str, str]] = set()
 
-# Import cycles that exist today, each as the set of its modules.
-ALLOWED_CYCLES = {
-    # Issue 20's debt: core/evaluate.py draws its figures with core/report.py (a lazy import),
-    # which imports evaluate's heatmap_peak back; workflow and metrics are to be split apart.
-    frozenset({'bolt_inspection.core.evaluate', 'bolt_inspection.core.report'}),
-    # Issue 20's debt: core/model.py loads pretrained weights through core/weights.py (a lazy
-    # import), which imports model's custom_objects back; both belong in one core/model package.
-    frozenset({'bolt_inspection.core.model', 'bolt_inspection.core.weights'}),
+# Import cycles that exist today, each as the set of its modules. None: keep it that way.
+ALLOWED_CYCLES: set[frozenset[str]] = set()
+
+# Inside core: one subpackage per domain, each importing only the ones before it in this order
+# (core/__init__.py): vision <- model <- line <- study; plc and log beside them. The shared
+# modules at core's top (errors, config, files, sysinfo) import none of the subpackages.
+_CORE = 'bolt_inspection.core.'
+_DOMAINS = ('vision', 'model', 'line', 'plc', 'log', 'study')
+_MAY_IMPORT = {
+    'vision': (),
+    'model': ('vision',),
+    'line': ('vision', 'model'),
+    'plc': ('vision',),
+    'log': ('vision', 'line'),
+    'study': ('vision', 'model', 'line'),
 }
+RULES.update({_CORE + domain: tuple(_CORE + other for other in _DOMAINS
+                                    if other != domain and other not in allowed)
+              for domain, allowed in _MAY_IMPORT.items()})
+RULES.update({_CORE + shared: tuple(_CORE + d for d in _DOMAINS)
+              for shared in ('errors', 'config', 'files', 'sysinfo')})
 
 
 def module_name(path: Path) -> str:
@@ -137,7 +150,7 @@ def test_the_parser_sees_the_packages_and_their_imports():
     assert 'rclpy' in ' '.join(modules['bolt_inspection.nodes.executor'])
     graph = internal_graph(modules)
     # Relative and absolute, top-level and lazy imports are all seen.
-    assert 'bolt_inspection.core.verdict' in graph['bolt_inspection.nodes.verdict_msg']
+    assert 'bolt_inspection.core.line.verdict' in graph['bolt_inspection.nodes.verdict_msg']
     assert 'bolt_inspection.nodes.topics' in _package_imports(graph)
 
 
@@ -165,10 +178,18 @@ def test_the_rules_catch_a_violation_and_a_cycle():
         'bolt_inspection.nodes.n': {'bolt_inspection.runtime.processes',
                                     'bolt_inspection.core.a'},
         'bolt_inspection.runtime.processes': {'bolt_inspection.nodes.n'},
+        # Inside core: vision is the base, study may use model.
+        'bolt_inspection.core.vision.v': {'bolt_inspection.core.model.network'},
+        'bolt_inspection.core.study.s': {'bolt_inspection.core.model.network'},
+        'bolt_inspection.core.errors': {'bolt_inspection.core.vision.roi'},
     }
     assert violations(modules) == {('bolt_inspection.core.a', 'rclpy.node'),
                                    ('bolt_inspection.nodes.n',
-                                    'bolt_inspection.runtime.processes')}
+                                    'bolt_inspection.runtime.processes'),
+                                   ('bolt_inspection.core.vision.v',
+                                    'bolt_inspection.core.model.network'),
+                                   ('bolt_inspection.core.errors',
+                                    'bolt_inspection.core.vision.roi')}
     assert cycles(internal_graph(modules)) == {
         frozenset({'bolt_inspection.core.a', 'bolt_inspection.core.b'}),
         frozenset({'bolt_inspection.nodes.n', 'bolt_inspection.runtime.processes'})}

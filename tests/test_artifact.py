@@ -8,14 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from bolt_inspection.core.artifact import (
+from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.model.artifact import (
     ModelMetadata,
     load_artifact,
     read_metadata,
     save_artifact,
 )
-from bolt_inspection.core.errors import ModelError
-from bolt_inspection.core.model import build_tiny
+from bolt_inspection.core.model.network import build_tiny
 
 
 def _metadata(**overrides):

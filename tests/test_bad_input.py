@@ -35,7 +35,7 @@ def one_line_error(err: str) -> str:
 
 @pytest.fixture
 def log_db(tmp_path):
-    from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord
+    from bolt_inspection.core.log.inspection_log import InspectionLog, VerdictRecord
 
     db = tmp_path / 'inspection.db'
     with InspectionLog(db) as log:
@@ -65,7 +65,7 @@ def _copy_model(src, dst):
 
 
 def test_a_corrupt_model_file_is_called_corrupt_not_missing(tiny_artifact, tmp_path):  # noqa: F811
-    from bolt_inspection.core.artifact import load_artifact
+    from bolt_inspection.core.model.artifact import load_artifact
 
     model, _ = _copy_model(tiny_artifact, tmp_path / 'corrupt')
     data = (model / 'model.keras').read_bytes()
@@ -98,14 +98,14 @@ def test_a_wrong_frame_size_in_an_artifact_is_a_one_line_error(tiny_artifact, tm
 # -- images ------------------------------------------------------------------------------------
 
 def test_an_image_above_a_gigapixel_is_an_image_error(tmp_path):
-    from bolt_inspection.core.dataset import read_image
+    from bolt_inspection.core.vision.dataset import read_image
 
     with pytest.raises(ImageError, match='40000x40000'):
         read_image(huge_png(tmp_path / 'huge.png'))
 
 
 def test_a_huge_image_in_a_camera_folder_is_a_camera_error(tmp_path):
-    from bolt_inspection.core.camera_source import CameraSourceConfig, FolderSource
+    from bolt_inspection.core.vision.camera_source import CameraSourceConfig, FolderSource
 
     huge_png(tmp_path / '1_cam0.png')
     source = FolderSource(CameraSourceConfig(source='folder', cam=0, folder=str(tmp_path)))
@@ -152,7 +152,7 @@ def test_a_csv_is_never_left_half_written(log_db, tmp_path, capfd, monkeypatch):
                     raise OSError(28, 'No space left on device')
                 return real.writerow(row)
         return Writer()
-    from bolt_inspection.core import shift_report
+    from bolt_inspection.core.log import shift_report
     monkeypatch.setattr(shift_report.csv, 'writer', failing_writer)
     code, _, err = run_cli(capfd, 'report', '--db', log_db, '--since=-1000d', '--csv',
                            tmp_path / 'out.csv')

@@ -1,8 +1,9 @@
-"""core.bringup: the lifecycle manager's rule, strictly in order, never past a failing node."""
+"""core.line.bringup: the lifecycle manager's rule, strictly in order, never past a failing
+node."""
 
 from __future__ import annotations
 
-from bolt_inspection.core.bringup import Step, health, next_step
+from bolt_inspection.core.line.bringup import Step, health, next_step
 
 ORDER = ['classifier', 'cam0', 'cam1', 'plc_bridge']
 

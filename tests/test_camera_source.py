@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from bolt_inspection.core.camera_source import (
+from bolt_inspection.core.errors import ConfigError, ImageError
+from bolt_inspection.core.vision.camera_source import (
     CameraSourceConfig,
     DeviceSource,
     FolderSource,
     make_source,
     parse_device,
 )
-from bolt_inspection.core.errors import ConfigError, ImageError
 
 
 def _frame(value: int, size=(64, 48)) -> np.ndarray:
@@ -49,7 +49,7 @@ def test_config_validation_names_the_bad_field():
 
 
 def test_synthetic_source_renders_the_same_view_as_core():
-    synth = pytest.importorskip('bolt_inspection.core.synth')
+    synth = pytest.importorskip('bolt_inspection.core.vision.synth')
     cfg = CameraSourceConfig(source='synthetic', cam=2, size=(160, 120), seed=3)
     src = make_source(cfg)
     src.open()
@@ -66,7 +66,7 @@ def _prefetch_threads() -> list[threading.Thread]:
 
 
 def test_synthetic_prefetch_gives_each_bolt_its_own_render_in_any_order():
-    synth = pytest.importorskip('bolt_inspection.core.synth')
+    synth = pytest.importorskip('bolt_inspection.core.vision.synth')
     cfg = CameraSourceConfig(source='synthetic', cam=1, size=(160, 120), seed=4)
     src = make_source(cfg)
     src.open()
@@ -126,7 +126,7 @@ def test_synthetic_prefetch_off_and_close_leave_no_threads():
 
 
 def test_synthetic_grab_is_thread_safe():
-    synth = pytest.importorskip('bolt_inspection.core.synth')
+    synth = pytest.importorskip('bolt_inspection.core.vision.synth')
     src = make_source(CameraSourceConfig(source='synthetic', size=(96, 72), seed=2))
     src.open()
     got: dict[int, list[np.ndarray]] = {k: [] for k in range(1, 9)}

@@ -10,15 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from bolt_inspection.core.dataset import (
+from bolt_inspection.core.errors import DatasetError, ImageError
+from bolt_inspection.core.vision.dataset import (
     Dataset,
     ViewRecord,
     load_dataset,
     read_image,
     split_by_bolt,
 )
-from bolt_inspection.core.errors import DatasetError, ImageError
-from bolt_inspection.core.synth import generate_dataset
+from bolt_inspection.core.vision.synth import generate_dataset
 
 
 @pytest.fixture(scope='module')
@@ -250,7 +250,7 @@ def test_cli_unreadable_image(tmp_path):
 
 
 def test_contact_sheet_of_a_folder_dataset(tmp_path):
-    from bolt_inspection.core.synth import contact_sheet
+    from bolt_inspection.core.vision.synth import contact_sheet
 
     for cam in range(2):
         _write(tmp_path / 'data' / 'NG' / f'b1_cam{cam}.png', np.zeros((60, 80, 3), np.uint8))

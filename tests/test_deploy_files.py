@@ -21,7 +21,7 @@ import yaml
 from bolt_inspection import graph
 from bolt_inspection.cli import build_parser
 from bolt_inspection.core.config import load_yaml, node_parameters
-from bolt_inspection.core.inspection_log import DEFAULT_DB_PATH, DEFAULT_MAX_IMAGE_BYTES
+from bolt_inspection.core.log.inspection_log import DEFAULT_DB_PATH, DEFAULT_MAX_IMAGE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'line.launch.py'

@@ -1,12 +1,15 @@
-"""core.drift: image statistics, the training reference, the monitor and the drift families."""
+"""core.vision.drift: image statistics, the training reference, the monitor and the drift
+families."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bolt_inspection.core import synth
-from bolt_inspection.core.drift import (
+from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.line.fusion import fuse, with_reasons
+from bolt_inspection.core.vision import synth
+from bolt_inspection.core.vision.drift import (
     DRIFT_FAMILIES,
     DriftBands,
     DriftGuard,
@@ -16,8 +19,6 @@ from bolt_inspection.core.drift import (
     load_reference,
     view_stats,
 )
-from bolt_inspection.core.errors import ModelError
-from bolt_inspection.core.fusion import fuse, with_reasons
 
 SIZE = (320, 240)
 BOXES = synth.default_roi_boxes(SIZE)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from fixtures_ml import TINY_INPUT_SIZE, render_views, tiny_artifact  # noqa: F401
 
-from bolt_inspection.core import engine as eng
-from bolt_inspection.core import synth
-from bolt_inspection.core.artifact import load_artifact, save_artifact
 from bolt_inspection.core.errors import ConfigError
-from bolt_inspection.core.export import export_after_training, export_artifact, views_sha256
-from bolt_inspection.core.gradcam import GradCAM
-from bolt_inspection.core.inspector import Inspector
-from bolt_inspection.core.roi import prepare_batch
+from bolt_inspection.core.line.inspector import Inspector
+from bolt_inspection.core.model import engine as eng
+from bolt_inspection.core.model.artifact import load_artifact, save_artifact
+from bolt_inspection.core.model.export import export_after_training, export_artifact, views_sha256
+from bolt_inspection.core.model.gradcam import GradCAM
+from bolt_inspection.core.vision import synth
+from bolt_inspection.core.vision.roi import prepare_batch
 
 pytest.importorskip('openvino')
 pytest.importorskip('nncf')
@@ -100,8 +100,8 @@ def test_the_fast_engine_gives_the_references_verdicts_and_heatmaps(exported):
 
 def test_the_head_and_grad_cam_on_the_activation_equal_the_full_reference():
     """The split is exact in f32: the tail on TensorFlow's own activation = GradCAM (Eq. 2-4)."""
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import build_tiny
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.network import build_tiny
 
     rng = np.random.default_rng(1)
     batch = rng.uniform(0, 255, (5, 64, 32, 3)).astype(np.float32)

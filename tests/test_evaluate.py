@@ -11,7 +11,8 @@ import pytest
 from fixtures_ml import TINY_FRAME_SIZE, tiny_artifact  # noqa: F401 (fixture)
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from bolt_inspection.core.evaluate import (
+from bolt_inspection.core.model.gradcam import heatmap_peak
+from bolt_inspection.core.study.evaluate import (
     LocalisationTally,
     PeakCheck,
     ViewPrediction,
@@ -20,7 +21,6 @@ from bolt_inspection.core.evaluate import (
     compute_metrics,
     energy_share,
     format_table2,
-    heatmap_peak,
     level_metrics,
     localisation_ceiling,
     peak_cell_in_mask,
@@ -319,7 +319,7 @@ def test_energy_share_inside_roi():
 
 @pytest.fixture(scope='module')
 def tiny_dataset(tmp_path_factory):
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
 
     return synth.generate_dataset(tmp_path_factory.mktemp('eval_data'), seed=11, bolts=6,
                                   size=TINY_FRAME_SIZE, distractor=True, progress=False)
@@ -392,7 +392,7 @@ def test_gradcam_cli_writes_overlays(tiny_artifact, tiny_dataset, tmp_path, caps
 
 
 def test_evaluate_cli_bad_inputs(tmp_path, capsys):
-    from bolt_inspection.core.artifact import ModelMetadata
+    from bolt_inspection.core.model.artifact import ModelMetadata
 
     # A model directory whose metadata is valid: the data is checked before the model loads.
     model_dir = tmp_path / 'model'
@@ -416,8 +416,8 @@ def test_evaluate_cli_bad_inputs(tmp_path, capsys):
 def test_split_auto_uses_validation_bolts_of_the_training_dataset(tiny_dataset):
     from types import SimpleNamespace
 
-    from bolt_inspection.core.dataset import load_dataset, split_by_bolt
-    from bolt_inspection.core.evaluate import select_records
+    from bolt_inspection.core.study.evaluate import select_records
+    from bolt_inspection.core.vision.dataset import load_dataset, split_by_bolt
 
     dataset = load_dataset(tiny_dataset)
     trained_here = SimpleNamespace(dataset_fingerprint=dataset.fingerprint(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bolt_inspection.core.fusion import CODE_NG, CODE_OK, fuse
+from bolt_inspection.core.line.fusion import CODE_NG, CODE_OK, fuse
 
 CAMS = (0, 1, 2, 3)
 

@@ -17,12 +17,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from verdict_fakes import Header, Msg, Time, View, wire
 
-from bolt_inspection.core.fusion import fuse
-from bolt_inspection.core.plc_bridge_logic import CounterTracker, parse_bolt_id
-from bolt_inspection.core.plc_contract import REGISTER_MODULO, counter_delta, decode_status
-from bolt_inspection.core.plc_contract import decode_verdict as decode_registers
-from bolt_inspection.core.plc_contract import encode_verdict as encode_registers
-from bolt_inspection.core.verdict import (
+from bolt_inspection.core.line.fusion import fuse
+from bolt_inspection.core.line.verdict import (
     MAX_CAM,
     Decision,
     Verdict,
@@ -31,6 +27,10 @@ from bolt_inspection.core.verdict import (
     decode_verdict,
     encode_verdict,
 )
+from bolt_inspection.core.plc.bridge import CounterTracker, parse_bolt_id
+from bolt_inspection.core.plc.contract import REGISTER_MODULO, counter_delta, decode_status
+from bolt_inspection.core.plc.contract import decode_verdict as decode_registers
+from bolt_inspection.core.plc.contract import encode_verdict as encode_registers
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -362,8 +362,8 @@ def test_register_decoders_return_or_raise_value_error(word, registers, previous
 
 @pytest.fixture(scope='module')
 def sim():
-    from bolt_inspection.core.plc_contract import load_plc_config
-    from bolt_inspection.plc_server import PlcSimulator
+    from bolt_inspection.core.plc.contract import load_plc_config
+    from bolt_inspection.core.plc.server import PlcSimulator
 
     plc, sim_config = load_plc_config()
     return PlcSimulator(plc, sim_config, host='127.0.0.1', port=0, truth=None)

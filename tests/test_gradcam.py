@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bolt_inspection.core.errors import ImageError, ModelError
-from bolt_inspection.core.gradcam import GradCAM, mosaic, overlay
-from bolt_inspection.core.keras_backend import keras
+from bolt_inspection.core.model.gradcam import GradCAM, mosaic, overlay
+from bolt_inspection.core.model.keras_backend import keras
 
 
 def _flatten_model(seed=0, size=8, filters=4):
@@ -48,7 +48,7 @@ def test_gradcam_matches_hand_computation_of_eq_2_to_4():
 def test_gradcam_matches_independent_gradient_tape_with_upsampling():
     """A pooled model (8x8 input, 4x4 maps): compare with an independent tape + tf resize."""
     k = keras()
-    from bolt_inspection.core.keras_backend import tf
+    from bolt_inspection.core.model.keras_backend import tf
 
     k.utils.set_random_seed(1)
     inputs = k.Input((8, 8, 3))

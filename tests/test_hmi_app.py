@@ -281,7 +281,7 @@ def test_port_in_use_is_a_one_line_error():
 
 
 def test_clicked_bolt_shows_stored_log_images(serve, tmp_path):
-    from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord
+    from bolt_inspection.core.log.inspection_log import InspectionLog, VerdictRecord
 
     db = tmp_path / 'inspection.db'
     crop = np.zeros((80, 40, 3), np.uint8)
@@ -372,7 +372,7 @@ def test_page_in_headless_chromium(serve, tmp_path):
 def test_message_field_adapters():
     clock = FakeClock()
     state = HmiState(clock=clock)
-    from bolt_inspection.core.verdict import Decision, Verdict, ViewResult, ViewStatus
+    from bolt_inspection.core.line.verdict import Decision, Verdict, ViewResult, ViewStatus
 
     state.on_verdict_message(Verdict(
         '42', Decision.FAILSAFE_NG, ('missing view cam1',),
@@ -421,7 +421,7 @@ def test_dns_rebinding_is_refused_by_a_host_allowlist(serve):
 
 
 def test_a_huge_log_image_id_is_not_found_not_a_server_error(serve, tmp_path):
-    from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord
+    from bolt_inspection.core.log.inspection_log import InspectionLog, VerdictRecord
 
     db = tmp_path / 'inspection.db'
     with InspectionLog(db) as log:

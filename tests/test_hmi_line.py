@@ -22,7 +22,7 @@ from hmi_browser import browser_page, needs_chromium, text, until  # noqa: E402
 
 from bolt_inspection.commands.line import ComposedLine  # noqa: E402
 from bolt_inspection.core.config import load_yaml  # noqa: E402
-from bolt_inspection.core.latency import percentile  # noqa: E402
+from bolt_inspection.core.line.latency import percentile  # noqa: E402
 from bolt_inspection.graph import line_nodes  # noqa: E402
 from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
 
@@ -48,7 +48,7 @@ new MutationObserver(() => {
 
 @pytest.fixture
 def closed_loop_line(rclpy_context, tiny_artifact, tmp_path):
-    from bolt_inspection.plc_server import PlcSimulator
+    from bolt_inspection.core.plc.server import PlcSimulator
 
     sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=150.0,
                                    gate_delay_s=0.5, seed=SEED).start()
@@ -93,7 +93,7 @@ def test_operator_page_on_the_closed_loop_line(closed_loop_line, tmp_path, ros_d
 
 
 def _check_operator_page(line, probe, sim, db, tmp_path):
-    from bolt_inspection.core.inspection_log import read_verdicts
+    from bolt_inspection.core.log.inspection_log import read_verdicts
 
     url = line.nodes['hmi'].url
     assert url.startswith('http://127.0.0.1:')

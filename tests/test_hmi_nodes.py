@@ -20,9 +20,9 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from bolt_inspection.core.fusion import fuse  # noqa: E402
-from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
-from bolt_inspection.core.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.core.line.fusion import fuse  # noqa: E402
+from bolt_inspection.core.line.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.core.log.inspection_log import read_verdicts  # noqa: E402
 from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.executor import make_executor  # noqa: E402
 from bolt_inspection.nodes.hmi_node import HmiNode  # noqa: E402
@@ -168,7 +168,7 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
     # Bolt 1's four views, cut to cameras.yaml's boxes scaled from 1280x960 to 320x240.
     crops = rows['1'].images[:-1]
     assert [(i.kind, i.cam, i.state) for i in crops] == [('crop', k, 'stored') for k in range(4)]
-    from bolt_inspection.core.roi import load_camera_config, scale_boxes
+    from bolt_inspection.core.vision.roi import load_camera_config, scale_boxes
     shipped = load_camera_config()
     boxes = scale_boxes(shipped.boxes, shipped.frame_size, (320, 240))
     for image in crops:

@@ -21,9 +21,9 @@ from bolt_inspection_msgs.msg import Verdict, ViewResult  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from bolt_inspection.core.fusion import fuse  # noqa: E402
-from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
-from bolt_inspection.core.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.core.line.fusion import fuse  # noqa: E402
+from bolt_inspection.core.line.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.core.log.inspection_log import read_verdicts  # noqa: E402
 from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.executor import make_executor  # noqa: E402
 from bolt_inspection.nodes.hmi_node import HmiNode  # noqa: E402
@@ -80,8 +80,8 @@ def _wait(predicate, timeout_s: float = 15.0) -> bool:
 
 
 def test_every_consumer_drops_counts_and_goes_on(rclpy_context, tmp_path):
-    from bolt_inspection.core.plc_contract import load_plc_config
-    from bolt_inspection.plc_server import PlcSimulator, sim_with
+    from bolt_inspection.core.plc.contract import load_plc_config
+    from bolt_inspection.core.plc.server import PlcSimulator, sim_with
 
     plc, sim_cfg = load_plc_config()
     sim = PlcSimulator(plc, sim_with(sim_cfg, heartbeat_timeout_s=0.0), host='127.0.0.1',

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bolt_inspection.core.inspection_log import (
+from bolt_inspection.core.log.inspection_log import (
     SCHEMA_VERSION,
     InspectionLog,
     LogError,
@@ -187,7 +187,7 @@ def test_newer_schema_refused(tmp_path):
 _WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord
+    from bolt_inspection.core.log.inspection_log import InspectionLog, VerdictRecord
     db, limit = sys.argv[1], int(sys.argv[2])
     rng = np.random.default_rng(0)
     log = InspectionLog(db, max_image_bytes=limit)
@@ -280,7 +280,7 @@ def test_unwritable_image_is_marked_failed_and_row_kept(tmp_path):
 
 
 def test_record_from_a_decoded_verdict_message(tmp_path):
-    from bolt_inspection.core.verdict import Decision, Verdict, ViewResult, ViewStatus
+    from bolt_inspection.core.line.verdict import Decision, Verdict, ViewResult, ViewStatus
 
     verdict = Verdict('42', Decision.FAILSAFE_NG, ('missing view cam1', 'cam3: undecodable'),
                       (ViewResult(0, ViewStatus.SCORED, 0.91), ViewResult(1, ViewStatus.MISSING),
@@ -309,7 +309,7 @@ def test_second_writer_is_refused(tmp_path):
     first.close()
     InspectionLog(db).close()                     # released on close
     probe = subprocess.run(
-        [sys.executable, '-c', 'import sys\nfrom bolt_inspection.core.inspection_log import '
+        [sys.executable, '-c', 'import sys\nfrom bolt_inspection.core.log.inspection_log import '
          'InspectionLog\nInspectionLog(sys.argv[1])\n', str(db)], capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr    # and by a process that exits without close()
     InspectionLog(db).close()
@@ -317,7 +317,7 @@ def test_second_writer_is_refused(tmp_path):
 
 def test_queued_verdicts_written_at_exit_without_close(tmp_path):
     db = tmp_path / 'inspection.db'
-    script = ('import sys\nfrom bolt_inspection.core.inspection_log import InspectionLog, '
+    script = ('import sys\nfrom bolt_inspection.core.log.inspection_log import InspectionLog, '
               'VerdictRecord\nlog = InspectionLog(sys.argv[1])\nfor i in range(500):\n'
               '    log.record(VerdictRecord(bolt_id=str(i), trigger_ns=i, code=1, '
               "message='OK'))\n")
@@ -329,9 +329,9 @@ def test_queued_verdicts_written_at_exit_without_close(tmp_path):
 
 def test_record_from_a_real_inspection_and_report_reasons(tmp_path):
     """The classifier's Inspection (fusion verdict) goes into the log and the report unchanged."""
-    from bolt_inspection.core.fusion import fuse
-    from bolt_inspection.core.inspector import Inspection
-    from bolt_inspection.core.shift_report import shift_stats
+    from bolt_inspection.core.line.fusion import fuse
+    from bolt_inspection.core.line.inspector import Inspection
+    from bolt_inspection.core.log.shift_report import shift_stats
 
     crop = _noise(1)
     ng_view = Inspection(verdict=fuse({0: 0.97, 1: 0.1, 2: 0.2, 3: 0.1}, 0.5, range(4)),
@@ -399,7 +399,7 @@ def test_the_log_deletes_only_files_it_wrote_and_recorded(tmp_path):
 
 
 def test_a_version_1_log_is_migrated_in_place(tmp_path):
-    from bolt_inspection.core.inspection_log import _SCHEMA_V1
+    from bolt_inspection.core.log.inspection_log import _SCHEMA_V1
 
     db = tmp_path / 'inspection.db'
     conn = sqlite3.connect(db)

@@ -24,9 +24,9 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from bolt_inspection.core.fusion import fuse  # noqa: E402
-from bolt_inspection.core.inspection_log import read_verdicts  # noqa: E402
-from bolt_inspection.core.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.core.line.fusion import fuse  # noqa: E402
+from bolt_inspection.core.line.verdict import encode_verdict  # noqa: E402
+from bolt_inspection.core.log.inspection_log import read_verdicts  # noqa: E402
 from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.verdict_msg import verdict_msg  # noqa: E402
 

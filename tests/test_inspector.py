@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from fixtures_ml import TINY_FRAME_SIZE, TINY_INPUT_SIZE, tiny_artifact  # noqa: F401
 
-from bolt_inspection.core import synth
-from bolt_inspection.core.artifact import load_artifact
 from bolt_inspection.core.errors import ModelError
-from bolt_inspection.core.inspector import Inspector
-from bolt_inspection.core.roi import CameraConfig, prepare_batch
+from bolt_inspection.core.line.inspector import Inspector
+from bolt_inspection.core.model.artifact import load_artifact
+from bolt_inspection.core.vision import synth
+from bolt_inspection.core.vision.roi import CameraConfig, prepare_batch
 
 
 @pytest.fixture(scope='module')

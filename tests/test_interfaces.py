@@ -16,7 +16,7 @@ pytest.importorskip('rclpy')
 msgs = pytest.importorskip('bolt_inspection_msgs.msg')
 
 from bolt_inspection import bags  # noqa: E402
-from bolt_inspection.core import verdict as core_verdict  # noqa: E402
+from bolt_inspection.core.line import verdict as core_verdict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG_DIR = ROOT / 'bolt_inspection_msgs' / 'msg'
@@ -62,7 +62,7 @@ def test_the_built_classes_match_the_msg_files(name):
 
 
 def test_core_speaks_the_messages_constants():
-    """core.verdict has no ROS; its enums and bounds must be the .msg constants."""
+    """core.line.verdict has no ROS; its enums and bounds must be the .msg constants."""
     v, view = msgs.Verdict, msgs.ViewResult
     assert {d.name: d.value for d in core_verdict.Decision} == {
         'OK': v.DECISION_OK, 'NG': v.DECISION_NG, 'FAILSAFE_NG': v.DECISION_FAILSAFE_NG}
@@ -72,7 +72,7 @@ def test_core_speaks_the_messages_constants():
     assert core_verdict.MAX_REASON_CHARS == v.MAX_REASON_CHARS
     assert core_verdict.MAX_MODEL_ID_CHARS == v.MAX_MODEL_ID_CHARS
     assert core_verdict.MAX_DETAIL_CHARS == view.MAX_DETAIL_CHARS
-    from bolt_inspection.core.plc_contract import VERDICT_NG, VERDICT_OK
+    from bolt_inspection.core.plc.contract import VERDICT_NG, VERDICT_OK
     assert (msgs.PlcDelivery.CODE_OK, msgs.PlcDelivery.CODE_NG) == (VERDICT_OK, VERDICT_NG)
     from diagnostic_msgs.msg import DiagnosticStatus
     s = msgs.LineStatus

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bolt_inspection.core.join import ViewJoiner
-from bolt_inspection.core.latency import LatencyStats, percentile
+from bolt_inspection.core.line.join import ViewJoiner
+from bolt_inspection.core.line.latency import LatencyStats, percentile
 
 CAMS = (0, 1, 2, 3)
 

@@ -30,14 +30,14 @@ SEED = 0
 def core_inspector(tiny_artifact):
     import fixtures_ml
 
-    from bolt_inspection.core.inspector import Inspector
+    from bolt_inspection.core.line.inspector import Inspector
     assert fixtures_ml.TINY_FRAME_SIZE == TINY_FRAME_SIZE
     return Inspector.from_artifact(tiny_artifact)
 
 
 def core_decision(inspector, bolt_id: int):
     """What core decides for the same synthetic images (the line must agree)."""
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
     spec = synth.bolt_spec(SEED, bolt_id, 0.5)
     views = {cam: synth.render_view(spec, cam, TINY_FRAME_SIZE).image for cam in range(4)}
     return inspector.inspect(views)
@@ -194,7 +194,7 @@ def test_line_command_with_an_external_plc(ros_domain_id, tiny_artifact, capfd):
     """--plc-port: a separately started PLC (here plc-sim) counts bolts -> bridge triggers ->
     verdicts -> sorting gate; the command starts no simulator of its own."""
     from bolt_inspection import cli
-    from bolt_inspection.plc_server import PlcSimulator
+    from bolt_inspection.core.plc.server import PlcSimulator
     sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=60.0,
                                    gate_delay_s=2.0, bolts=6, seed=SEED).start()
     try:
@@ -216,7 +216,7 @@ def test_line_command_with_an_external_plc(ros_domain_id, tiny_artifact, capfd):
 def test_line_command_replays_a_dataset_folder(ros_domain_id, tiny_artifact, tmp_path, capfd,
                                                core_inspector):
     from bolt_inspection import cli
-    from bolt_inspection.core.synth import generate_dataset
+    from bolt_inspection.core.vision.synth import generate_dataset
     generate_dataset(tmp_path / 'ds', seed=SEED, bolts=4, size=TINY_FRAME_SIZE,
                      first_bolt_id=7900, progress=False)
     code = cli.main(['line', '--no-plc', '--source', 'folder', '--folder', str(tmp_path / 'ds'),
@@ -238,7 +238,7 @@ def test_line_runs_the_closed_loop_by_default(ros_domain_id, tiny_artifact, tmp_
     import json
 
     from bolt_inspection import cli
-    from bolt_inspection.core.synth import bolt_spec
+    from bolt_inspection.core.vision.synth import bolt_spec
     bolts = 10
     code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240',
                      '--bolts', str(bolts), '--rate', '60', '--gate-delay', '2.0',

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bolt_inspection.core.errors import ModelError
-from bolt_inspection.core.keras_backend import keras
-from bolt_inspection.core.model import (
+from bolt_inspection.core.model.keras_backend import keras
+from bolt_inspection.core.model.network import (
     build_tiny,
     build_vgg16,
     load_backbone_weights,

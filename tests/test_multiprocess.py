@@ -53,8 +53,8 @@ def _observer(context):
 
 def _reference_decisions(artifact, bolt_ids):
     """The model's decision and p_ng on the frames the synthetic cameras render (in process)."""
-    from bolt_inspection.core import synth
-    from bolt_inspection.core.inspector import Inspector
+    from bolt_inspection.core.line.inspector import Inspector
+    from bolt_inspection.core.vision import synth
     inspector = Inspector.from_artifact(artifact)
     out = {}
     for bolt_id in bolt_ids:
@@ -169,8 +169,8 @@ def test_a_killed_classifier_stops_the_conveyor_and_its_bolts_are_rejected(ros_d
     import os
     import signal
 
-    from bolt_inspection.core.plc_contract import VERDICT_NG
-    from bolt_inspection.plc_server import PlcSimulator
+    from bolt_inspection.core.plc.contract import VERDICT_NG
+    from bolt_inspection.core.plc.server import PlcSimulator
     sim = PlcSimulator.from_config(host='127.0.0.1', port=0, rate_per_min=120.0,
                                    gate_delay_s=2.0, bolts=0, seed=SEED).start()
     specs = graph.line_nodes(model=str(tiny_artifact), plc=True, plc_host='127.0.0.1',

@@ -16,7 +16,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from bolt_inspection.core.errors import ConfigError, ModelError  # noqa: E402
-from bolt_inspection.core.fusion import fuse  # noqa: E402
+from bolt_inspection.core.line.fusion import fuse  # noqa: E402
 from bolt_inspection.nodes import topics  # noqa: E402
 from bolt_inspection.nodes.camera_node import CameraNode  # noqa: E402
 from bolt_inspection.nodes.classifier_node import ClassifierNode  # noqa: E402
@@ -172,7 +172,7 @@ def test_classifier_one_verdict_per_bolt_with_reasons(rclpy_context, rig_factory
     assert verdicts['8005'].message == 'NG: cam3: frame 32x96, expected 64x48'
     assert verdicts['8006'].ok
     # The typed verdict: the trigger stamp, every view's score and status, the model.
-    from bolt_inspection.core.verdict import ViewStatus
+    from bolt_inspection.core.line.verdict import ViewStatus
     assert verdicts['8001'].verdict.stamp_ns == stamp
     ng = verdicts['8002'].verdict
     assert ng.p_ng[0] == pytest.approx(250 / 255, abs=1e-6)
@@ -619,7 +619,7 @@ def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_contex
     fail-safe NG with the drift as the reason, although the model scores them OK."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from bolt_inspection.core.drift import REFERENCE_FILE, DriftReference
+    from bolt_inspection.core.vision.drift import REFERENCE_FILE, DriftReference
     training = [(cam, np.full((48, 64, 3), level, np.uint8))
                 for cam in CAMS for level in (9, 10, 11, 10, 9, 11)]
     model = tmp_path / 'model'
@@ -650,7 +650,7 @@ def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_contex
 
 
 def test_stages_give_no_sign_of_life_until_their_inputs_are_matched(rclpy_context):
-    """The PLC bridge starts the conveyor only once every stage reports alive (core.liveness).
+    """The PLC bridge starts the conveyor only once every stage reports alive (core.line.liveness).
     Between processes DDS discovery takes a moment: a classifier that does not hear a camera
     yet, or a camera that does not hear the trigger yet, must not report alive, or the first
     bolts after Start lose views (CI saw 'NG: missing view cam1' on the launched line)."""

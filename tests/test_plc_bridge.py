@@ -9,7 +9,7 @@ import time
 import pytest
 from fixtures_ml import tiny_artifact  # noqa: F401 (fixture of the end-to-end test)
 
-from bolt_inspection.core.plc_bridge_logic import (
+from bolt_inspection.core.plc.bridge import (
     Backoff,
     CounterTracker,
     VerdictBook,
@@ -186,8 +186,8 @@ class Line:
             self.send_verdict(int(header.frame_id), truth_even_ng(int(header.frame_id)) == 'OK')
 
     def send_verdict(self, bolt_id: int, ok: bool) -> None:
-        from bolt_inspection.core.fusion import fuse
-        from bolt_inspection.core.verdict import encode_verdict
+        from bolt_inspection.core.line.fusion import fuse
+        from bolt_inspection.core.line.verdict import encode_verdict
         from bolt_inspection.nodes.verdict_msg import verdict_msg
         fused = fuse({0: 0.1 if ok else 0.9}, 0.5, [0])
         self.verdicts.publish(verdict_msg(encode_verdict(
@@ -214,8 +214,8 @@ class Line:
 
 @pytest.fixture
 def make_sim():
-    from bolt_inspection.core.plc_contract import load_plc_config
-    from bolt_inspection.plc_server import PlcSimulator, sim_with
+    from bolt_inspection.core.plc.contract import load_plc_config
+    from bolt_inspection.core.plc.server import PlcSimulator, sim_with
     sims = []
 
     def make(port=0, **kw):
@@ -560,7 +560,7 @@ def test_a_stalled_classifier_stops_the_heartbeat_and_the_conveyor(make_sim, mak
     conveyor at once, the bolts in flight get NG, and Start is refused until it is back."""
     from std_msgs.msg import Header
 
-    from bolt_inspection.core.plc_contract import VERDICT_NG
+    from bolt_inspection.core.plc.contract import VERDICT_NG
     from bolt_inspection.nodes import topics
     sim = make_sim(heartbeat_timeout_s=2.0, rate_per_min=120.0, gate_delay_s=2.0)
     line = make_line(sim=sim, answer=False, watch_stages=['classifier'], stage_timeout_s=0.4,
@@ -624,7 +624,7 @@ def test_a_bolt_without_a_verdict_in_time_stops_the_line(make_sim, make_line):
     and still lose bolts). Overdue -> NG for it, conveyor stopped."""
     from std_msgs.msg import Header
 
-    from bolt_inspection.core.plc_contract import VERDICT_NG
+    from bolt_inspection.core.plc.contract import VERDICT_NG
     from bolt_inspection.nodes import topics
     sim = make_sim(rate_per_min=120.0, gate_delay_s=5.0)
     line = make_line(sim=sim, answer=False, watch_stages=['classifier'], stage_timeout_s=2.0,

@@ -7,7 +7,7 @@ import yaml
 
 from bolt_inspection.core.config import load_yaml
 from bolt_inspection.core.errors import ConfigError
-from bolt_inspection.core.plc_contract import (
+from bolt_inspection.core.plc.contract import (
     PlcConfig,
     counter_delta,
     decode_status,

@@ -8,13 +8,13 @@ import time
 import pytest
 
 from bolt_inspection import cli
-from bolt_inspection.core.plc_contract import (
+from bolt_inspection.core.plc.contract import (
     SimConfig,
     decode_status,
     load_plc_config,
 )
-from bolt_inspection.core.plc_sim import ConveyorModel
-from bolt_inspection.plc_server import PlcSimulator, sim_with
+from bolt_inspection.core.plc.server import PlcSimulator, sim_with
+from bolt_inspection.core.plc.sim import ConveyorModel
 
 
 def truth_even_ng(n: int) -> str:

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from bolt_inspection.core.reproduce import pick_bolts
+from bolt_inspection.core.study.reproduce import pick_bolts
 
 
 def test_pick_bolts_hits_exact_counts():
@@ -97,7 +97,7 @@ def test_reproduce_quick_end_to_end(tmp_path, capsys):
 def test_the_study_trains_with_the_papers_method_and_keeps_the_random_init_plan():
     from dataclasses import replace
 
-    from bolt_inspection.core.reproduce import (
+    from bolt_inspection.core.study.reproduce import (
         ARCH_PLANS,
         PAPER_PLAN,
         QUICK_SIZES,
@@ -105,7 +105,7 @@ def test_the_study_trains_with_the_papers_method_and_keeps_the_random_init_plan(
         choose_plan,
         train_config,
     )
-    from bolt_inspection.core.train import RECIPE
+    from bolt_inspection.core.study.train import RECIPE
 
     # Default: VGG16 by transfer learning from the offline pretrained weights, both models.
     assert choose_plan() == PAPER_PLAN

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fixtures_ml import TINY_FRAME_SIZE, tiny_artifact  # noqa: F401 (fixture)
 
-from bolt_inspection.core.robustness import _warp_mask, check_targets, format_targets
+from bolt_inspection.core.study.robustness import _warp_mask, check_targets, format_targets
 
 
 def _row(family, severity, recall, f1, ng=100):
@@ -50,7 +50,7 @@ def test_pose_drift_moves_the_defect_mask_with_the_frame():
 
 @pytest.fixture(scope='module')
 def held_out(tmp_path_factory):
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
 
     return synth.generate_dataset(tmp_path_factory.mktemp('drift_data'), seed=21, bolts=6,
                                   size=TINY_FRAME_SIZE, progress=False)

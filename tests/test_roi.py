@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from bolt_inspection.core import synth
 from bolt_inspection.core.errors import ConfigError, ImageError
-from bolt_inspection.core.roi import (
+from bolt_inspection.core.vision import synth
+from bolt_inspection.core.vision.roi import (
     crop_roi,
     expand_to_aspect,
     load_camera_config,

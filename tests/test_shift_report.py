@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from bolt_inspection.cli import main
-from bolt_inspection.core.inspection_log import InspectionLog, VerdictRecord, read_verdicts
-from bolt_inspection.core.shift_report import (
+from bolt_inspection.core.log.inspection_log import InspectionLog, VerdictRecord, read_verdicts
+from bolt_inspection.core.log.shift_report import (
     CLASSIFIER_REASON,
     ng_rate_series,
     parse_time,

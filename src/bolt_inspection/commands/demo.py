@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 from bolt_inspection.commands._common import fraction, positive_int, size_wh
-from bolt_inspection.core.train import RECIPE, TRAIN_EXPORT_ENGINES
+from bolt_inspection.core.study.train import RECIPE, TRAIN_EXPORT_ENGINES
 
 RECIPE_INPUT = RECIPE['input_size']
 RECIPE_LR1 = RECIPE['lr1']
 
-# The demo model is the default recipe (core.train.RECIPE: VGG16 from the pretrained HED convs,
-# 128x256, stage 1 and stage 2 on cached features), on fewer bolts and epochs so that
+# The demo model is the default recipe (core.study.train.RECIPE: VGG16 from the pretrained HED
+# convs, 128x256, stage 1 and stage 2 on cached features), on fewer bolts and epochs so that
 # rendering + training + the 60-bolt line fit in 10 minutes on 2 cores (docs/operations.md).
 DEMO_ARCH = 'vgg16'
 DEMO_TRAIN_BOLTS = 300
@@ -127,7 +127,7 @@ def _synth_info(path: Path) -> dict | None:
 def ensure_dataset(out: Path, *, seed: int, bolts: int, size: tuple[int, int],
                    defect_rate: float) -> Path:
     """OUT/data: reuse it when it was rendered with these settings, else render it."""
-    from bolt_inspection.core.synth import generate_dataset
+    from bolt_inspection.core.vision.synth import generate_dataset
     want = {'seed': seed, 'bolts': bolts, 'size': list(size), 'defect_rate': defect_rate}
     info = _synth_info(out)
     if info is not None and all(info.get(k) == v for k, v in want.items()) \
@@ -147,8 +147,8 @@ def existing_model(model_dir: Path, size: tuple[int, int], arch: str | None = No
                    ) -> str | None:
     """Why ``model_dir`` cannot be used as the demo model (for ``size`` frames and, when
     given, the architecture ``arch``), or None when it can."""
-    from bolt_inspection.core.artifact import load_artifact
     from bolt_inspection.core.errors import ModelError
+    from bolt_inspection.core.model.artifact import load_artifact
     if not (model_dir / 'metadata.json').is_file():
         return 'no model yet'
     try:
@@ -166,7 +166,7 @@ def existing_model(model_dir: Path, size: tuple[int, int], arch: str | None = No
 
 def demo_config(args: argparse.Namespace):
     """The demo model's ``TrainConfig``: the default VGG16 recipe, or the small CNN."""
-    from bolt_inspection.core.train import TrainConfig
+    from bolt_inspection.core.study.train import TrainConfig
 
     if args.arch == 'tiny':
         return TrainConfig(input_size=tuple(args.input_size or TINY_INPUT), weights='none',
@@ -191,8 +191,8 @@ def demo_config(args: argparse.Namespace):
 def train_demo_model(args: argparse.Namespace, data: Path, model_dir: Path) -> Path:
     """Train the demo model into ``model_dir`` (via a temporary folder: an interrupted run
     never leaves a half-written model that a re-run would take)."""
-    from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.train import train
+    from bolt_inspection.core.study.train import train
+    from bolt_inspection.core.vision.dataset import load_dataset
 
     config = demo_config(args)
     if config.arch == 'tiny':
@@ -220,7 +220,7 @@ def train_demo_model(args: argparse.Namespace, data: Path, model_dir: Path) -> P
 def threshold_line(model_dir: Path) -> str:
     """The NG threshold the line will run at, and the validation NG recall it was calibrated
     for and reached (from the model's metadata)."""
-    from bolt_inspection.core.artifact import read_metadata
+    from bolt_inspection.core.model.artifact import read_metadata
 
     meta = read_metadata(model_dir)
     metrics = meta.metrics or {}
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.rate > 0:
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
     if args.weights is not None:
-        from bolt_inspection.core.weights import check_weights_option
+        from bolt_inspection.core.model.weights import check_weights_option
 
         if args.arch == 'tiny':
             raise ConfigError('--weights applies to --arch vgg16 (the small CNN trains from '

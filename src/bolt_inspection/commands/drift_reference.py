@@ -24,10 +24,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from bolt_inspection.core.artifact import read_metadata
-    from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.drift import REFERENCE_FILE, reference_from_dataset
     from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.core.model.artifact import read_metadata
+    from bolt_inspection.core.vision.dataset import load_dataset
+    from bolt_inspection.core.vision.drift import REFERENCE_FILE, reference_from_dataset
 
     if args.views_per_cam < 5:
         raise ConfigError(f'--views-per-cam: at least 5, got {args.views_per_cam}')

@@ -36,13 +36,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from bolt_inspection.core.errors import ConfigError
-    from bolt_inspection.core.evaluate import evaluate_model, format_table2
+    from bolt_inspection.core.study.evaluate import evaluate_model, format_table2
 
     if args.tolerance_px < 0:
         raise ConfigError(f'--tolerance-px must be >= 0, got {args.tolerance_px}')
     camera_config = None
     if args.cameras is not None:
-        from bolt_inspection.core.roi import load_camera_config
+        from bolt_inspection.core.vision.roi import load_camera_config
 
         camera_config = load_camera_config(args.cameras)
     result = evaluate_model(args.model, args.data, args.report, split=args.split,

@@ -45,9 +45,9 @@ def run(args) -> int:
     if args.data is None:
         raise ConfigError('export needs --data DATASET (calibration and validation views), '
                           'or --status')
-    from bolt_inspection.core.artifact import load_artifact
-    from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.export import dataset_views, export_artifact
+    from bolt_inspection.core.model.artifact import load_artifact
+    from bolt_inspection.core.model.export import dataset_views, export_artifact
+    from bolt_inspection.core.vision.dataset import load_dataset
 
     artifact = load_artifact(args.model)
     calibration, validation, labels, sources = dataset_views(
@@ -62,8 +62,8 @@ def run(args) -> int:
 
 def status(model: Path) -> int:
     """Print the export's state and the engine 'auto' picks (with the reasons)."""
-    from bolt_inspection.core.artifact import load_artifact
-    from bolt_inspection.core.engine import load_engine
+    from bolt_inspection.core.model.artifact import load_artifact
+    from bolt_inspection.core.model.engine import load_engine
 
     artifact = load_artifact(model)
     selection = load_engine(artifact, 'auto')

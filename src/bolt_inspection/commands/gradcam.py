@@ -43,12 +43,12 @@ def run(args) -> int:
     import cv2
     import numpy as np
 
-    from bolt_inspection.core.artifact import load_artifact, read_metadata
-    from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.errors import ConfigError, ImageError
-    from bolt_inspection.core.evaluate import heatmap_peak, run_gradcam
     from bolt_inspection.core.files import atomic_output, check_output_dir
-    from bolt_inspection.core.gradcam import overlay
+    from bolt_inspection.core.model.artifact import load_artifact, read_metadata
+    from bolt_inspection.core.model.gradcam import heatmap_peak, overlay
+    from bolt_inspection.core.study.evaluate import run_gradcam
+    from bolt_inspection.core.vision.dataset import read_image
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ConfigError(f'--alpha must be in [0, 1], got {args.alpha}')

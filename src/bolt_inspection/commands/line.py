@@ -8,7 +8,8 @@ nodes are configured and activated in order.
 Who triggers the bolts:
 
 * default — the CLOSED LOOP: an in-process line PLC simulator
-  (:class:`bolt_inspection.plc_server.PlcSimulator`, Modbus TCP on 127.0.0.1, a free port) whose
+  (:class:`bolt_inspection.core.plc.server.PlcSimulator`, Modbus TCP on 127.0.0.1, a free port)
+  whose
   conveyor brings ``--bolts`` bolts to the cameras at ``--rate`` per minute; the PLC bridge turns
   its counter into ``/line/trigger`` and writes every verdict back; the simulated sorting gate
   passes or rejects each bolt ``--gate-delay`` s later and scores the sort against the synthetic
@@ -43,7 +44,7 @@ from bolt_inspection.commands._common import (
 )
 from bolt_inspection.core.config import load_yaml, node_parameters
 from bolt_inspection.core.errors import ConfigError
-from bolt_inspection.core.latency import percentile
+from bolt_inspection.core.line.latency import percentile
 from bolt_inspection.graph import (  # noqa: F401 - node_parameter_values: re-exported
     SOURCES,
     NodeSpec,
@@ -323,12 +324,12 @@ def ground_truth(line: ComposedLine, bolt_ids: list[str]) -> dict[str, str] | No
     params = line.parameters[cams[0].name]
     source = params.get('source', 'synthetic')
     if source == 'synthetic':
-        from bolt_inspection.core.synth import bolt_spec
+        from bolt_inspection.core.vision.synth import bolt_spec
         seed, rate = int(params.get('seed', 0)), float(params.get('defect_rate', 0.5))
         return {b: bolt_spec(seed, int(b), rate).label for b in bolt_ids}
     folder = Path(str(params.get('folder', '')))
     if source == 'folder' and (folder / 'labels.csv').is_file():
-        from bolt_inspection.core.dataset import load_dataset
+        from bolt_inspection.core.vision.dataset import load_dataset
         labels = {b: views[0].bolt_label
                   for b, views in load_dataset(folder).bolts().items() if views}
         # Only bolts the folder has under that id: the others are replayed in folder order.
@@ -437,7 +438,7 @@ def scenario_truth(params: Mapping[str, Any]):
         return 'auto'
     folder = Path(str(params.get('folder', '')))
     if source == 'folder' and (folder / 'labels.csv').is_file():
-        from bolt_inspection.core.dataset import load_dataset
+        from bolt_inspection.core.vision.dataset import load_dataset
         labels = {int(b): views[0].bolt_label
                   for b, views in load_dataset(folder).bolts().items() if views and b.isdigit()}
         return labels.get
@@ -450,7 +451,7 @@ def start_simulator(args: argparse.Namespace, camera_params: Mapping[str, Any]):
     Its scenario (seed, defect rate) is the cameras', so it scores each sort against the truth
     of the very bolts the cameras rendered.
     """
-    from bolt_inspection.plc_server import PlcSimulator
+    from bolt_inspection.core.plc.server import PlcSimulator
     if not (math.isfinite(args.rate) and args.rate > 0):
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
     overrides = {'rate_per_min': float(args.rate), 'bolts': int(args.bolts),

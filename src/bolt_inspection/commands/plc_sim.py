@@ -50,8 +50,8 @@ def run(args) -> int:
 
     from bolt_inspection.core.errors import ConfigError
     from bolt_inspection.core.files import check_output_file
-    from bolt_inspection.core.plc_contract import load_plc_config
-    from bolt_inspection.plc_server import PlcSimulator, sim_with
+    from bolt_inspection.core.plc.contract import load_plc_config
+    from bolt_inspection.core.plc.server import PlcSimulator, sim_with
 
     if args.summary:
         check_output_file(args.summary, '--summary')   # now, not when the run ends

@@ -7,11 +7,11 @@ import json
 import re
 import time
 
-from bolt_inspection.core.inspection_log import DEFAULT_DB_PATH
+from bolt_inspection.core.log.inspection_log import DEFAULT_DB_PATH
 
 
 def _time_arg(text: str) -> str:
-    from bolt_inspection.core.shift_report import parse_time
+    from bolt_inspection.core.log.shift_report import parse_time
 
     try:
         parse_time(text)
@@ -49,8 +49,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from bolt_inspection.core.errors import ConfigError
     from bolt_inspection.core.files import check_output_file
-    from bolt_inspection.core.inspection_log import read_verdicts
-    from bolt_inspection.core.shift_report import (
+    from bolt_inspection.core.log.inspection_log import read_verdicts
+    from bolt_inspection.core.log.shift_report import (
         format_table,
         parse_time,
         plot_ng_rate,

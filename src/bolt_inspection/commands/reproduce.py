@@ -52,8 +52,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from bolt_inspection.core.errors import ConfigError
-    from bolt_inspection.core.reproduce import run_study
-    from bolt_inspection.core.weights import check_weights_option
+    from bolt_inspection.core.model.weights import check_weights_option
+    from bolt_inspection.core.study.reproduce import run_study
 
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f'{args.out}: exists and is not a directory')

@@ -21,7 +21,7 @@ def _severities(text: str) -> list[float]:
 
 
 def _families(text: str) -> list[str]:
-    from bolt_inspection.core.drift import DRIFT_FAMILIES
+    from bolt_inspection.core.vision.drift import DRIFT_FAMILIES
 
     values = [v.strip() for v in text.split(',') if v.strip()]
     bad = [v for v in values if v not in DRIFT_FAMILIES]
@@ -32,8 +32,8 @@ def _families(text: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from bolt_inspection.core.drift import DRIFT_FAMILIES
-    from bolt_inspection.core.robustness import SEVERITIES
+    from bolt_inspection.core.study.robustness import SEVERITIES
+    from bolt_inspection.core.vision.drift import DRIFT_FAMILIES
 
     parser = subparsers.add_parser(
         'robustness', help='evaluate a model under graded camera drift, family by family',
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bolt_inspection.core.errors import ConfigError
     from bolt_inspection.core.files import check_output_dir
-    from bolt_inspection.core.robustness import (
+    from bolt_inspection.core.study.robustness import (
         TABLE_HEADER,
         evaluate_drift,
         format_row,

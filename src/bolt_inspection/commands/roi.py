@@ -28,9 +28,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from bolt_inspection.core.dataset import load_dataset, read_image
     from bolt_inspection.core.errors import ConfigError, DatasetError
-    from bolt_inspection.core.roi import CameraConfig, draw_boxes, propose_roi
+    from bolt_inspection.core.vision.dataset import load_dataset, read_image
+    from bolt_inspection.core.vision.roi import CameraConfig, draw_boxes, propose_roi
 
     if not 0.0 <= args.margin <= 2.0:
         raise ConfigError(f'--margin must be in [0, 2], got {args.margin}')

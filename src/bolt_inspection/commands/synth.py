@@ -38,9 +38,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bolt_inspection.core.dataset import load_dataset
     from bolt_inspection.core.errors import DatasetError
-    from bolt_inspection.core.synth import generate_dataset
+    from bolt_inspection.core.vision.dataset import load_dataset
+    from bolt_inspection.core.vision.synth import generate_dataset
 
     if args.first_bolt_id < 0:
         raise DatasetError(f'--first-bolt-id must be >= 0, got {args.first_bolt_id}')
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
           'defect is visible in it)')
     print(f'labels: {out / "labels.csv"}  images: {out / "images"}  masks: {out / "masks"}')
     if args.contact_sheet:
-        from bolt_inspection.core.synth import contact_sheet, default_roi_boxes
+        from bolt_inspection.core.vision.synth import contact_sheet, default_roi_boxes
         sheet_path = contact_sheet(dataset, out / 'contact_sheet.png',
                                    roi_boxes=default_roi_boxes(args.size, args.cams))
         print(f'contact sheet: {sheet_path}')

@@ -6,8 +6,13 @@ import argparse
 from pathlib import Path
 
 from bolt_inspection.commands._common import fraction, positive_int, size_wh
-from bolt_inspection.core.model import HEADS
-from bolt_inspection.core.train import CALIBRATE_ON, PRECISIONS, TRAIN_EXPORT_ENGINES, TrainConfig
+from bolt_inspection.core.model.network import HEADS
+from bolt_inspection.core.study.train import (
+    CALIBRATE_ON,
+    PRECISIONS,
+    TRAIN_EXPORT_ENGINES,
+    TrainConfig,
+)
 
 DEFAULTS = TrainConfig()
 
@@ -122,10 +127,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bolt_inspection.core.dataset import load_dataset
     from bolt_inspection.core.errors import ConfigError
-    from bolt_inspection.core.train import TrainConfig, train
-    from bolt_inspection.core.weights import check_weights_option
+    from bolt_inspection.core.model.weights import check_weights_option
+    from bolt_inspection.core.study.train import TrainConfig, train
+    from bolt_inspection.core.vision.dataset import load_dataset
 
     weights = None if args.weights is None else check_weights_option(args.weights)
     if args.lr is not None and not args.lr > 0:

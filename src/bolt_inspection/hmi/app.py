@@ -284,7 +284,7 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
         return config.log_image_dir or None
 
     async def api_bolt(request: web.Request) -> web.Response:
-        from bolt_inspection.core.inspection_log import read_verdicts
+        from bolt_inspection.core.log.inspection_log import read_verdicts
 
         db = _log_db()
         bolt_id = request.match_info['bolt_id']
@@ -308,7 +308,7 @@ def create_app(state: StateProvider, *, on_start: ControlCallback, on_stop: Cont
                        for n, i in enumerate(v.images)]})
 
     async def log_image(request: web.Request) -> web.Response:
-        from bolt_inspection.core.inspection_log import read_verdict
+        from bolt_inspection.core.log.inspection_log import read_verdict
 
         db = _log_db()
         try:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bolt_inspection.core.shift_report import percentile
-from bolt_inspection.core.verdict import Verdict
+from bolt_inspection.core.line.verdict import Verdict
+from bolt_inspection.core.log.shift_report import percentile
 
 IMAGE_NAMES = ('gradcam', 'cam0', 'cam1', 'cam2', 'cam3')
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
@@ -147,7 +147,7 @@ class HmiState:
             self.version += 1
 
     def on_verdict_message(self, verdict: Verdict, time_ns: int | None = None) -> None:
-        """A decoded ``/inspection/verdict`` (:func:`bolt_inspection.core.verdict.
+        """A decoded ``/inspection/verdict`` (:func:`bolt_inspection.core.line.verdict.
         decode_verdict`: OK only when the decision and the views say OK)."""
         self.on_verdict(verdict.bolt_id, verdict.ok, verdict.message, verdict.p_ng,
                         verdict.latency_ms, time_ns)

@@ -17,8 +17,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from bolt_inspection.core.camera_source import CameraSourceConfig, FrameSource, make_source
 from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.core.vision.camera_source import CameraSourceConfig, FrameSource, make_source
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.image_conv import bgr_to_image
 from bolt_inspection.nodes.lifecycle_util import (
@@ -217,7 +217,7 @@ class CameraNode(LifecycleNode):
     def _publish_alive(self) -> None:
         # A sign of life only while the source is open and (when triggered) a trigger publisher
         # is matched: a camera that cannot grab or cannot hear the trigger is a dead stage, and
-        # the PLC bridge stops the heartbeat (core.liveness) and does not start the conveyor.
+        # the PLC bridge stops the heartbeat (core.line.liveness) and does not start the conveyor.
         source, pub, trigger = self.source, self._alive_pub, self._trigger_sub
         if source is None or pub is None or source.state != 'open':
             return

@@ -2,16 +2,17 @@
 
 Inputs: /line/trigger (std_msgs/Header: stamp = join key, frame_id = bolt id) and one
 sensor_msgs/Image per camera with header.stamp = the trigger stamp. Subscription callbacks only
-decode and join (:class:`bolt_inspection.core.join.ViewJoiner`); a worker thread runs the model
-(the views of one bolt in one batch, Grad-CAM from the same pass, via
-:class:`bolt_inspection.core.inspector.Inspector`) and publishes the verdict. The Grad-CAM mosaic
+decode and join (:class:`bolt_inspection.core.line.join.ViewJoiner`); a worker thread runs the
+model (the views of one bolt in one batch, Grad-CAM from the same pass, via
+:class:`bolt_inspection.core.line.inspector.Inspector`) and publishes the verdict. The Grad-CAM
+mosaic
 (and per-view overlays) are rendered and published afterwards by a second thread with a queue of
 :data:`IMAGE_QUEUE` bolts: when it falls behind it drops the oldest mosaic, so pictures for people
 never delay the next bolt's verdict. Verdicts are never dropped.
 
 Every triggered bolt gets exactly one /inspection/verdict (bolt_inspection_msgs/Verdict: the
 trigger stamp, bolt id, decision OK / NG / fail-safe NG with the reason, each view's NG
-probability and status, threshold, model id, latency; built by core.verdict's encoder). A view
+probability and status, threshold, model id, latency; built by core.line.verdict's encoder). A view
 that misses its timeout, a frame that cannot be decoded, an inference error, a full queue, or a
 deactivation with bolts in flight all give NG with the reason, never silence.
 
@@ -38,19 +39,19 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from bolt_inspection.core.drift import (
+from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.core.line.fusion import fuse, with_reasons
+from bolt_inspection.core.line.join import Bundle, ViewJoiner
+from bolt_inspection.core.line.latency import LatencyStats
+from bolt_inspection.core.line.verdict import BOLT_ID, encode_verdict
+from bolt_inspection.core.model.engine import ENGINE_CHOICES
+from bolt_inspection.core.vision.drift import (
     DRIFT_POLICIES,
     DriftBands,
     DriftGuard,
     DriftMonitor,
 )
-from bolt_inspection.core.drift import load_reference as load_drift_reference
-from bolt_inspection.core.engine import ENGINE_CHOICES
-from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.core.fusion import fuse, with_reasons
-from bolt_inspection.core.join import Bundle, ViewJoiner
-from bolt_inspection.core.latency import LatencyStats
-from bolt_inspection.core.verdict import BOLT_ID, encode_verdict
+from bolt_inspection.core.vision.drift import load_reference as load_drift_reference
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.image_conv import bgr_to_image, image_to_bgr
 from bolt_inspection.nodes.lifecycle_util import (
@@ -76,10 +77,10 @@ _MAX_STAMP_AGE_S = 60.0
 
 def default_inspector_factory(model: str, camera_config: str, engine: str = 'auto'):
     """Load the Inspector for ``model`` (imported here: TensorFlow loads only on configure)."""
-    from bolt_inspection.core.inspector import Inspector
+    from bolt_inspection.core.line.inspector import Inspector
     cam_cfg = None
     if camera_config:
-        from bolt_inspection.core.roi import load_camera_config
+        from bolt_inspection.core.vision.roi import load_camera_config
         cam_cfg = load_camera_config(camera_config)
     return Inspector.from_artifact(model, camera_config=cam_cfg, engine=engine)
 
@@ -98,10 +99,10 @@ class _ImageJob:
 
 def build_verdict_msg(bolt_id: str, verdict, *, cams, stamp_ns: int, latency_ms: float,
                       threshold: float, model_id: str):
-    """Build the /inspection/verdict message of one bolt with the one encoder (core.verdict).
+    """Build the /inspection/verdict message of one bolt with the one encoder (core.line.verdict).
 
     Args:
-        verdict: The fused :class:`bolt_inspection.core.fusion.BoltVerdict`.
+        verdict: The fused :class:`bolt_inspection.core.line.fusion.BoltVerdict`.
 
     Raises:
         ValueError: ``bolt_id`` is not decimal (the trigger callback refuses such bolts), or an
@@ -154,7 +155,7 @@ class ClassifierNode(LifecycleNode):
                                             read_only=True)
         p['drift_policy'] = declare(
             self, 'drift_policy', 'reject', 'A camera whose images left their training band '
-            "(core.drift; needs the artifact's drift_reference.npz): 'reject' its bolts "
+            "(core.vision.drift; needs the artifact's drift_reference.npz): 'reject' its bolts "
             "(fail-safe NG), 'stop' the line as well, 'warn' on /diagnostics only, or 'off'",
             read_only=True, constraints='reject | stop | warn | off')
         p['drift_window'] = declare(self, 'drift_window', 8, 'Bolts whose image statistics '
@@ -228,7 +229,7 @@ class ClassifierNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _drift_guard(self, model: str) -> DriftGuard:
-        """The drift monitor of this model (core.drift), or an inactive one, said why."""
+        """The drift monitor of this model (core.vision.drift), or an inactive one, said why."""
         p = self._params
         policy = p['drift_policy']
         if policy == 'off':
@@ -610,7 +611,7 @@ class ClassifierNode(LifecycleNode):
                 self._pubs['gradcam'].publish(bgr_to_image(mosaic, stamp=stamp,
                                                            frame_id='inspection'))
             if self._params['publish_heatmaps']:
-                from bolt_inspection.core.gradcam import overlay
+                from bolt_inspection.core.model.gradcam import overlay
                 for cam, heatmap in (inspection.heatmaps or {}).items():
                     crop = (inspection.crops or {}).get(cam)
                     pub = self._pubs.get(f'heatmap{cam}')

@@ -1,10 +1,10 @@
 """Inspection log node: every /inspection/verdict into the SQLite traceability log.
 
-A thin adapter over :class:`bolt_inspection.core.inspection_log.InspectionLog` (which owns the
+A thin adapter over :class:`bolt_inspection.core.log.inspection_log.InspectionLog` (which owns the
 writer thread, WAL, pruning and crash safety). This node only joins messages:
 
 * ``/inspection/verdict`` (bolt_inspection_msgs/Verdict, reliable depth 100) becomes one row,
-  decoded by the one decoder (:mod:`bolt_inspection.core.verdict`); a malformed message is
+  decoded by the one decoder (:mod:`bolt_inspection.core.line.verdict`); a malformed message is
   dropped, counted (``bad_verdicts`` on /diagnostics) and warned about. Its header stamp is
   the bolt's trigger stamp, the key of the joins below. Every verdict is handed to the writer at
   once, which commits it before anything else: a kill -9 right after loses no row.
@@ -36,13 +36,13 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import Image
 
 from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.core.inspection_log import (
+from bolt_inspection.core.line.verdict import BOLT_ID
+from bolt_inspection.core.log.inspection_log import (
     DEFAULT_DB_PATH,
     DEFAULT_MAX_IMAGE_BYTES,
     InspectionLog,
     VerdictRecord,
 )
-from bolt_inspection.core.verdict import BOLT_ID
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
@@ -127,7 +127,7 @@ class InspectionLogNode(LifecycleNode):
         p = self._params
         p['db_path'] = self.get_parameter('db_path').value
         if p['store_crops']:
-            from bolt_inspection.core.roi import load_camera_config
+            from bolt_inspection.core.vision.roi import load_camera_config
             try:
                 self.camera_config = load_camera_config(p['camera_config'] or None)
             except BoltInspectionError as exc:
@@ -253,7 +253,7 @@ class InspectionLogNode(LifecycleNode):
                                         throttle_duration_sec=5.0)
 
     def _view_callback(self, cam: int):
-        from bolt_inspection.core.roi import crop_roi, scale_boxes
+        from bolt_inspection.core.vision.roi import crop_roi, scale_boxes
         from bolt_inspection.nodes.image_conv import image_to_bgr
 
         def callback(msg: Image) -> None:

@@ -3,7 +3,7 @@
 Like nav2's ``lifecycle_manager``: the node executables start unconfigured (their ``autostart``
 parameter is false under ``ros2 launch``), and this node configures and activates them through
 their ``change_state`` services, strictly in ``node_names`` order (listeners, classifier,
-cameras, PLC bridge; see :mod:`bolt_inspection.core.bringup`). A node that fails to configure
+cameras, PLC bridge; see :mod:`bolt_inspection.core.line.bringup`). A node that fails to configure
 (camera unplugged, model missing) is retried every ``retry_period_s`` and everything after it
 waits, so the PLC bridge never triggers bolts that no camera or classifier would see. Once up,
 it keeps polling ``get_state`` and publishes the line's state on ``/diagnostics``; a node that
@@ -26,7 +26,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from bolt_inspection.core.bringup import health, next_step
+from bolt_inspection.core.line.bringup import health, next_step
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,

@@ -14,7 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from bolt_inspection.core.verdict import Decision, Verdict
+from bolt_inspection.core.line.verdict import Decision, Verdict
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import stamp_to_ns
 from bolt_inspection.nodes.verdict_msg import BAD_VERDICTS, decode_or_drop
@@ -127,7 +127,7 @@ class LineDriver(Node):
 
     @property
     def bad_verdicts(self) -> int:
-        """Malformed verdict messages dropped (core.verdict's decoder refused them)."""
+        """Malformed verdict messages dropped (core.line.verdict's decoder refused them)."""
         return self.counters[BAD_VERDICTS]
 
     def _on_verdict(self, msg) -> None:

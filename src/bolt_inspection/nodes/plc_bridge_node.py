@@ -19,7 +19,7 @@ counters), /plc/delivery (bolt_inspection_msgs/PlcDelivery per verdict, reliable
 what was written for which bolt, acknowledged by the PLC or given up and why; the inspection log
 records it per bolt), /diagnostics.
 
-The heartbeat means "the inspection path is alive" (core.liveness): with ``watch_stages`` set
+The heartbeat means "the inspection path is alive" (core.line.liveness): with ``watch_stages`` set
 (the line's classifier and cameras; ``graph.line_nodes`` sets it), the bridge writes the
 heartbeat only while every stage reports on /inspection/alive and every triggered bolt gets its
 verdict in time. When the path dies it asks the PLC to stop the conveyor at once, writes NG for
@@ -47,14 +47,14 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from bolt_inspection.core.errors import ConfigError, PlcError
-from bolt_inspection.core.liveness import PathHealth, PathWatchdog
-from bolt_inspection.core.plc_bridge_logic import (
+from bolt_inspection.core.line.liveness import PathHealth, PathWatchdog
+from bolt_inspection.core.plc.bridge import (
     Backoff,
     CounterTracker,
     PendingVerdict,
     VerdictBook,
 )
-from bolt_inspection.core.plc_contract import (
+from bolt_inspection.core.plc.contract import (
     VERDICT_NG,
     VERDICT_OK,
     PlcConfig,
@@ -267,7 +267,7 @@ class PlcBridgeNode(LifecycleNode):
     # -- ROS callbacks (never touch the socket) ----------------------------------------------
 
     def _on_verdict(self, msg) -> None:
-        # One decoder, one rule for OK (core.verdict): a malformed verdict is dropped and
+        # One decoder, one rule for OK (core.line.verdict): a malformed verdict is dropped and
         # counted; the bolt then reaches the gate without a verdict and the PLC rejects it.
         verdict = decode_or_drop(self, msg, self.counters, self._lock)
         if verdict is None:

@@ -4,7 +4,7 @@
 ``ros2 run bolt_inspection plc_sim_node`` would, with ``config/plc.yaml`` and the line's params
 file: the ``plc_sim`` block sets the conveyor model, ``plc_config`` the register map (the
 ``plc_bridge`` block of the same file), ``start`` presses the start button at once. It serves the
-PLC contract over real Modbus TCP (:class:`bolt_inspection.plc_server.PlcSimulator`); it is a
+PLC contract over real Modbus TCP (:class:`bolt_inspection.core.plc.server.PlcSimulator`); it is a
 ROS node only so that it gets its parameters, log and ``/diagnostics`` the ROS way. It is not a
 lifecycle node: it stands in for hardware outside the PC and runs from start to exit.
 
@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 
 from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.core.plc_contract import SimConfig
+from bolt_inspection.core.plc.contract import SimConfig
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
@@ -81,7 +81,7 @@ class PlcSimNode(Node):
 
     def open(self) -> bool:
         """Start serving; False (after one log line) when the config or the port is bad."""
-        from bolt_inspection.plc_server import PlcSimulator
+        from bolt_inspection.core.plc.server import PlcSimulator
         p = self._params
         sim = {k: p[k] for k in ('rate_per_min', 'gate_delay_s', 'heartbeat_timeout_s', 'seed',
                                  'defect_rate', 'bolts', 'summary_period_s')}

@@ -1,9 +1,9 @@
 """``/inspection/verdict`` (``bolt_inspection_msgs/msg/Verdict``) <-> :mod:`bolt_inspection.core.
 verdict`, for every node.
 
-The rules live in core (:func:`~bolt_inspection.core.verdict.encode_verdict`,
-:func:`~bolt_inspection.core.verdict.decode_verdict`); this module only converts between the
-validated :class:`~bolt_inspection.core.verdict.Verdict` and the ROS message, and gives every
+The rules live in core (:func:`~bolt_inspection.core.line.verdict.encode_verdict`,
+:func:`~bolt_inspection.core.line.verdict.decode_verdict`); this module only converts between the
+validated :class:`~bolt_inspection.core.line.verdict.Verdict` and the ROS message, and gives every
 consumer the same way to drop a malformed one: a throttled warning and a counter that the node
 shows on /diagnostics.
 """
@@ -17,7 +17,7 @@ from collections.abc import MutableMapping
 from bolt_inspection_msgs.msg import Verdict as VerdictMsg
 from bolt_inspection_msgs.msg import ViewResult as ViewResultMsg
 
-from bolt_inspection.core.verdict import Verdict, VerdictDecodeError, decode_verdict
+from bolt_inspection.core.line.verdict import Verdict, VerdictDecodeError, decode_verdict
 from bolt_inspection.nodes.lifecycle_util import ns_to_stamp
 
 BAD_VERDICTS = 'bad_verdicts'
@@ -28,7 +28,8 @@ def _nan(value: float | None) -> float:
 
 
 def verdict_msg(verdict: Verdict) -> VerdictMsg:
-    """The ROS message of a verdict made by :func:`bolt_inspection.core.verdict.encode_verdict`."""
+    """The ROS message of a verdict made by
+    :func:`bolt_inspection.core.line.verdict.encode_verdict`."""
     msg = VerdictMsg(bolt_id=verdict.bolt_id, decision=int(verdict.decision),
                      reason=verdict.reason, threshold=_nan(verdict.threshold),
                      model_id=verdict.model_id, latency_ms=_nan(verdict.latency_ms),

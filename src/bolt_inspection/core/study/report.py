@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bolt_inspection.core.evaluate import heatmap_peak
+from bolt_inspection.core.model.gradcam import heatmap_peak
 
 Box = tuple[int, int, int, int]
 

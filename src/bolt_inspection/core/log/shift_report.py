@@ -2,7 +2,7 @@
 
 What a shift leader asks after a shift: how many bolts, how many NG and why, is the NG rate
 drifting, did we stay inside the 0.9 s budget, and did every verdict reach the sorting gate.
-Everything here works on :class:`~bolt_inspection.core.inspection_log.LoggedVerdict` lists, so
+Everything here works on :class:`~bolt_inspection.core.log.inspection_log.LoggedVerdict` lists, so
 it is tested with constructed logs and used by ``bolt-inspection report`` (and the HMI).
 
 Percentiles use the nearest-rank method (the smallest value with at least p% of the samples at
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bolt_inspection.core.files import atomic_output
-from bolt_inspection.core.inspection_log import LoggedVerdict
+from bolt_inspection.core.log.inspection_log import LoggedVerdict
 
 _RELATIVE = re.compile(r'^\s*-\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$')
 _UNIT_S = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}

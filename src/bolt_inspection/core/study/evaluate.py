@@ -49,6 +49,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bolt_inspection.core.model.artifact import model_boxes
+from bolt_inspection.core.model.gradcam import heatmap_peak
+
 CLASS_ORDER = ('NG', 'OK')
 CONFUSION_AXES = {
     'rows': 'true label',
@@ -291,33 +294,6 @@ def _on_grid(heatmap: np.ndarray, grid_wh: tuple[int, int] | None) -> np.ndarray
     if grid_wh is not None and heatmap.shape[::-1] != tuple(grid_wh):
         heatmap = cv2.resize(heatmap, tuple(grid_wh), interpolation=cv2.INTER_LINEAR)
     return heatmap
-
-
-def heatmap_peak(heat: np.ndarray) -> tuple[int, int] | None:
-    """(row, col) of a 2-D heatmap's maximum; None when it has no peak (all zero or not finite).
-
-    Bilinear upsampling clamps at the borders, so when the maximum is at a cell on the top or
-    left edge of the Grad-CAM grid, the upsampled heatmap is flat from that cell's centre out to
-    the image edge, and ``argmax`` (the first pixel of the flat stretch) sits on the edge, half a
-    cell from where the model looked. The peak walks inward along the flat stretch to the cell
-    centre (at most to the middle of the image). On the bottom and right edges the first pixel
-    of the flat stretch already is its inner end.
-    """
-    heat = np.asarray(heat, dtype=np.float32)
-    if heat.ndim != 2:
-        raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
-    if not np.isfinite(heat).all() or heat.max() <= 0:
-        return None
-    # Equal within float rounding counts as flat (resizers round the clamped stretch unevenly).
-    flat = heat.max() * (1 - 1e-6)
-    row, col = (int(v) for v in np.unravel_index(int(np.argmax(heat >= flat)), heat.shape))
-    if row == 0:
-        while row < (heat.shape[0] - 1) // 2 and heat[row + 1, col] >= flat:
-            row += 1
-    if col == 0:
-        while col < (heat.shape[1] - 1) // 2 and heat[row, col + 1] >= flat:
-            col += 1
-    return row, col
 
 
 def _peak_lines(cells: int, length: int) -> list[int]:
@@ -637,25 +613,13 @@ class EvalResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def model_boxes(metadata, frame_size: tuple[int, int]) -> dict[int, Box] | None:
-    """The artifact's ROI boxes scaled to frames of ``frame_size`` (None = full-frame model)."""
-    from bolt_inspection.core.roi import scale_boxes
-
-    if not metadata.roi_boxes:
-        return None
-    boxes = {int(c): tuple(b) for c, b in metadata.roi_boxes.items()}
-    if metadata.frame_size and tuple(metadata.frame_size) != tuple(frame_size):
-        boxes = scale_boxes(boxes, tuple(metadata.frame_size), tuple(frame_size))
-    return boxes
-
-
 def reference_boxes(frame_size: tuple[int, int], camera_config=None) -> dict[int, Box] | None:
     """Thread ROI boxes for ``frame_size`` from a camera config (default config/cameras.yaml).
 
     Used to measure where a FULL-FRAME model looks. None when no config can be read.
     """
     from bolt_inspection.core.errors import ConfigError
-    from bolt_inspection.core.roi import load_camera_config, scale_boxes
+    from bolt_inspection.core.vision.roi import load_camera_config, scale_boxes
 
     try:
         config = camera_config or load_camera_config()
@@ -671,9 +635,9 @@ def load_model_and_views(model_path, data_path, split: str = 'auto'):
     Returns:
         ``(artifact, dataset, records, split_used)``.
     """
-    from bolt_inspection.core.artifact import load_artifact, read_metadata
-    from bolt_inspection.core.dataset import load_dataset
     from bolt_inspection.core.errors import DatasetError
+    from bolt_inspection.core.model.artifact import load_artifact, read_metadata
+    from bolt_inspection.core.vision.dataset import load_dataset
 
     read_metadata(model_path)
     dataset = load_dataset(data_path)
@@ -695,8 +659,8 @@ def select_records(dataset, metadata, split: str = 'auto') -> tuple[list, str]:
     Returns:
         ``(records, split_used)``.
     """
-    from bolt_inspection.core.dataset import split_by_bolt
     from bolt_inspection.core.errors import DatasetError
+    from bolt_inspection.core.vision.dataset import split_by_bolt
 
     if split not in ('auto', 'val', 'all'):
         raise ValueError(f"split must be 'auto', 'val' or 'all', got {split!r}")
@@ -734,13 +698,14 @@ def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
     """Run an artifact with Grad-CAM over frames, in batches.
 
     Args:
-        artifact: A loaded :class:`~bolt_inspection.core.artifact.ModelArtifact`.
+        artifact: A loaded :class:`~bolt_inspection.core.model.artifact.ModelArtifact`.
         images: Full camera frames (BGR uint8); all the same size.
         cams: Camera index of each frame (selects its ROI box).
         batch_size: Views per forward pass.
         progress: Show a tqdm bar.
         desc: Bar label.
-        explainer: A :class:`~bolt_inspection.core.gradcam.GradCAM` of the artifact's model to
+        explainer: A :class:`~bolt_inspection.core.model.gradcam.GradCAM` of the artifact's model
+        to
             reuse across calls (building one traces a new TensorFlow graph).
 
     Returns:
@@ -748,8 +713,8 @@ def run_gradcam(artifact, images: Sequence[np.ndarray], cams: Sequence[int],
     """
     from tqdm import tqdm
 
-    from bolt_inspection.core.gradcam import GradCAM
-    from bolt_inspection.core.roi import prepare_batch
+    from bolt_inspection.core.model.gradcam import GradCAM
+    from bolt_inspection.core.vision.roi import prepare_batch
 
     meta = artifact.metadata
     cam_layer = explainer or GradCAM(artifact.model, layer_name=meta.gradcam_layer,
@@ -805,18 +770,18 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
             ``gradcam_layer``.
         DatasetError: The dataset is missing or empty.
     """
-    from bolt_inspection.core.artifact import HISTORY_FILE
-    from bolt_inspection.core.dataset import read_image
-    from bolt_inspection.core.report import (
+    from bolt_inspection.core.model.artifact import HISTORY_FILE
+    from bolt_inspection.core.study.report import (
         HeatmapView,
         plot_confusion,
         plot_gradcam_gallery,
         plot_training_curves,
     )
+    from bolt_inspection.core.vision.dataset import read_image
 
     artifact, dataset, records, split_used = load_model_and_views(model_path, data_path, split)
     meta = artifact.metadata
-    from bolt_inspection.core.gradcam import GradCAM
+    from bolt_inspection.core.model.gradcam import GradCAM
 
     layer = gradcam_layer or meta.gradcam_layer
     explainer = GradCAM(artifact.model, layer_name=layer, class_index=meta.ng_index)

@@ -873,7 +873,7 @@ def contact_sheet(dataset, out_path, *, roi_boxes: dict | None = None, tile_widt
     camera, defect type and the view label (red = NG, green = OK).
 
     Args:
-        dataset: A loaded :class:`~bolt_inspection.core.dataset.Dataset` (either layout).
+        dataset: A loaded :class:`~bolt_inspection.core.vision.dataset.Dataset` (either layout).
         out_path: PNG to write.
         roi_boxes: Camera -> ``(x, y, w, h)`` in frame pixels, or None for no boxes.
         tile_width: Width of one tile in pixels.
@@ -885,7 +885,7 @@ def contact_sheet(dataset, out_path, *, roi_boxes: dict | None = None, tile_widt
     Raises:
         ImageError: An image of the dataset cannot be read.
     """
-    from bolt_inspection.core.dataset import read_image
+    from bolt_inspection.core.vision.dataset import read_image
 
     bolts = list(dataset.bolts().items())[:max_bolts]
     cams = sorted({v.cam for _, views in bolts for v in views}) or [0]

@@ -54,7 +54,7 @@ from urllib.parse import quote
 import numpy as np
 
 from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.core.verdict import Verdict
+from bolt_inspection.core.line.verdict import Verdict
 
 _LOG = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class VerdictRecord:
     def from_inspection(cls, bolt_id, trigger_ns: int, inspection: Any, *, threshold: float,
                         model_id: str, latency_ms: float | None = None,
                         mosaic: np.ndarray | None = None) -> VerdictRecord:
-        """Build a record from a :class:`bolt_inspection.core.inspector.Inspection`.
+        """Build a record from a :class:`bolt_inspection.core.line.inspector.Inspection`.
 
         Duck-typed (``inspection.verdict.code/message/reasons``, ``.p_ng``, ``.crops``) so this
         module does not import the ML stack.
@@ -204,7 +204,7 @@ class VerdictRecord:
     def from_verdict(cls, verdict: Verdict, *, trigger_ns: int,
                      created_ns: int | None = None) -> VerdictRecord:
         """Build a record from a decoded ``/inspection/verdict``
-        (:func:`bolt_inspection.core.verdict.decode_verdict`), for a log node that only
+        (:func:`bolt_inspection.core.line.verdict.decode_verdict`), for a log node that only
         sees the topic."""
         return cls(bolt_id=verdict.bolt_id, trigger_ns=int(trigger_ns), code=verdict.code,
                    message=verdict.message, p_ng=dict(verdict.p_ng),

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bolt_inspection.core.plc_contract import (
+from bolt_inspection.core.plc.contract import (
     VERDICT_CODES,
     VERDICT_NG,
     VERDICT_OK,
@@ -33,9 +33,9 @@ from bolt_inspection.core.plc_contract import (
 
 
 def synthetic_truth(seed: int, defect_rate: float) -> Callable[[int], str] | None:
-    """Return ``n -> bolt_spec(seed, n, defect_rate).label``, or None without core.synth."""
+    """Return ``n -> bolt_spec(seed, n, defect_rate).label``, or None without core.vision.synth."""
     try:
-        from bolt_inspection.core.synth import bolt_spec
+        from bolt_inspection.core.vision.synth import bolt_spec
     except ImportError:
         return None
     return lambda n: bolt_spec(seed, n, defect_rate).label

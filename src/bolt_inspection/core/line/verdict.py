@@ -203,7 +203,7 @@ def encode_verdict(bolt_id: str | int, fused: Any, *, cams: Iterable[int], stamp
 
     Args:
         bolt_id: The bolt id (decimal).
-        fused: The fused decision, a :class:`bolt_inspection.core.fusion.BoltVerdict` (read:
+        fused: The fused decision, a :class:`bolt_inspection.core.line.fusion.BoltVerdict` (read:
             ``ok``, ``message``, ``reasons``, ``p_ng``, ``failures``, ``missing``). A fail-safe
             NG gives the reasons of its message, an NG the views found NG.
         cams: The cameras every bolt has; each gets a view result.

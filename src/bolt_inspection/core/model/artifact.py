@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.vision.roi import Box
 
 MODEL_FILE = 'model.keras'
 METADATA_FILE = 'metadata.json'
@@ -170,7 +171,7 @@ def save_artifact(model, metadata: ModelMetadata, out_dir: str | Path,
     Raises:
         ModelError: The metadata does not fit the model (checked before writing).
     """
-    from bolt_inspection.core.keras_backend import versions
+    from bolt_inspection.core.model.keras_backend import versions
 
     out_dir = Path(out_dir)
     _check_model_matches(model, metadata, str(out_dir))
@@ -211,8 +212,8 @@ def load_artifact(path: str | Path) -> ModelArtifact:
             or metadata that does not match the model (input shape, classes, Grad-CAM layer,
             or the model file was replaced).
     """
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import custom_objects
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.layers import custom_objects
 
     path = Path(path)
     metadata = read_metadata(path)
@@ -252,3 +253,15 @@ def _check_model_matches(model, metadata: ModelMetadata, where: str) -> None:
     if len(layer.output.shape) != 4:
         raise ModelError(f'{where}: gradcam_layer {metadata.gradcam_layer!r} is not a 2-D '
                          'feature map layer')
+
+
+def model_boxes(metadata, frame_size: tuple[int, int]) -> dict[int, Box] | None:
+    """The artifact's ROI boxes scaled to frames of ``frame_size`` (None = full-frame model)."""
+    from bolt_inspection.core.vision.roi import scale_boxes
+
+    if not metadata.roi_boxes:
+        return None
+    boxes = {int(c): tuple(b) for c, b in metadata.roi_boxes.items()}
+    if metadata.frame_size and tuple(metadata.frame_size) != tuple(frame_size):
+        boxes = scale_boxes(boxes, tuple(metadata.frame_size), tuple(frame_size))
+    return boxes

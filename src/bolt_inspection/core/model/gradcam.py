@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from bolt_inspection.core.errors import ImageError, ModelError
-from bolt_inspection.core.keras_backend import keras, tf
+from bolt_inspection.core.model.keras_backend import keras, tf
 
 
 class GradCAM:
@@ -40,9 +40,10 @@ class GradCAM:
         class_index: The class c whose score is differentiated (1 = 'NG').
         heatmap_hw: ``(h, w)`` the heatmaps are upsampled to; default the model input. For a
             model that starts at cached features (the tail of a network, see
-            ``core.train.split_at``), the image size those features were computed from.
+            ``core.study.train.split_at``), the image size those features were computed from.
 
-    Call with a float32 batch ``(N, h, w, 3)`` (as :func:`~bolt_inspection.core.roi.prepare_batch`
+    Call with a float32 batch ``(N, h, w, 3)`` (as
+    :func:`~bolt_inspection.core.vision.roi.prepare_batch`
     makes it) to get ``(probs (N, n_classes), heatmaps (N, h, w))``.
     """
 
@@ -154,7 +155,7 @@ def overlay(image_bgr: np.ndarray, heatmap: np.ndarray | None, alpha: float = 0.
     Returns:
         HxWx3 uint8 BGR.
     """
-    from bolt_inspection.core.roi import as_bgr
+    from bolt_inspection.core.vision.roi import as_bgr
 
     image = as_bgr(image_bgr, 'overlay image')
     if heatmap is None:
@@ -246,3 +247,30 @@ def mosaic(crops_bgr: Sequence[np.ndarray | None], heatmaps: Sequence[np.ndarray
         y += line_h
         _put_text(bar, line, (6, y - max(4, line_h // 5)), scale, thickness=thickness)
     return np.ascontiguousarray(np.vstack([bar, grid]))
+
+
+def heatmap_peak(heat: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) of a 2-D heatmap's maximum; None when it has no peak (all zero or not finite).
+
+    Bilinear upsampling clamps at the borders, so when the maximum is at a cell on the top or
+    left edge of the Grad-CAM grid, the upsampled heatmap is flat from that cell's centre out to
+    the image edge, and ``argmax`` (the first pixel of the flat stretch) sits on the edge, half a
+    cell from where the model looked. The peak walks inward along the flat stretch to the cell
+    centre (at most to the middle of the image). On the bottom and right edges the first pixel
+    of the flat stretch already is its inner end.
+    """
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f'heatmap must be 2-D, got shape {heat.shape}')
+    if not np.isfinite(heat).all() or heat.max() <= 0:
+        return None
+    # Equal within float rounding counts as flat (resizers round the clamped stretch unevenly).
+    flat = heat.max() * (1 - 1e-6)
+    row, col = (int(v) for v in np.unravel_index(int(np.argmax(heat >= flat)), heat.shape))
+    if row == 0:
+        while row < (heat.shape[0] - 1) // 2 and heat[row + 1, col] >= flat:
+            row += 1
+    if col == 0:
+        while col < (heat.shape[1] - 1) // 2 and heat[row, col + 1] >= flat:
+            col += 1
+    return row, col

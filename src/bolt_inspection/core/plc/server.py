@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from bolt_inspection.core.errors import PlcError
-from bolt_inspection.core.plc_contract import (
+from bolt_inspection.core.plc.contract import (
     PLC_OWNED_REGISTERS,
     VERDICT_CODES,
     PlcConfig,
     SimConfig,
 )
-from bolt_inspection.core.plc_sim import ConveyorModel, SortEvent, synthetic_truth
+from bolt_inspection.core.plc.sim import ConveyorModel, SortEvent, synthetic_truth
 
 _FC_COILS = (1, 5, 15)
 _FC_WRITE = (5, 6, 15, 16, 22, 23)
@@ -51,7 +51,7 @@ class PlcSimulator:
         host: Bind address; ``plc.host`` when None. Use 127.0.0.1.
         port: TCP port; ``plc.port`` when None; 0 picks a free port (see :attr:`port`).
         truth: ``bolt id -> 'OK'/'NG'``; 'auto' uses the synthetic scenario of ``sim.seed``
-            when ``core.synth`` is available; None scores nothing.
+            when ``core.vision.synth`` is available; None scores nothing.
         clock: Monotonic clock in seconds (the model's time base).
         tick_s: How often the model advances between requests.
         on_sort: Called (in the server thread) for every bolt leaving the gate.
@@ -94,7 +94,7 @@ class PlcSimulator:
         Raises:
             ConfigError: The file or an override is invalid.
         """
-        from bolt_inspection.core.plc_contract import load_plc_config
+        from bolt_inspection.core.plc.contract import load_plc_config
         overrides = {f'plc_sim.{k}': v for k, v in sim_overrides.items() if v is not None}
         plc, sim = load_plc_config(path, overrides)
         return cls(plc, sim, host=host, port=port, truth=truth)

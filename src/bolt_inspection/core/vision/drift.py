@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from bolt_inspection.core.errors import ImageError, ModelError
-from bolt_inspection.core.roi import Box, as_bgr, crop_roi
+from bolt_inspection.core.vision.roi import Box, as_bgr, crop_roi
 
 STATS = ('brightness', 'contrast', 'red_blue', 'green_magenta', 'focus', 'shift')
 # The statistics judged by a robust z-score against the training spread; 'shift' is judged in
@@ -466,7 +466,7 @@ def reference_from_dataset(dataset, boxes: Mapping[int, Box | None], *,
     """The drift reference of a labelled dataset's frames (the model's training data).
 
     Args:
-        dataset: A :class:`bolt_inspection.core.dataset.Dataset`.
+        dataset: A :class:`bolt_inspection.core.vision.dataset.Dataset`.
         boxes: The model's ROI boxes for the dataset's frame size.
         max_views_per_cam: Views read per camera, evenly spread over the dataset.
         progress: Show a progress bar.
@@ -486,8 +486,8 @@ def reference_from_records(records, boxes: Mapping[int, Box | None] | None, *,
     the cameras delivered them: training calls it before any augmentation).
 
     Args:
-        records: :class:`bolt_inspection.core.dataset.ViewRecord` s (``cam``, ``image_path``).
-        boxes: ROI box per camera (None or a missing camera = the whole frame).
+        records: :class:`bolt_inspection.core.vision.dataset.ViewRecord` s (``cam``,
+        ``image_path``). boxes: ROI box per camera (None or a missing camera = the whole frame).
         max_views_per_cam: Views read per camera, evenly spread over the records.
         progress: Show a progress bar.
 
@@ -495,7 +495,7 @@ def reference_from_records(records, boxes: Mapping[int, Box | None] | None, *,
         ImageError: An unreadable image (names it).
         ValueError: Too few views of a camera, or frames of mixed sizes.
     """
-    from bolt_inspection.core.dataset import read_image
+    from bolt_inspection.core.vision.dataset import read_image
     by_cam: dict[int, list] = {}
     for record in records:
         by_cam.setdefault(int(record.cam), []).append(record)

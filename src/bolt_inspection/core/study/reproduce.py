@@ -16,7 +16,7 @@ This module re-runs that study end to end:
    (652 views = 163 bolts, 326 NG views; test 33 bolts = 132 views, 66 NG).
 2. Train (a) on full frames without ROI and (b) on ROI crops, both with the paper's method:
    VGG16 by transfer learning from pretrained weights available offline (``--weights hed``,
-   see :mod:`bolt_inspection.core.weights`), the default recipe of ``bolt-inspection train``
+   see :mod:`bolt_inspection.core.model.weights`), the default recipe of ``bolt-inspection train``
    (stage 1 and stage 2 on cached features), same epochs and seeds. ``--random-init`` runs the
    earlier variant instead: VGG16-BN from random init, all layers trained.
 3. Evaluate both on the held-out test bolts (Table 2 beside the paper's, localisation), draw
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bolt_inspection.core import sysinfo
-from bolt_inspection.core.train import RECIPE
+from bolt_inspection.core.study.train import RECIPE
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class StudyPlan:
         timing_images: Training crops used to time epochs cached vs recomputed.
         augment: Lighting / shift / noise augmentation of the training crops (random init).
         lr_schedule: 'constant' or 'cosine'.
-        head: 'flatten', 'gap' or 'gmp' (see ``core.model``).
+        head: 'flatten', 'gap' or 'gmp' (see ``core.model.network``).
         dense_units: Hidden dense layer of the head (0 = none).
         weights: 'hed' (transfer learning from the pretrained VGG16 convs, as the paper),
             'imagenet', a path, or 'none' (random init, all layers trained).
@@ -251,7 +251,7 @@ def build_study_data(out_dir, plan: StudyPlan, *, seed: int = 0, progress: bool 
     Returns:
         A summary dict (paths, counts per split, defect kinds, bolt defect rate).
     """
-    from bolt_inspection.core.synth import generate_dataset
+    from bolt_inspection.core.vision.synth import generate_dataset
 
     out_dir = Path(out_dir)
     pool = out_dir / 'pool'
@@ -311,7 +311,7 @@ def machine_info() -> dict:
     info = {'cpu': cpu or 'unknown', 'cores': os.cpu_count(),
             'os': platform.platform(), 'python': platform.python_version()}
     try:
-        from bolt_inspection.core.keras_backend import versions
+        from bolt_inspection.core.model.keras_backend import versions
 
         info.update(versions())
     except Exception as exc:  # noqa: BLE001 - the report must not fail over a version string
@@ -371,11 +371,11 @@ def run_study(out_dir, *, quick: bool = False, seed: int = 0, epochs: int | None
     Returns:
         A :class:`StudyResult`.
     """
-    from bolt_inspection.core.dataset import load_dataset
-    from bolt_inspection.core.evaluate import evaluate_model, markdown_table2
-    from bolt_inspection.core.report import plot_side_by_side
-    from bolt_inspection.core.roi import CameraConfig
-    from bolt_inspection.core.synth import default_roi_boxes
+    from bolt_inspection.core.study.evaluate import evaluate_model, markdown_table2
+    from bolt_inspection.core.study.report import plot_side_by_side
+    from bolt_inspection.core.vision.dataset import load_dataset
+    from bolt_inspection.core.vision.roi import CameraConfig
+    from bolt_inspection.core.vision.synth import default_roi_boxes
 
     started = time.time()
     plan = choose_plan(arch, weights)
@@ -460,8 +460,8 @@ def train_model(dataset, out_dir: Path, plan: StudyPlan, *, use_roi: bool, seed:
         ``(artifact_dir, summary)``: summary holds input size, epochs run, threshold and the
         trainer's timings.
     """
-    from bolt_inspection.core.artifact import read_metadata
-    from bolt_inspection.core.train import train
+    from bolt_inspection.core.model.artifact import read_metadata
+    from bolt_inspection.core.study.train import train
 
     config = train_config(plan, use_roi=use_roi, seed=seed)
     path = Path(train(dataset, config, out_dir, progress=progress))
@@ -478,7 +478,7 @@ def train_model(dataset, out_dir: Path, plan: StudyPlan, *, use_roi: bool, seed:
 def train_config(plan: StudyPlan, *, use_roi: bool, seed: int):
     """The trainer settings of one study model: transfer learning (stage 1 + stage 2 on cached
     features) from ``plan.weights``, or from random init all layers at once."""
-    from bolt_inspection.core.train import TrainConfig
+    from bolt_inspection.core.study.train import TrainConfig
 
     epochs = plan.epochs if use_roi or plan.full_epochs is None else plan.full_epochs
     common = dict(input_size=tuple(plan.roi_input if use_roi else plan.full_input),
@@ -498,10 +498,9 @@ def stage_timings(dataset, plan: StudyPlan, *, seed: int, progress: bool) -> dic
     (at most ``plan.timing_images`` views), in the pretrained plan's recipe.
 
     Returns:
-        ``{'stage1': {...}, 'stage2': {...}}`` from ``core.train``'s measuring helper.
+        ``{'stage1': {...}, 'stage2': {...}}`` from ``core.study.train``'s measuring helper.
     """
-    from bolt_inspection.core.dataset import read_image
-    from bolt_inspection.core.train import (
+    from bolt_inspection.core.study.train import (
         build_model,
         labels_of,
         load_views,
@@ -509,6 +508,7 @@ def stage_timings(dataset, plan: StudyPlan, *, seed: int, progress: bool) -> dic
         resolve_roi,
         stage2_precision,
     )
+    from bolt_inspection.core.vision.dataset import read_image
 
     # Always VGG16 in the pretrained recipe: caching the frozen layers is what makes transfer
     # learning cheap (also when the study itself trains another network from random init).
@@ -626,7 +626,7 @@ def write_report_md(out_dir: Path, m: dict, markdown_table2) -> Path:
                       else '', ', cosine learning-rate decay' if
                       plan.get('lr_schedule') == 'cosine' else ''])
     if str(plan.get('weights', 'none')).lower() != 'none':
-        from bolt_inspection.core.weights import HED, HED_DESCRIPTION
+        from bolt_inspection.core.model.weights import HED, HED_DESCRIPTION
 
         source = (f'`--weights {HED}`: {HED_DESCRIPTION}' if plan['weights'] == HED
                   else f'`--weights {plan["weights"]}`')

@@ -4,7 +4,7 @@ This is what the classifier node and the evaluation call. :meth:`Inspector.inspe
 raises because of a view: a missing, undecodable or wrong-size view becomes a failure reason
 and makes the bolt NG; an exception inside inference makes the bolt NG with the reason
 ``'inference error: ...'``. A silent OK is impossible by construction (see
-:mod:`bolt_inspection.core.fusion`).
+:mod:`bolt_inspection.core.line.fusion`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bolt_inspection.core.artifact import ModelArtifact, load_artifact
 from bolt_inspection.core.errors import BoltInspectionError, ImageError
-from bolt_inspection.core.fusion import BoltVerdict, fuse
-from bolt_inspection.core.roi import Box, CameraConfig, crop_roi, resize_bgr
+from bolt_inspection.core.line.fusion import BoltVerdict, fuse
+from bolt_inspection.core.model.artifact import ModelArtifact, load_artifact
+from bolt_inspection.core.vision.roi import Box, CameraConfig, crop_roi, resize_bgr
 
 DEFAULT_CAMS = (0, 1, 2, 3)
 
@@ -61,7 +61,7 @@ class Inspector:
         threshold: Override the artifact's calibrated threshold.
         engine: How the network runs: ``'auto'`` (the fastest validated engine of the
             artifact's export, else the TensorFlow reference) or one of
-            :data:`bolt_inspection.core.engine.ENGINES` (see :func:`~bolt_inspection.core.
+            :data:`bolt_inspection.core.model.engine.ENGINES` (see :func:`~bolt_inspection.core.
             engine.load_engine`: a missing or bad export falls back to ``'tf'``).
 
     Attributes:
@@ -74,7 +74,7 @@ class Inspector:
 
     def __init__(self, artifact: ModelArtifact, camera_config: CameraConfig | None = None,
                  threshold: float | None = None, engine: str = 'auto'):
-        from bolt_inspection.core.engine import load_engine
+        from bolt_inspection.core.model.engine import load_engine
 
         meta = artifact.metadata
         self.artifact = artifact
@@ -116,8 +116,9 @@ class Inspector:
         return cls(load_artifact(path), camera_config, threshold, engine)
 
     def use_engine(self, engine) -> None:
-        """Run bolts on ``engine`` from now on (an :class:`~bolt_inspection.core.engine.Engine`
-        of this artifact); ``model_id`` says which."""
+        """Run bolts on ``engine`` from now on (an
+        :class:`~bolt_inspection.core.model.engine.Engine` of this artifact); ``model_id`` says
+        which."""
         self.engine = engine
         self.gradcam = engine   # the name the rest of the code base knows it by
         self.model_id = f'{self.artifact.model_id}/{engine.name}'
@@ -226,7 +227,7 @@ class Inspector:
 
     def render_mosaic(self, inspection: Inspection, bolt_id) -> np.ndarray:
         """The 2x2 bgr8 mosaic (crops, Grad-CAM, banner) for ``/inspection/gradcam``."""
-        from bolt_inspection.core.gradcam import mosaic
+        from bolt_inspection.core.model.gradcam import mosaic
 
         cams = list(self.cams[:4])
         verdict = inspection.verdict

@@ -5,7 +5,8 @@ reports its :attr:`FrameSource.state` (``closed``, ``open``, ``reconnecting``) a
 :attr:`FrameSource.last_error` for /diagnostics. No ROS here; the camera node only calls these.
 
 * :class:`SyntheticSource` renders view ``cam`` of bolt ``n`` of the synthetic rig
-  (``core.synth.bolt_spec(seed, n)``), so the same bolt id always gives the same image. After
+  (``core.vision.synth.bolt_spec(seed, n)``), so the same bolt id always gives the same image.
+  After
   serving bolt ``n`` it renders bolt ``n + 1`` on a background thread (the line's bolt ids are
   sequential), so the next trigger usually finds its frame ready instead of rendering it then.
 * :class:`FolderSource` replays a dataset folder, one bolt per trigger: the bolt of that id when
@@ -188,7 +189,7 @@ class SyntheticSource(FrameSource):
 
     def open(self) -> None:
         # Imported here so folder/device cameras do not pay for the renderer.
-        from bolt_inspection.core import synth
+        from bolt_inspection.core.vision import synth
         self._synth = synth
         super().open()
         # The renderer's first call pays for its caches (~0.5 s at 1280x960); pay it here, at

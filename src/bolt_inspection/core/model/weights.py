@@ -23,7 +23,7 @@ The HED file is plain HDF5 in the Keras 3 ``.weights.h5`` layout of HED's model:
 ``block{1..5}/layers/conv2d{,_1,_2}/vars/0`` (kernel, HWIO) and ``.../vars/1`` (bias), the
 shapes exactly Keras VGG16's, in order. Its ``dsn*`` and ``fuse`` groups are HED's side outputs
 and are ignored. Its input convention is Caffe's (BGR minus the ImageNet mean), the one
-:class:`~bolt_inspection.core.model.VggPreprocess` applies.
+:class:`~bolt_inspection.core.model.network.VggPreprocess` applies.
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ def load_backbone_weights(model, weights: str | Path | None) -> WeightInfo:
     """Initialise ``model``'s backbone from ``weights`` (see the module docstring).
 
     Args:
-        model: A flat model with Keras VGG16 layer names (:func:`~bolt_inspection.core.model.
+        model: A flat model with Keras VGG16 layer names
+        (:func:`~bolt_inspection.core.model.network.
             build_vgg16`).
         weights: ``'none'``/None, ``'hed'``, ``'imagenet'`` or a path to an ``.h5`` (a Keras
             VGG16 weights file, with or without top) or ``.keras`` (any model with VGG16-named
@@ -243,8 +244,8 @@ def load_backbone_weights(model, weights: str | Path | None) -> WeightInfo:
     name = str(weights)
     if name.lower() == HED:
         return load_hed(model)
-    from bolt_inspection.core.keras_backend import keras
-    from bolt_inspection.core.model import custom_objects
+    from bolt_inspection.core.model.keras_backend import keras
+    from bolt_inspection.core.model.layers import custom_objects
 
     k = keras()
     height, width = model.input_shape[1:3]

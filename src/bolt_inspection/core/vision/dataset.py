@@ -2,7 +2,8 @@
 
 Two layouts are recognised:
 
-* ``DIR/labels.csv`` (what :func:`bolt_inspection.core.synth.generate_dataset` writes): one row
+* ``DIR/labels.csv`` (what :func:`bolt_inspection.core.vision.synth.generate_dataset` writes): one
+row
   per view with the bolt id, camera, bolt and view labels, defect type, thread box, image and
   mask paths relative to ``DIR``.
 * ``DIR/OK/*`` and ``DIR/NG/*`` (the Keras ``image_dataset_from_directory`` convention, what a

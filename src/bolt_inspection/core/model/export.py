@@ -11,7 +11,7 @@
 * ``validation.npz`` - per held-out view: the reference's and each engine's NG probability,
   whether the Grad-CAM peak fell in the same grid cell, the heatmap correlation, the label;
 * ``probe.npz`` - four held-out views far from the threshold, on which
-  :func:`~bolt_inspection.core.engine.load_engine` checks the engine at every load;
+  :func:`~bolt_inspection.core.model.engine.load_engine` checks the engine at every load;
 * ``manifest.json`` - the model id it was made from, each file's SHA-256, the calibration
   set's SHA-256 and size, library versions, each engine's agreement with the reference and the
   export machine's timings (informative).
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from bolt_inspection.core import engine as eng
 from bolt_inspection.core.errors import DatasetError, ModelError
+from bolt_inspection.core.model import engine as eng
 
 #: What an export makes by default.
 DEFAULT_ENGINES = ('openvino-f32', 'openvino-bf16', 'openvino-int8')
@@ -64,10 +64,10 @@ def load_crops(records, metadata, progress: bool = True, desc: str = 'views') ->
     import cv2
     from tqdm import tqdm
 
-    from bolt_inspection.core.dataset import read_image
     from bolt_inspection.core.errors import ImageError
-    from bolt_inspection.core.evaluate import model_boxes
-    from bolt_inspection.core.roi import crop_roi, resize_bgr
+    from bolt_inspection.core.model.artifact import model_boxes
+    from bolt_inspection.core.vision.dataset import read_image
+    from bolt_inspection.core.vision.roi import crop_roi, resize_bgr
 
     width, height = metadata.input_size
     out = np.empty((len(records), height, width, 3), np.uint8)
@@ -169,7 +169,7 @@ def export_artifact(artifact_dir: str | Path, calibration_views: np.ndarray,
         validation_views: Held-out crops the engines are compared on against the reference;
             ``None`` = the calibration views (said so in the manifest).
         validation_labels: 1 = NG, 0 = OK per validation view (adds NG recall to the check).
-        engines: Which of :data:`bolt_inspection.core.engine.SPLIT_ENGINES` to export.
+        engines: Which of :data:`bolt_inspection.core.model.engine.SPLIT_ENGINES` to export.
         calibration_source, validation_source: Where the views came from (for the manifest).
         max_calibration: Calibration views used (NNCF's default subset is 300).
         batch_size: Views per pass during validation.
@@ -185,7 +185,7 @@ def export_artifact(artifact_dir: str | Path, calibration_views: np.ndarray,
             Grad-CAM layer, or OpenVINO / NNCF are not installed.
         DatasetError: No or malformed calibration views.
     """
-    from bolt_inspection.core.artifact import load_artifact
+    from bolt_inspection.core.model.artifact import load_artifact
 
     say = log or ((lambda line: print(line, file=sys.stderr, flush=True)) if progress
                   else (lambda line: None))
@@ -211,7 +211,7 @@ def export_artifact(artifact_dir: str | Path, calibration_views: np.ndarray,
     except ImportError as exc:
         raise ModelError(f'engine export needs openvino and nncf ({exc}); '
                          'pip install -r requirements.txt') from None
-    from bolt_inspection.core.keras_backend import keras, tf, versions
+    from bolt_inspection.core.model.keras_backend import keras, tf, versions
 
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -361,7 +361,7 @@ def dataset_views(artifact, dataset, *, max_calibration: int = CALIBRATION_VIEWS
     Returns:
         ``(calibration_views, validation_views, validation_labels, sources)``.
     """
-    from bolt_inspection.core.dataset import split_by_bolt
+    from bolt_inspection.core.vision.dataset import split_by_bolt
 
     meta = artifact.metadata
     records = list(dataset.records)

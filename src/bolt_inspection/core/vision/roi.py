@@ -7,8 +7,8 @@ because the bolt hangs by its head at a known place in every frame.
 Boxes are ``(x, y, w, h)`` in pixels of the full frame; sizes are ``(width, height)`` everywhere,
 as OpenCV has them. :func:`prepare_batch` returns RGB float32 in 0..255: the VGG16 "caffe"
 preprocessing (RGB->BGR, ImageNet mean subtraction) is a layer *inside* the model
-(:class:`bolt_inspection.core.model.VggPreprocess`), so a saved model takes plain pixels and
-nobody can forget or double the preprocessing.
+(:class:`bolt_inspection.core.model.network.VggPreprocess`), so a saved model takes plain pixels
+and nobody can forget or double the preprocessing.
 """
 
 from __future__ import annotations
