@@ -89,11 +89,11 @@ def line_child(args) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import paths
-    from bolt_inspection.commands.line import ComposedLine
     from bolt_inspection.core.config import load_yaml
     from bolt_inspection.graph import NodeSpec, line_nodes
     from bolt_inspection.nodes import topics
     from bolt_inspection.nodes.plc_bridge_node import VERDICT_QOS
+    from bolt_inspection.runtime.composed import ComposedLine
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -61,11 +61,12 @@ def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_
     from bolt_inspection_msgs.msg import Verdict
     from fixtures_ml import TINY_FRAME_SIZE
 
-    from bolt_inspection.commands.line import ComposedLine, drive
     from bolt_inspection.core.config import load_yaml
     from bolt_inspection.graph import line_nodes
     from bolt_inspection.nodes.bag_recorder import BagRecorder
     from bolt_inspection.nodes.line_driver import LineDriver
+    from bolt_inspection.runtime.composed import ComposedLine
+    from bolt_inspection.runtime.line import drive
 
     config = load_yaml(ROOT / 'config' / 'line.yaml')
     classifier = {'frame_size': list(TINY_FRAME_SIZE), 'view_timeout_s': 0.5}

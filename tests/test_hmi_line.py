@@ -20,11 +20,11 @@ pytest.importorskip('playwright.sync_api',
 
 from hmi_browser import browser_page, needs_chromium, text, until  # noqa: E402
 
-from bolt_inspection.commands.line import ComposedLine  # noqa: E402
 from bolt_inspection.core.config import load_yaml  # noqa: E402
 from bolt_inspection.core.line.latency import percentile  # noqa: E402
 from bolt_inspection.graph import line_nodes  # noqa: E402
 from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
+from bolt_inspection.runtime.composed import ComposedLine  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 pytest_plugins = ['fixtures_ml']

@@ -190,7 +190,7 @@ def test_launch_file_starts_the_line_nodes_as_lifecycle_nodes(monkeypatch, tmp_p
 
 
 def test_plc_bridge_hook_reads_plc_yaml_and_overrides():
-    from bolt_inspection.commands.line import node_parameter_values
+    from bolt_inspection.graph import node_parameter_values
     nodes = graph.line_nodes(plc=True, plc_host='10.0.0.5', plc_port='502')
     bridge = nodes[-1]
     assert [n.name for n in nodes][-2:] == ['cam3', 'plc_bridge']
@@ -205,7 +205,7 @@ def test_plc_bridge_hook_reads_plc_yaml_and_overrides():
 
 @pytest.mark.ros
 def test_composed_plc_bridge_gets_dotted_parameters(rclpy_context):
-    from bolt_inspection.commands.line import ComposedLine
+    from bolt_inspection.runtime.composed import ComposedLine
     specs = [s for s in graph.line_nodes(plc=True, plc_port=5999) if s.name == 'plc_bridge']
     line = ComposedLine(specs, load_yaml(ROOT / 'config' / 'line.yaml'), context=rclpy_context)
     try:
@@ -267,7 +267,7 @@ def test_plc_sim_is_a_package_node_with_the_plc_params_and_the_line_starts_it(mo
 
 
 def test_log_and_hmi_listen_before_the_classifier_and_read_their_configs():
-    from bolt_inspection.commands.line import node_parameter_values
+    from bolt_inspection.graph import node_parameter_values
     nodes = graph.line_nodes(log=True, hmi=True, plc=True)
     assert [n.name for n in nodes] == ['inspection_log', 'hmi', 'classifier', 'cam0', 'cam1',
                                        'cam2', 'cam3', 'plc_bridge']

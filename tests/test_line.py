@@ -11,11 +11,13 @@ import pytest
 pytest.importorskip('rclpy')
 
 
-from bolt_inspection.commands.line import ComposedLine, drive, summarize  # noqa: E402
 from bolt_inspection.core.config import load_yaml  # noqa: E402
 from bolt_inspection.graph import line_nodes  # noqa: E402
 from bolt_inspection.nodes.lifecycle_util import bring_down, bring_up  # noqa: E402
 from bolt_inspection.nodes.line_driver import LineDriver  # noqa: E402
+from bolt_inspection.runtime.composed import ComposedLine  # noqa: E402
+from bolt_inspection.runtime.line import drive  # noqa: E402
+from bolt_inspection.runtime.summary import summarize  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 # The tiny model is trained once per session however many modules use it: registered as a
@@ -276,8 +278,8 @@ def test_line_closed_loop_ctrl_c_drains_stops_and_exits_130(ros_domain_id, tiny_
     import json
 
     from bolt_inspection import cli
-    from bolt_inspection.commands import line as line_cmd
-    real = line_cmd.verdict_tally
+    from bolt_inspection.runtime import line as line_rt
+    real = line_rt.verdict_tally
     calls = []
 
     def interrupting_tally(driver):
@@ -285,7 +287,7 @@ def test_line_closed_loop_ctrl_c_drains_stops_and_exits_130(ros_domain_id, tiny_
         if len(calls) == 2:     # at the second tally line, as if the user pressed Ctrl-C
             raise KeyboardInterrupt
         return real(driver)
-    monkeypatch.setattr(line_cmd, 'verdict_tally', interrupting_tally)
+    monkeypatch.setattr(line_rt, 'verdict_tally', interrupting_tally)
     code = cli.main(['line', '--model', str(tiny_artifact), '--size', '320x240',
                      '--bolts', '500', '--rate', '60', '--gate-delay', '2.0',
                      '--tally-period', '2', '--summary-out', str(tmp_path / 's.json')])
@@ -358,12 +360,12 @@ def test_the_closed_loop_runner_never_overrides_an_operator_stop(monkeypatch, ca
     """Issue 17, defect 4: the runner pressed Start again within 5 s of an operator's Stop (and
     of a PLC watchdog stop). It starts once; a stopped conveyor waits for the operator and is
     not a stall."""
-    from bolt_inspection.commands import line as line_cmd
+    from bolt_inspection.runtime import line as line_rt
 
     clock = _FakeClock()
-    monkeypatch.setattr(line_cmd, 'time', clock)
+    monkeypatch.setattr(line_rt, 'time', clock)
     driver = _Driver(clock)
-    outcome = line_cmd.closed_loop(driver, _StoppedByTheOperator(clock), grace_s=1.0,
+    outcome = line_rt.closed_loop(driver, _StoppedByTheOperator(clock), grace_s=1.0,
                                    tally_s=0.0, stall_s=20.0)
     assert outcome == 'done'
     assert [name for _, name in driver.calls] == ['/line/start', '/line/stop']
@@ -384,3 +386,21 @@ def test_the_summary_counts_skipped_bolts_and_dropped_verdicts():
     text = '\n'.join(summary.lines())
     assert 'skipped by the PLC bridge: 2 bolts (2, 3)' in text
     assert '3 malformed verdict messages dropped' in text
+
+
+def test_line_options_are_the_commands_options():
+    """`bolt-inspection line`'s options and LineOptions (what demo, bench and tests pass to
+    run_line) are one set of names with the same defaults."""
+    import argparse
+    from dataclasses import asdict
+
+    from bolt_inspection.commands.line import add_line_arguments
+    from bolt_inspection.runtime.line import LineOptions
+
+    parser = argparse.ArgumentParser()
+    add_line_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    assert asdict(LineOptions()) == defaults
+    options = LineOptions.from_namespace(parser.parse_args(['--bolts', '7', '--size', '320x240',
+                                                            '--no-plc']))
+    assert (options.bolts, options.size, options.no_plc) == (7, (320, 240), True)

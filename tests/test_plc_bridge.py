@@ -506,11 +506,11 @@ def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_
     pytest.importorskip('tensorflow')
     from fixtures_ml import TINY_FRAME_SIZE
 
-    from bolt_inspection.commands.line import ComposedLine
     from bolt_inspection.core.config import load_yaml
     from bolt_inspection.graph import NodeSpec, line_nodes
     from bolt_inspection.nodes import topics
     from bolt_inspection.nodes.plc_bridge_node import VERDICT_QOS
+    from bolt_inspection.runtime.composed import ComposedLine
 
     bolts = 12
     # Gate 3 s after the camera (the paper's budget is 0.9 s): other jobs load this 2-core box.

@@ -239,23 +239,18 @@ def threshold_line(model_dir: Path) -> str:
             f'the validation {unit}s: reached {recall:.3f}')
 
 
-def line_args(args: argparse.Namespace, model_dir: Path, summary: Path) -> argparse.Namespace:
-    """The ``bolt-inspection line`` options of the demo's closed-loop run."""
-    from bolt_inspection.commands import line
-    parser = argparse.ArgumentParser(prog='bolt-inspection line')
-    line.add_line_arguments(parser)
-    argv = ['--model', str(model_dir), '--size', f'{args.size[0]}x{args.size[1]}',
-            '--bolts', str(args.bolts), '--rate', f'{args.rate:g}', '--seed', str(args.seed),
-            '--defect-rate', f'{args.defect_rate:g}', '--tally-period', f'{args.tally_period:g}',
-            '--summary-out', str(summary)]
-    if args.gate_delay is not None:
-        argv += ['--gate-delay', f'{args.gate_delay:g}']
-    return parser.parse_args(argv)
+def line_options(args: argparse.Namespace, model_dir: Path, summary: Path):
+    """The closed-loop run of the demo, as ``bolt-inspection line`` options."""
+    from bolt_inspection.runtime.line import LineOptions
+    return LineOptions(model=str(model_dir), size=tuple(args.size), bolts=args.bolts,
+                       rate=args.rate, seed=args.seed, defect_rate=args.defect_rate,
+                       tally_period=args.tally_period, summary_out=summary,
+                       gate_delay=args.gate_delay)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bolt_inspection.commands import line
     from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.runtime.line import run_line
 
     if not args.rate > 0:
         raise ConfigError(f'--rate must be > 0 bolts per minute, got {args.rate}')
@@ -287,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     print(f'closed loop: {args.bolts} synthetic bolts (seed {args.seed}) at {args.rate:g} '
           'bolts/min through PLC simulator -> bridge -> 4 cameras -> classifier -> sorting '
           'gate', flush=True)
-    code = line.run(line_args(args, model_dir, summary))
+    code = run_line(line_options(args, model_dir, summary))
     if summary.is_file():
         plc = json.loads(summary.read_text()).get('plc') or {}
         acc = plc.get('accuracy')

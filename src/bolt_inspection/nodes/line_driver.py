@@ -68,7 +68,7 @@ class LineDriver(Node):
                  trigger_topic: str = '/line/trigger', keep_gradcam: int = 0, **kw) -> None:
         super().__init__(node_name, context=context, **kw)
         self.state = DriverState()
-        self.interrupted = False  # set by commands.line.drive on Ctrl-C
+        self.interrupted = False  # set by runtime.line.drive on Ctrl-C
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._keep_gradcam = keep_gradcam
