@@ -1,10 +1,10 @@
-"""core.line.liveness: when the PLC heartbeat must stop (fake clock, no ROS)."""
+"""core.plc.liveness: when the PLC heartbeat must stop (fake clock, no ROS)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bolt_inspection.core.line.liveness import PathWatchdog
+from bolt_inspection.core.plc.liveness import PathWatchdog
 
 STAGES = ('classifier', 'cam0', 'cam1')
 

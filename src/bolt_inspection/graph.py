@@ -138,7 +138,7 @@ def line_nodes(*, source: str = 'synthetic', model: str = '', bag: str = '', fol
     if plc and source != 'bag':
         # Last: the classifier and the cameras are active before the first trigger.
         # The heartbeat means "the inspection path is alive": these must report
-        # (core.line.liveness).
+        # (core.plc.liveness).
         plc_params: dict[str, Any] = {
             'watch_stages': [n.name for n in nodes if n.executable in ('classifier_node',
                                                                       'camera_node')]}

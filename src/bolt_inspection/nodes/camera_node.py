@@ -217,7 +217,7 @@ class CameraNode(LifecycleNode):
     def _publish_alive(self) -> None:
         # A sign of life only while the source is open and (when triggered) a trigger publisher
         # is matched: a camera that cannot grab or cannot hear the trigger is a dead stage, and
-        # the PLC bridge stops the heartbeat (core.line.liveness) and does not start the conveyor.
+        # the PLC bridge stops the heartbeat (core.plc.liveness) and does not start the conveyor.
         source, pub, trigger = self.source, self._alive_pub, self._trigger_sub
         if source is None or pub is None or source.state != 'open':
             return

@@ -5,11 +5,13 @@ creates publishers, the verdict subscription and the /line/start and /line/stop 
 ``activate`` starts the Modbus worker thread (it connects, then polls); ``deactivate`` stops it
 and closes the socket; ``cleanup`` destroys the ROS entities.
 
-All Modbus I/O happens in ONE worker thread with a synchronous pymodbus client, so no ROS
-callback ever waits on the socket: the verdict callback only queues, triggers are published
-from the worker the moment the counter read returns. The start/stop services wait (bounded by
-the Modbus timeout) for the worker's answer in their own callback group, so with the
-MultiThreadedExecutor of ``main()`` / ``bolt-inspection line`` nothing else waits for them.
+The Modbus client is :class:`bolt_inspection.core.plc.link.PlcLink`: all Modbus I/O in ONE
+worker thread, so no ROS callback ever waits on the socket. This node holds the parameters,
+hands verdicts and signs of life to the link, publishes the triggers the moment the link reads
+a new count, and turns the link's state into /plc/status and /diagnostics. The start/stop
+services wait (bounded by the Modbus timeout) for the link's answer in their own callback group,
+so with the MultiThreadedExecutor of ``main()`` / ``bolt-inspection line`` nothing else waits
+for them.
 
 Topics (nodes/topics.py): /line/trigger (std_msgs/Header, reliable depth 10; stamp = when the
 bridge saw the counter change, frame_id = bolt id), /inspection/verdict (in,
@@ -19,7 +21,7 @@ counters), /plc/delivery (bolt_inspection_msgs/PlcDelivery per verdict, reliable
 what was written for which bolt, acknowledged by the PLC or given up and why; the inspection log
 records it per bolt), /diagnostics.
 
-The heartbeat means "the inspection path is alive" (core.line.liveness): with ``watch_stages`` set
+The heartbeat means "the inspection path is alive" (core.plc.liveness): with ``watch_stages`` set
 (the line's classifier and cameras; ``graph.line_nodes`` sets it), the bridge writes the
 heartbeat only while every stage reports on /inspection/alive and every triggered bolt gets its
 verdict in time. When the path dies it asks the PLC to stop the conveyor at once, writes NG for
@@ -28,14 +30,8 @@ every bolt in flight, refuses /line/start until the path is back, and says why o
 
 from __future__ import annotations
 
-import concurrent.futures
-import logging
 import math
-import queue
 import threading
-import time
-import traceback
-from collections import deque
 from typing import Any
 
 from bolt_inspection_msgs.msg import LineStatus, PlcDelivery
@@ -46,23 +42,17 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from bolt_inspection.core.errors import ConfigError, PlcError
-from bolt_inspection.core.line.liveness import PathHealth, PathWatchdog
-from bolt_inspection.core.plc.bridge import (
-    Backoff,
-    CounterTracker,
-    PendingVerdict,
-    VerdictBook,
-)
+from bolt_inspection.core.errors import ConfigError
+from bolt_inspection.core.plc.bridge import PendingVerdict
 from bolt_inspection.core.plc.contract import (
-    VERDICT_NG,
     VERDICT_OK,
     PlcConfig,
     decode_status,
-    encode_verdict,
     load_plc_config,
     parse_plc_config,
 )
+from bolt_inspection.core.plc.link import LinkEvents, PlcLink
+from bolt_inspection.core.plc.liveness import PathHealth
 from bolt_inspection.nodes import topics
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
@@ -77,10 +67,8 @@ TRIGGER_QOS = topics.TRIGGER_QOS
 VERDICT_QOS = topics.VERDICT_QOS
 STATUS_QOS = topics.STATUS_QOS
 
-_WAKE = ('wake',)
-
-# Parameter -> (description, int range, float range). Addresses get their range from
-# `addressing` at configure time (plc_contract validates; descriptors can't express it).
+# Parameter -> description. Addresses get their range from `addressing` at configure time
+# (core.plc.contract validates; descriptors can't express it).
 _DESCRIPTIONS: dict[str, str] = {
     'host': 'PLC IP address (127.0.0.1 for plc-sim)',
     'port': 'PLC Modbus TCP port',
@@ -99,13 +87,9 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 
 
-# How long a lost PLC connection waits for a Ctrl-C that may be on its way (see
-# _on_connection_lost) before it is logged as an error.
-SHUTDOWN_GRACE_S = 0.5
-
-
 class PlcBridgeNode(LifecycleNode):
-    """Polls the PLC's bolt counter, triggers the cameras, writes verdicts and the heartbeat."""
+    """Polls the PLC's bolt counter, triggers the cameras, writes verdicts and the heartbeat
+    (through :class:`~bolt_inspection.core.plc.link.PlcLink`)."""
 
     def __init__(self, node_name: str = 'plc_bridge', *, context=None,
                  parameter_overrides=None, **kw) -> None:
@@ -114,23 +98,19 @@ class PlcBridgeNode(LifecycleNode):
         # Everything destroy_node() touches exists before the first declare: a parameter of
         # the wrong type raises there, and the context still destroys this half-built node.
         self.config: PlcConfig | None = None
-        self._lock = threading.Lock()
+        self.link: PlcLink | None = None
         # Set on SIGINT / SIGTERM by node_main (lifecycle_util), before the shutdown transition.
         self.shutdown_requested = threading.Event()
-        self._queue: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._activated_at = 0.0
         self._entities: list = []
         self._trigger_pub = self._status_pub = self._diag_pub = self._delivery_pub = None
-        self._reset_state()
+        self._published_status: tuple | None = None
         # The shipped plc.yaml is the one source of the address map; parameters override it.
         defaults = load_plc_config()[0].to_params()
         self._param_names = list(defaults)
         for name, default in defaults.items():
             description = _DESCRIPTIONS.get(name) or f'Address of {name} (see config/plc.yaml)'
             # dynamic_typing: a YAML `timeout_s: 1` (int) must not fail inside rclpy with a
-            # type error; plc_contract validates every value at configure, naming the key.
+            # type error; core.plc.contract validates every value at configure, naming the key.
             self.declare_parameter(name, default, ParameterDescriptor(
                 description=description, read_only=True, dynamic_typing=True))
         declare(self, 'diagnostics_period_s', 1.0, 'Period of /diagnostics and /plc/status',
@@ -146,42 +126,41 @@ class PlcBridgeNode(LifecycleNode):
                                          'without a verdict for longer stops the heartbeat '
                                          'and the conveyor', float_range=(0.5, 600.0),
                                          read_only=True)
-        # Every failure is reported by this node with the bolt id; pymodbus' own log lines
-        # ("No response received...") would only duplicate them on stderr.
-        logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
 
-    def _reset_state(self) -> None:
-        cfg = self.config
-        self.tracker = CounterTracker(cfg.max_counter_jump if cfg else 1000)
-        self.book = VerdictBook(cfg.verdict_retries if cfg else 2,
-                                cfg.verdict_max_age_s if cfg else 5.0)
-        self.backoff = Backoff(cfg.reconnect_min_s if cfg else 0.2,
-                               cfg.reconnect_max_s if cfg else 5.0)
-        self.connected = False
-        self.plc: dict[str, Any] = {}      # last PLC-side values read
-        self.poll_ms: deque[float] = deque(maxlen=500)
-        self.write_ms: deque[float] = deque(maxlen=500)
-        self.recent_skipped: deque[int] = deque(maxlen=200)
-        self.counters = {
-            'polls': 0, 'poll_errors': 0, 'triggers': 0, 'skipped_bolts': 0,
-            'verdicts_received': 0, 'verdicts_written': 0, 'verdict_write_errors': 0,
-            'bad_verdicts': 0, 'heartbeats': 0, 'heartbeat_errors': 0, 'status_errors': 0,
-            'connects': 0, 'connect_failures': 0, 'disconnects': 0, 'timeouts': 0,
-            'exception_responses': 0, 'resyncs': 0,
-        }
-        self.last_error = ''
-        self.next_connect_at: float | None = None   # monotonic time of the next connect try
-        self.heartbeat_value = 0
-        self._published_status: tuple | None = None
-        stages = getattr(self, 'watch_stages', [])
-        self.watchdog = PathWatchdog(stages, getattr(self, 'stage_timeout_s', 0.75),
-                                     getattr(self, 'verdict_timeout_s', 3.0)) if stages else None
-        self.path = PathHealth(alive=not stages, reason='' if not stages else 'starting')
-        self._path_was_alive = False
-        # Bolts this bridge rejected itself (path down): a verdict arriving later must not
-        # turn them into a pass at the gate.
-        self._rejected: deque[int] = deque(maxlen=1000)
-        self.counters.update({'path_down': 0, 'rejected_in_flight': 0, 'late_for_rejected': 0})
+    # -- what the link says (its worker thread) ----------------------------------------------
+
+    class _Events(LinkEvents):
+        def __init__(self, node: PlcBridgeNode) -> None:
+            self.node = node
+
+        def triggered(self, bolt_ids: list[int]) -> None:
+            pub = self.node._trigger_pub
+            if pub is None or not self.node.context.ok():
+                return
+            stamp = self.node.get_clock().now().to_msg()
+            for bolt_id in bolt_ids:
+                pub.publish(Header(stamp=stamp, frame_id=str(bolt_id)))
+
+        def delivered(self, item: PendingVerdict, message: str, write_ms: float | None,
+                      own: bool) -> None:
+            self.node._publish_delivery(item, message, write_ms, own)
+
+        def status_changed(self) -> None:
+            if self.node.context.ok():
+                self.node._publish_status()
+
+        def log(self, level: str, text: str) -> None:
+            if not self.node.context.ok():
+                return
+            # (rclpy forbids one log call site with two severities, hence three calls; the
+            # link throttles what needs throttling.)
+            logger = self.node.get_logger()
+            if level == 'error':
+                logger.error(text)
+            elif level == 'warning':
+                logger.warning(text)
+            else:
+                logger.info(text)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -192,7 +171,12 @@ class PlcBridgeNode(LifecycleNode):
         except ConfigError as exc:
             self.get_logger().error(str(exc))
             return TransitionCallbackReturn.FAILURE
-        self._reset_state()
+        self.link = PlcLink(self.config, stages=self.watch_stages,
+                            stage_timeout_s=self.stage_timeout_s,
+                            verdict_timeout_s=self.verdict_timeout_s,
+                            events=self._Events(self),
+                            shutdown_requested=self.shutdown_requested)
+        self._published_status = None
         self._trigger_pub = self.create_publisher(topics.TRIGGER_TYPE, topics.TRIGGER,
                                                   TRIGGER_QOS)
         self._status_pub = self.create_publisher(topics.PLC_STATUS_TYPE, topics.PLC_STATUS,
@@ -225,40 +209,31 @@ class PlcBridgeNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop.clear()
-        self._activated_at = time.monotonic()
-        self._worker = threading.Thread(target=self._run, name='plc_bridge-modbus', daemon=True)
-        self._worker.start()
+        self.link.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self._stop_link()
         self._publish_diagnostics()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self._stop_link()
         self._destroy_entities()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        self._stop_link()
         self._destroy_entities()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self):
-        self._stop_worker()
+        self._stop_link()
         return super().destroy_node()
 
-    def _stop_worker(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return
-        self._stop.set()
-        self._queue.put(_WAKE)
-        worker.join(timeout=(self.config.timeout_s * 3 if self.config else 1.0) + 2.0)
-        if worker.is_alive():
-            self.get_logger().error('Modbus worker did not stop within its timeout')
+    def _stop_link(self) -> None:
+        if self.link is not None:
+            self.link.stop()
 
     def _destroy_entities(self) -> None:
         destroy_entities(self, self._entities)
@@ -269,27 +244,41 @@ class PlcBridgeNode(LifecycleNode):
     def _on_verdict(self, msg) -> None:
         # One decoder, one rule for OK (core.line.verdict): a malformed verdict is dropped and
         # counted; the bolt then reaches the gate without a verdict and the PLC rejects it.
-        verdict = decode_or_drop(self, msg, self.counters, self._lock)
-        if verdict is None:
-            return
-        with self._lock:
-            self.counters['verdicts_received'] += 1
-            if int(verdict.bolt_id) in self._rejected:
-                self.counters['late_for_rejected'] += 1
-                return
-            self.book.submit(int(verdict.bolt_id), verdict.code, time.monotonic())
-            if self.watchdog is not None:
-                self.watchdog.answered(int(verdict.bolt_id))
-        self._queue.put(_WAKE)
+        link = self.link
+        verdict = decode_or_drop(self, msg, link.counters, link.lock)
+        if verdict is not None:
+            link.submit(int(verdict.bolt_id), verdict.code)
 
     def _on_alive(self, msg: Header) -> None:
-        if self.watchdog is not None:
-            with self._lock:
-                self.watchdog.beat(msg.frame_id, time.monotonic())
+        self.link.beat(msg.frame_id)
 
     def _on_conveyor(self, on: bool, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.set_conveyor(on)
         return response
+
+    # -- for in-process callers and tests ----------------------------------------------------
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The link's counters (live; copy under ``link.lock`` or use :meth:`stats`)."""
+        return self.link.counters if self.link is not None else {}
+
+    @property
+    def path(self) -> PathHealth:
+        """Is the inspection path alive, and if not why (the link's watchdog)."""
+        return self.link.path if self.link is not None else PathHealth(False, 'not configured')
+
+    @property
+    def poll_ms(self):
+        return self.link.poll_ms
+
+    @property
+    def write_ms(self):
+        return self.link.write_ms
+
+    @property
+    def recent_skipped(self):
+        return self.link.recent_skipped if self.link is not None else ()
 
     def trigger_subscribers(self) -> int:
         """How many subscriptions /line/trigger has (start the conveyor once the cameras
@@ -307,34 +296,10 @@ class PlcBridgeNode(LifecycleNode):
             ``(success, message)``; the message says why when it failed.
         """
         what = 'start' if on else 'stop'
-        # Pressed right after activation (the lifecycle manager's start_when_up) the worker may
-        # still be connecting: give it one connect timeout before refusing.
-        deadline = time.monotonic() + self.config.timeout_s + 0.2
-        while self._worker is not None and not self.connected and time.monotonic() < deadline:
-            time.sleep(0.02)
-        # Just activated, the stages' first signs of life may not have been seen yet: give
-        # them one stage timeout before calling the path down (a dead path is refused later).
-        settle = self._activated_at + self.stage_timeout_s + 0.2
-        while (on and self._worker is not None and not self.path.alive
-               and time.monotonic() < settle):
-            time.sleep(0.02)
-        if self._worker is None:
+        if self.link is None or not self.link.running:
             ok, message = False, f'cannot {what}: plc_bridge not active'
-        elif on and not self.path.alive:
-            ok, message = False, f'cannot start: inspection path down ({self.path.reason})'
-        elif not self.connected:
-            ok, message = False, f'cannot {what}: PLC not connected ({self.last_error})'
         else:
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            self._queue.put(('coil', on, future))
-            wait = 2 * self.config.timeout_s + self.config.poll_period_s + 0.5
-            try:
-                ok, message = True, future.result(timeout=wait)
-            except concurrent.futures.TimeoutError:
-                ok, message = False, (f'cannot {what}: no answer from the Modbus worker in '
-                                      f'{wait:.1f} s')
-            except PlcError as exc:
-                ok, message = False, f'cannot {what}: {exc}'
+            ok, message = self.link.set_conveyor(on)
         # (rclpy forbids one log call site with two severities, hence two calls.)
         if ok:
             self.get_logger().info(f'/line/{what}: {message}')
@@ -342,177 +307,18 @@ class PlcBridgeNode(LifecycleNode):
             self.get_logger().error(f'/line/{what}: {message}')
         return ok, message
 
-    # -- the Modbus worker -------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the link's counters and PLC-side values (for tests and tools)."""
+        return self.link.stats()
 
-    def _run(self) -> None:
-        from pymodbus.client import ModbusTcpClient
-        from pymodbus.exceptions import ModbusException, ModbusIOException
+    # -- status and diagnostics --------------------------------------------------------------
 
-        c = self.config
-        client = ModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=0)
-        next_connect = 0.0
-        due = {'poll': 0.0, 'heartbeat': 0.0, 'status': 0.0}
-        in_flight: PendingVerdict | None = None
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                self._expire_verdicts(now)
-                if not self.connected:
-                    if now < next_connect:
-                        self._wait(next_connect - now, refuse='PLC not connected')
-                        continue
-                    if client.connect():
-                        self._on_connected()
-                        due = dict.fromkeys(due, 0.0)
-                    else:
-                        delay = self.backoff.next_delay()
-                        next_connect = time.monotonic() + delay
-                        self.next_connect_at = next_connect
-                        with self._lock:
-                            self.counters['connect_failures'] += 1
-                            self.last_error = (f'cannot connect to {c.host}:{c.port}; '
-                                               f'retry in {delay:.1f} s')
-                        self.get_logger().error(self.last_error, throttle_duration_sec=5.0)
-                        self._publish_status()
-                        continue
-                try:
-                    self._watch_path(client)
-                    self._drain_commands(client)
-                    while (in_flight := self._next_verdict()) is not None:
-                        self._write_verdict(client, in_flight)
-                        in_flight = None
-                    now = time.monotonic()
-                    if now >= due['poll']:
-                        due['poll'] = now + c.poll_period_s
-                        self._poll(client)
-                    if now >= due['heartbeat'] and self.path.alive:
-                        due['heartbeat'] = now + c.heartbeat_period_s
-                        self._heartbeat(client)
-                    if now >= due['status']:
-                        due['status'] = now + c.status_period_s
-                        self._read_status(client)
-                except Exception as exc:
-                    expected = isinstance(exc, (ModbusException, OSError))
-                    if not expected:
-                        # A bug must not silently kill the line's PLC link: log it loudly,
-                        # drop the connection and carry on like after a connection loss.
-                        if not self.context.ok():
-                            break
-                        self.get_logger().error(f'Modbus worker error: {exc!r}\n'
-                                                f'{traceback.format_exc()}')
-                    if in_flight is not None:
-                        with self._lock:
-                            self.book.failed(in_flight, f'connection lost ({exc})',
-                                             time.monotonic(), connection_lost=True)
-                        in_flight = None
-                    client.close()
-                    delay = self._on_connection_lost(exc, isinstance(exc, ModbusIOException))
-                    next_connect = time.monotonic() + delay
-                    self.next_connect_at = next_connect
-                    continue
-                self._wait(max(0.0, min(due.values()) - time.monotonic()))
-        finally:
-            client.close()
-            with self._lock:
-                self.connected = False
-
-    def _wait(self, seconds: float, refuse: str | None = None) -> None:
-        """Sleep until the next due time or a queued verdict/command, whichever is first."""
-        try:
-            item = self._queue.get(timeout=max(0.0, seconds))
-        except queue.Empty:
-            return
-        if item is not _WAKE:
-            if refuse is not None:
-                item[2].set_exception(PlcError(refuse))
-            else:
-                self._queue.put(item)   # handled by _drain_commands on the next turn
-
-    def _drain_commands(self, client) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is _WAKE:
-                continue
-            _, on, future = item
-            try:
-                future.set_result(self._set_coil(client, on))
-            except PlcError as exc:
-                future.set_exception(exc)
-            except BaseException as exc:
-                future.set_exception(PlcError(f'connection lost ({exc})'))
-                raise
-
-    def _set_coil(self, client, on: bool) -> str:
-        c = self.config
-        address = c.coils['conveyor_run']
-        rr = client.write_coil(address, on, device_id=c.unit_id)
-        if rr.isError():
-            self._exception('conveyor_run write', rr)
-            raise PlcError(f'PLC refused the conveyor_run write ({_exc_text(rr)})')
-        rr = client.read_coils(address, count=1, device_id=c.unit_id)
-        if rr.isError():
-            self._exception('conveyor_run read-back', rr)
-            raise PlcError(f'PLC refused the conveyor_run read-back ({_exc_text(rr)})')
-        running = bool(rr.bits[0])
-        with self._lock:
-            self.plc['conveyor_run'] = running
-        self._read_status(client)
-        self._publish_status()
-        if running != on:
-            flags = [k for k, v in decode_status(self.plc.get('status', 0)).items() if v]
-            raise PlcError(f'conveyor_run reads {int(running)} after writing {int(on)} '
-                           f'(PLC status: {", ".join(flags) or "none"})')
-        return 'conveyor running' if on else 'conveyor stopped'
-
-    def _next_verdict(self) -> PendingVerdict | None:
-        with self._lock:
-            return self.book.pop()
-
-    def _expire_verdicts(self, now: float) -> None:
-        with self._lock:
-            expired = self.book.expire(now)
-        for item in expired:
-            reason = item.last_error or 'PLC not reachable'
-            self.get_logger().error(
-                f'verdict for bolt {item.bolt_id} ({"OK" if item.code == 1 else "NG"}) NOT '
-                f'delivered: {reason}; the PLC rejects it (fail-safe)')
-            self._publish_delivery(item, f'not delivered: {reason}')
-
-    def _write_verdict(self, client, item: PendingVerdict) -> None:
-        c = self.config
-        t0 = time.perf_counter()
-        rr = client.write_registers(c.registers['verdict_bolt_id'],
-                                    encode_verdict(item.bolt_id, item.code), device_id=c.unit_id)
-        ms = (time.perf_counter() - t0) * 1000
-        if rr.isError():
-            self._exception(f'verdict write for bolt {item.bolt_id}', rr)
-            with self._lock:
-                self.counters['verdict_write_errors'] += 1
-                retry = self.book.failed(item, f'Modbus exception {_exc_text(rr)}',
-                                         time.monotonic())
-            if not retry:
-                self.get_logger().error(
-                    f'verdict for bolt {item.bolt_id} NOT delivered after {item.attempts} '
-                    f'attempt(s): {_exc_text(rr)}; the PLC rejects it (fail-safe)')
-                self._publish_delivery(item, f'not delivered: {_exc_text(rr)}', ms)
-            return
-        with self._lock:
-            self.book.ack(item)
-            self.counters['verdicts_written'] += 1
-            self.write_ms.append(ms)
-        self._publish_delivery(item, 'delivered', ms)
-
-    def _publish_delivery(self, item: PendingVerdict, message: str,
-                          write_ms: float | None = None) -> None:
+    def _publish_delivery(self, item: PendingVerdict, message: str, write_ms: float | None,
+                          own: bool) -> None:
         """Tell the line what became of one verdict (acknowledged by the PLC, or given up)."""
         pub = self._delivery_pub
-        if pub is None:
+        if pub is None or not self.context.ok():
             return
-        with self._lock:
-            own = item.bolt_id in self._rejected
         delivered = message == 'delivered'
         # item.attempts counts the failed requests; the one the PLC acknowledged is extra.
         requests = item.attempts + (1 if delivered else 0)
@@ -524,193 +330,6 @@ class PlcBridgeNode(LifecycleNode):
             write_ms=math.nan if write_ms is None else float(write_ms), detail=message)
         msg.header.stamp = self.get_clock().now().to_msg()
         pub.publish(msg)
-
-    def _poll(self, client) -> None:
-        c = self.config
-        t0 = time.perf_counter()
-        rr = client.read_holding_registers(c.registers['bolt_counter'], count=1,
-                                           device_id=c.unit_id)
-        seen = self.get_clock().now()
-        ms = (time.perf_counter() - t0) * 1000
-        if rr.isError():
-            with self._lock:
-                self.counters['poll_errors'] += 1
-            self._exception('bolt_counter read', rr)
-            return
-        raw = rr.registers[0]
-        with self._lock:
-            self.counters['polls'] += 1
-            self.poll_ms.append(ms)
-            self.plc['bolt_counter'] = raw
-            update = self.tracker.update(raw)
-            self.counters['resyncs'] = self.tracker.resyncs
-            self.counters['skipped_bolts'] += len(update.skipped)
-            self.recent_skipped.extend(update.skipped)
-            self.counters['triggers'] += len(update.new_ids)
-        stamp = seen.to_msg()
-        for bolt_id in update.new_ids:
-            if self.watchdog is not None:
-                with self._lock:
-                    self.watchdog.triggered(bolt_id, time.monotonic())
-            self._trigger_pub.publish(Header(stamp=stamp, frame_id=str(bolt_id)))
-        if update.warning:
-            self.get_logger().warning(update.warning)
-        elif update.resync:
-            self.get_logger().info(f'bolt_counter synchronised at {raw}')
-
-    def _watch_path(self, client) -> None:
-        """Is the inspection path alive? When it dies: stop the conveyor, reject bolts in flight.
-
-        Runs on every turn of the worker (every poll period), so a dead stage stops the conveyor
-        within ``stage_timeout_s`` plus one poll, well before the PLC's own heartbeat watchdog.
-        """
-        if self.watchdog is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            health = self.watchdog.check(now)
-            reject = list(health.overdue)
-            if not health.alive and self._path_was_alive:
-                reject += self.watchdog.forget_in_flight()
-            for bolt_id in reject:
-                self.book.submit(bolt_id, VERDICT_NG, now)
-                self._rejected.append(bolt_id)
-            self.counters['rejected_in_flight'] += len(reject)
-            self.path = health
-        if health.alive:
-            if not self._path_was_alive:
-                self._path_was_alive = True
-                self.get_logger().info('inspection path alive: '
-                                       + ', '.join(self.watchdog.stages) + '; heartbeat on')
-                self._publish_status()
-            return
-        if not self._path_was_alive and not reject:
-            return    # never up yet: no heartbeat, nothing running to stop
-        self._path_was_alive = False
-        with self._lock:
-            self.counters['path_down'] += 1
-        self.get_logger().error(
-            f'inspection path down: {health.reason}; heartbeat stopped, conveyor stop '
-            f'requested, {len(reject)} bolt(s) in flight rejected'
-            + (f' ({", ".join(str(b) for b in reject[:10])})' if reject else ''))
-        try:
-            self._set_coil(client, False)
-        except PlcError as exc:
-            # The PLC's own watchdog stops the conveyor when the heartbeat goes stale.
-            self.get_logger().error(f'conveyor stop request failed: {exc}; the stale '
-                                    'heartbeat stops it')
-        self._publish_status()
-
-    def _heartbeat(self, client) -> None:
-        c = self.config
-        value = (self.heartbeat_value + 1) % 65536
-        rr = client.write_register(c.registers['heartbeat'], value, device_id=c.unit_id)
-        if rr.isError():
-            with self._lock:
-                self.counters['heartbeat_errors'] += 1
-            self._exception('heartbeat write', rr)
-            return
-        self.heartbeat_value = value
-        with self._lock:
-            self.counters['heartbeats'] += 1
-
-    def _read_status(self, client) -> None:
-        c = self.config
-        values = {}
-        for name in ('status', 'pass_count', 'reject_count'):
-            rr = client.read_holding_registers(c.registers[name], count=1, device_id=c.unit_id)
-            if rr.isError():
-                with self._lock:
-                    self.counters['status_errors'] += 1
-                self._exception(f'{name} read', rr)
-                return
-            values[name] = rr.registers[0]
-        rr = client.read_coils(c.coils['conveyor_run'], count=1, device_id=c.unit_id)
-        if rr.isError():
-            with self._lock:
-                self.counters['status_errors'] += 1
-            self._exception('conveyor_run read', rr)
-            return
-        values['conveyor_run'] = bool(rr.bits[0])
-        with self._lock:
-            previous = decode_status(self.plc.get('status', 0))
-            self.plc.update(values)
-        flags = decode_status(values['status'])
-        if flags['heartbeat_stale'] and not previous['heartbeat_stale']:
-            self.get_logger().error('PLC reports a stale heartbeat: conveyor stopped by the '
-                                    'PLC watchdog; call /line/start to restart')
-        self._publish_status()
-
-    def _exception(self, what: str, rr) -> None:
-        text = f'{what}: Modbus exception {_exc_text(rr)}'
-        with self._lock:
-            self.counters['exception_responses'] += 1
-            self.last_error = text
-        self.get_logger().error(text, throttle_duration_sec=1.0)
-
-    def _on_connected(self) -> None:
-        c = self.config
-        with self._lock:
-            self.connected = True
-            self.counters['connects'] += 1
-            self.backoff.reset()
-            reconnect = self.counters['connects'] > 1
-        self.get_logger().info(f'{"re" if reconnect else ""}connected to PLC {c.host}:{c.port}')
-        self._publish_status()
-
-    def _on_connection_lost(self, exc: Exception, timeout: bool) -> float:
-        with self._lock:
-            self.connected = False
-            self.counters['disconnects'] += 1
-            if timeout:
-                self.counters['timeouts'] += 1
-            self.tracker.connection_lost()
-            delay = self.backoff.next_delay()
-            held = [item.bolt_id for item in self.book.queue]
-            self.last_error = (f'{"timeout" if timeout else "connection lost"}: {exc}; '
-                               f'reconnect in {delay:.1f} s')
-        # Ctrl-C under launch signals every process at once: a simulated PLC launched beside
-        # the bridge may close its socket first. That is the line stopping, not a fault. Under
-        # load this process may see the closed socket before its own signal handler has run
-        # (Python runs it in the main thread), so give the signal a moment to show.
-        message = f'PLC {self.last_error}' + (f'; holding verdicts for bolts {held}'
-                                              if held else '')
-        if self.shutdown_requested.wait(SHUTDOWN_GRACE_S):
-            self.get_logger().warning(message + '; shutting down')
-        else:
-            self.get_logger().error(message)
-        self._publish_status()
-        return delay
-
-    # -- status and diagnostics --------------------------------------------------------------
-
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of the bridge's counters and PLC-side values (for tests and tools)."""
-        with self._lock:
-            poll = sorted(self.poll_ms)
-            write = sorted(self.write_ms)
-            out = dict(self.counters)
-            out.update({
-                'connected': self.connected,
-                'last_poll_ms': self.poll_ms[-1] if self.poll_ms else None,
-                'poll_ms_p50': poll[len(poll) // 2] if poll else None,
-                'poll_ms_max': poll[-1] if poll else None,
-                'verdict_write_ms_last': self.write_ms[-1] if self.write_ms else None,
-                'verdict_write_ms_p50': write[len(write) // 2] if write else None,
-                'verdict_write_ms_max': write[-1] if write else None,
-                'undelivered': self.book.undelivered_total,
-                'undelivered_recent': list(self.book.undelivered),
-                'verdicts_pending': len(self.book.queue),
-                'skipped_recent': list(self.recent_skipped),
-                'last_bolt_id': self.tracker.bolt_id,
-                'last_error': self.last_error,
-                'plc': dict(self.plc),
-                'path_alive': self.path.alive,
-                'path_reason': self.path.reason,
-                'reconnect_in_s': (None if self.connected or self.next_connect_at is None
-                                   else max(0.0, self.next_connect_at - time.monotonic())),
-            })
-        return out
 
     @staticmethod
     def _summary(s: dict[str, Any]) -> tuple[int, str]:
@@ -798,7 +417,7 @@ class PlcBridgeNode(LifecycleNode):
 
     def _publish_status(self) -> None:
         """Latch /plc/status when what an operator sees changes."""
-        if self._status_pub is None:
+        if self._status_pub is None or self.link is None:
             return
         s = self.stats()
         key = (s['connected'], s['plc'].get('status'), s['plc'].get('conveyor_run'),
@@ -811,19 +430,11 @@ class PlcBridgeNode(LifecycleNode):
         self._status_pub.publish(self._line_status(s))
 
     def _publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self.config is None:
+        if self._diag_pub is None or self.link is None:
             return
         msg = self._diagnostic_status(self.stats())
         publish_diagnostics(self, self._diag_pub, msg)
         self._publish_status()
-
-
-def _exc_text(rr) -> str:
-    code = getattr(rr, 'exception_code', None)
-    names = {1: 'ILLEGAL FUNCTION', 2: 'ILLEGAL ADDRESS', 3: 'ILLEGAL VALUE',
-             4: 'DEVICE FAILURE', 5: 'ACKNOWLEDGE', 6: 'DEVICE BUSY', 10: 'GATEWAY PATH',
-             11: 'GATEWAY NO RESPONSE'}
-    return f'{code} {names.get(code, "")}'.strip() if code is not None else str(rr)
 
 
 def main(args=None) -> None:

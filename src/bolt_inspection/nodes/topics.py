@@ -95,7 +95,7 @@ DIAGNOSTICS_QOS = 10
 # 0.8 s on a loaded machine while it was publishing); a lost best-effort sample is simply
 # followed by the next one ALIVE_PERIOD_S later. Depth 10: five stages share one reader.
 ALIVE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
-# Signs of life of an inspection stage (core.line.liveness): a stage silent for the bridge's
+# Signs of life of an inspection stage (core.plc.liveness): a stage silent for the bridge's
 # stage_timeout_s stops the PLC heartbeat (0.75 s: longer than a starved process's pause on a
 # loaded 2-core machine, short enough to stop the conveyor within 1 s).
 ALIVE_PERIOD_S = 0.1
