@@ -1,13 +1,13 @@
 """Decision latency of the composed line against the raw model time, with a stage breakdown.
 
-The line is the product's own composition (``graph.line_nodes`` + ``commands.line.ComposedLine``:
-4 synthetic camera nodes and the classifier on one MultiThreadedExecutor) and a
-``LineDriver`` that publishes ``/line/trigger``. Bolts are triggered one at a time (the next
-trigger after the previous verdict), and after each verdict the SAME 4 frames go through the
-classifier's own Inspector in this thread (``inspect``; its ``timings_ms['inference']`` is the
-one Grad-CAM call on the 4-view batch). Each bolt therefore gives a paired sample (line
-latency, raw model time) taken under the same machine load, which is what makes the overhead
-ratio meaningful on a shared, noisy machine.
+The line is the product's own composition (``graph.line_nodes`` +
+``runtime.composed.ComposedLine``: 4 synthetic camera nodes and the classifier on one
+MultiThreadedExecutor) and a ``LineDriver`` that publishes ``/line/trigger``. Bolts are triggered
+one at a time (the next trigger after the previous verdict), and after each verdict the SAME 4
+frames go through the classifier's own Inspector in this thread (``inspect``; its
+``timings_ms['inference']`` is the one Grad-CAM call on the 4-view batch). Each bolt therefore
+gives a paired sample (line latency, raw model time) taken under the same machine load, which is
+what makes the overhead ratio meaningful on a shared, noisy machine.
 
 The line has background work of its own after a verdict: each synthetic camera renders the
 next bolt on a prefetch thread, and the classifier renders the Grad-CAM mosaic on its image
@@ -87,6 +87,7 @@ class Probe:
         import bolt_inspection.nodes.camera_node as camera_node
         import bolt_inspection.nodes.classifier_node as classifier_node
         from bolt_inspection.core.line.inspector import Inspector
+        from bolt_inspection.core.line.pipeline import InspectionPipeline
         from bolt_inspection.core.vision import camera_source
         from bolt_inspection.nodes.line_driver import LineDriver
 
@@ -155,37 +156,39 @@ class Probe:
         classifier_node.image_to_bgr = timed_decode
 
         node_cls = classifier_node.ClassifierNode
-        dispatch = node_cls._dispatch
+        pipeline_cls = InspectionPipeline
+        dispatch = pipeline_cls._dispatch
 
         @functools.wraps(dispatch)
-        def timed_dispatch(node, bundles):
+        def timed_dispatch(pipeline, bundles):
             now = pc()
             for bundle in bundles:
                 probe.put(bundle.bolt_id, 'joined', now)
-            return dispatch(node, bundles)
-        node_cls._dispatch = timed_dispatch
+            return dispatch(pipeline, bundles)
+        pipeline_cls._dispatch = timed_dispatch
 
-        process = node_cls._process
+        process = pipeline_cls._process
 
         @functools.wraps(process)
-        def timed_process(node, bundle):
+        def timed_process(pipeline, bundle):
             probe.put(bundle.bolt_id, 'process_start', pc())
             try:
-                return process(node, bundle)
+                return process(pipeline, bundle)
             finally:
                 probe.put(bundle.bolt_id, 'process_end', pc())
-        node_cls._process = timed_process
+        pipeline_cls._process = timed_process
 
         publish_verdict = node_cls._publish_verdict
 
         @functools.wraps(publish_verdict)
         def timed_publish_verdict(node, bundle, verdict, *args):
             t0 = pc()
-            publish_verdict(node, bundle, verdict, *args)
+            latency_ms = publish_verdict(node, bundle, verdict, *args)
             t1 = pc()
             probe.put(bundle.bolt_id, 'verdict_start', t0)
             probe.put(bundle.bolt_id, 'verdict_published', t1)
             probe.put(bundle.bolt_id, 'message', verdict.message)
+            return latency_ms
         node_cls._publish_verdict = timed_publish_verdict
 
         publish_images = node_cls._publish_images
@@ -328,10 +331,10 @@ def run(artifact: Path, *, bolts: int, warm: int = 3, frame_size=common.FRAME_SI
     from rclpy.signals import SignalHandlerOptions
 
     from bolt_inspection import paths
-    from bolt_inspection.commands.line import ComposedLine, wait_for_subscribers
     from bolt_inspection.core.config import load_yaml
     from bolt_inspection.graph import line_nodes
     from bolt_inspection.nodes.line_driver import LineDriver
+    from bolt_inspection.runtime.composed import ComposedLine, wait_for_subscribers
 
     probe = Probe.shared()
     # This run drives /line/trigger itself: no PLC bridge even if the node list grows one.

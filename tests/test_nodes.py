@@ -464,8 +464,9 @@ def test_slow_mosaics_never_delay_verdicts_and_drop_the_oldest(rclpy_context, ri
     publish_verdict = node._publish_verdict
 
     def recording_publish_verdict(bundle, verdict, *args):
-        publish_verdict(bundle, verdict, *args)
+        latency_ms = publish_verdict(bundle, verdict, *args)
         inspector.published.append(bundle.bolt_id)
+        return latency_ms
     node._publish_verdict = recording_publish_verdict
     assert bring_up(node)
     rig = rig_factory([node])
@@ -650,7 +651,7 @@ def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_contex
 
 
 def test_stages_give_no_sign_of_life_until_their_inputs_are_matched(rclpy_context):
-    """The PLC bridge starts the conveyor only once every stage reports alive (core.line.liveness).
+    """The PLC bridge starts the conveyor only once every stage reports alive (core.plc.liveness).
     Between processes DDS discovery takes a moment: a classifier that does not hear a camera
     yet, or a camera that does not hear the trigger yet, must not report alive, or the first
     bolts after Start lose views (CI saw 'NG: missing view cam1' on the launched line)."""

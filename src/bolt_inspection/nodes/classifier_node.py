@@ -2,13 +2,13 @@
 
 Inputs: /line/trigger (std_msgs/Header: stamp = join key, frame_id = bolt id) and one
 sensor_msgs/Image per camera with header.stamp = the trigger stamp. Subscription callbacks only
-decode and join (:class:`bolt_inspection.core.line.join.ViewJoiner`); a worker thread runs the
-model (the views of one bolt in one batch, Grad-CAM from the same pass, via
-:class:`bolt_inspection.core.line.inspector.Inspector`) and publishes the verdict. The Grad-CAM
-mosaic
-(and per-view overlays) are rendered and published afterwards by a second thread with a queue of
-:data:`IMAGE_QUEUE` bolts: when it falls behind it drops the oldest mosaic, so pictures for people
-never delay the next bolt's verdict. Verdicts are never dropped.
+decode the messages and hand them to the pipeline
+(:class:`bolt_inspection.core.line.pipeline.InspectionPipeline`): it joins the views of each bolt,
+runs the model on a worker thread (the views of one bolt in one batch, Grad-CAM from the same
+pass) and hands the verdict back for publishing; the Grad-CAM mosaic (and per-view overlays)
+are rendered and published afterwards by a second thread that drops the oldest picture when it
+falls behind, so pictures for people never delay the next bolt's verdict. Verdicts are never
+dropped.
 
 Every triggered bolt gets exactly one /inspection/verdict (bolt_inspection_msgs/Verdict: the
 trigger stamp, bolt id, decision OK / NG / fail-safe NG with the reason, each view's NG
@@ -23,14 +23,10 @@ stops, ``cleanup`` drops the model.
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -40,9 +36,13 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from bolt_inspection.core.errors import BoltInspectionError
-from bolt_inspection.core.line.fusion import fuse, with_reasons
 from bolt_inspection.core.line.join import Bundle, ViewJoiner
 from bolt_inspection.core.line.latency import LatencyStats
+from bolt_inspection.core.line.pipeline import (
+    InspectionPipeline,
+    PipelineOutput,
+    PipelineSettings,
+)
 from bolt_inspection.core.line.verdict import BOLT_ID, encode_verdict
 from bolt_inspection.core.model.engine import ENGINE_CHOICES
 from bolt_inspection.core.vision.drift import (
@@ -68,8 +68,6 @@ TRIGGER_QOS = topics.TRIGGER_QOS
 VERDICT_QOS = topics.VERDICT_QOS
 IMAGE_RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE,
                      'best_effort': ReliabilityPolicy.BEST_EFFORT}
-# Bolts whose mosaic waits for the image thread; a newer bolt pushes out the oldest.
-IMAGE_QUEUE = 2
 # A trigger stamp further in the past than this is a replayed one: latency is then measured from
 # the trigger's arrival here instead.
 _MAX_STAMP_AGE_S = 60.0
@@ -83,18 +81,6 @@ def default_inspector_factory(model: str, camera_config: str, engine: str = 'aut
         from bolt_inspection.core.vision.roi import load_camera_config
         cam_cfg = load_camera_config(camera_config)
     return Inspector.from_artifact(model, camera_config=cam_cfg, engine=engine)
-
-
-@dataclass
-class _Job:
-    bundle: Bundle
-    stamp_ns: int
-
-
-@dataclass
-class _ImageJob:
-    bundle: Bundle
-    inspection: object
 
 
 def build_verdict_msg(bolt_id: str, verdict, *, cams, stamp_ns: int, latency_ms: float,
@@ -192,24 +178,8 @@ class ClassifierNode(LifecycleNode):
 
         self.inspector = None
         self.drift = DriftGuard(None, 'off')
-        self.joiner: ViewJoiner | None = None
-        self.latency = LatencyStats()
-        # Where the time goes: trigger -> last view joined, and the Inspector's own work.
-        self.join_wait = LatencyStats()
-        self.inspect_time = LatencyStats()
-        self.counts = {'verdicts': 0, 'ok': 0, 'ng': 0, 'overloaded': 0, 'errors': 0,
-                       'timed_out': 0, 'bad_triggers': 0, 'drift_rejects': 0}
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=p['queue_size'])
-        self._worker: threading.Thread | None = None
-        self._busy_since: float | None = None   # the worker's current bolt started then
-        # Mosaic/overlay rendering, off the inference worker (see the module docstring).
-        self._images: collections.deque[_ImageJob] = collections.deque(maxlen=IMAGE_QUEUE)
-        self._images_cv = threading.Condition()
-        self._images_stop = False
-        self._image_worker: threading.Thread | None = None
-        self.images_dropped = 0
-        self._active = False
+        self.pipeline: InspectionPipeline | None = None   # from configure on
+        self.bad_triggers = 0
         self._subs = []
         self._view_subs = {}     # cam -> its image subscription, while active
         self._own_timers = []
@@ -220,8 +190,8 @@ class ClassifierNode(LifecycleNode):
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
         for param in params:
-            if param.name == 'view_timeout_s' and self.joiner is not None:
-                self.joiner.timeout_s = float(param.value)
+            if param.name == 'view_timeout_s' and self.pipeline is not None:
+                self.pipeline.set_view_timeout(float(param.value))
             if param.name in ('publish_gradcam', 'publish_heatmaps', 'model', 'view_timeout_s'):
                 self._params[param.name] = param.value
             if param.name == 'publish_heatmaps' and param.value and self._pubs:
@@ -312,8 +282,11 @@ class ClassifierNode(LifecycleNode):
             self.get_logger().error(f'drift monitoring: {exc}')
             self.inspector = None
             return TransitionCallbackReturn.FAILURE
-        self.joiner = ViewJoiner(self.cams, self._params['view_timeout_s'],
-                                 max_pending=self._params['max_pending'])
+        settings = PipelineSettings(cams=self.cams, view_timeout_s=self._params['view_timeout_s'],
+                                    queue_size=self._params['queue_size'],
+                                    max_pending=self._params['max_pending'],
+                                    stall_s=self._params['stall_s'])
+        self.pipeline = InspectionPipeline(self.inspector, settings, _Output(self), self.drift)
         self._pubs = {
             'verdict': self.create_lifecycle_publisher(topics.VERDICT_TYPE, topics.VERDICT,
                                                        VERDICT_QOS),
@@ -333,16 +306,7 @@ class ClassifierNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
-        self._active = True
-        self._worker = threading.Thread(target=self._work, name='classifier-worker',
-                                        daemon=True)
-        self._worker.start()
-        with self._images_cv:
-            self._images.clear()
-            self._images_stop = False
-        self._image_worker = threading.Thread(target=self._image_work, name='classifier-images',
-                                              daemon=True)
-        self._image_worker.start()
+        self.pipeline.start()
         p = self._params
         self._subs.append(self.create_subscription(Header, p['trigger_topic'], self._on_trigger,
                                                    TRIGGER_QOS,
@@ -377,7 +341,6 @@ class ClassifierNode(LifecycleNode):
                 self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         self.inspector = None
-        self.joiner = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -395,59 +358,28 @@ class ClassifierNode(LifecycleNode):
         return super().destroy_node()
 
     def _stop(self, reason: str) -> None:
-        """Stop inputs and the worker; every bolt already triggered still gets its verdict."""
-        if not self._active:
-            return
+        """Stop inputs and the pipeline; every bolt already triggered still gets its verdict."""
         for sub in self._subs:
             self.destroy_subscription(sub)
         for timer in self._own_timers:
             self.destroy_timer(timer)
         self._subs, self._own_timers, self._view_subs = [], [], {}
-        with self._lock:
-            self._active = False
-        # The worker finishes the bolts already queued (they have all their views), then exits.
-        self._queue.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
-            self._worker = None
-        # Then the image thread: it renders what is queued (at most IMAGE_QUEUE mosaics) while
-        # the publishers are still active, and exits; nothing can queue more now.
-        with self._images_cv:
-            self._images_stop = True
-            self._images_cv.notify_all()
-        if self._image_worker is not None:
-            self._image_worker.join(timeout=10.0)
-            self._image_worker = None
-        with self._lock:
-            leftovers = self.joiner.flush(time.monotonic()) if self.joiner else []
-        # A callback that was running while we stopped may have queued a bolt after the worker's
-        # stop sentinel: answer it too, so no triggered bolt goes without a verdict.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                leftovers.append(job.bundle)
-        for bundle in leftovers:
-            self._publish_failure(bundle, reason)
+        if self.pipeline is not None:
+            self.pipeline.stop(reason)
 
     # -- inputs ------------------------------------------------------------------------------
     def _on_trigger(self, msg: Header) -> None:
         if not BOLT_ID.fullmatch(msg.frame_id):
             # No verdict could name this bolt; the PLC rejects a bolt without one (fail-safe).
-            self.counts['bad_triggers'] += 1
+            self.bad_triggers += 1
             self.get_logger().warning(
                 f'trigger dropped: frame_id must be the decimal bolt id, got '
-                f'{msg.frame_id[:40]!r} ({self.counts["bad_triggers"]} so far)',
+                f'{msg.frame_id[:40]!r} ({self.bad_triggers} so far)',
                 throttle_duration_sec=5.0)
             return
-        with self._lock:
-            if self.joiner is None or not self._active:
-                return
-            bundles = self.joiner.add_trigger(stamp_to_ns(msg.stamp), msg.frame_id,
-                                              time.monotonic())
-        self._dispatch(bundles)
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.trigger(stamp_to_ns(msg.stamp), msg.frame_id, time.monotonic())
 
     def _image_callback(self, cam: int):
         def callback(msg: Image) -> None:
@@ -456,40 +388,56 @@ class ClassifierNode(LifecycleNode):
                 image = image_to_bgr(msg, self.frame_size)
             except BoltInspectionError as exc:
                 failure = str(exc)
-            if image is not None and self.drift.active:
-                self.drift.observe(cam, image)   # here, in parallel: not on the worker
-            with self._lock:
-                if self.joiner is None or not self._active:
-                    return
-                bundles = self.joiner.add_view(stamp_to_ns(msg.header.stamp), cam,
-                                               time.monotonic(), image=image, failure=failure)
-            self._dispatch(bundles)
+            pipeline = self.pipeline
+            if pipeline is not None:
+                pipeline.view(stamp_to_ns(msg.header.stamp), cam, time.monotonic(),
+                              image=image, failure=failure)
         return callback
 
     def _on_expire_timer(self) -> None:
-        with self._lock:
-            if self.joiner is None:
-                return
-            bundles = self.joiner.expire(time.monotonic())
-        self.counts['timed_out'] += len(bundles)
-        self._dispatch(bundles)
+        if self.pipeline is not None:
+            self.pipeline.expire(time.monotonic())
 
-    def _dispatch(self, bundles: list[Bundle]) -> None:
-        for bundle in bundles:
-            try:
-                self._queue.put_nowait(_Job(bundle, bundle.stamp))
-            except queue.Full:
-                self.counts['overloaded'] += 1
-                self._publish_failure(bundle, 'overloaded')
+    # -- what the pipeline counts and measures -----------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        """Verdicts, OK / NG, overloaded, errors, timed out, drift rejects, bad triggers (a
+        consistent copy)."""
+        counts = self.pipeline.snapshot() if self.pipeline is not None else {}
+        keys = ('verdicts', 'ok', 'ng', 'overloaded', 'errors', 'timed_out', 'drift_rejects')
+        out = {k: counts.get(k, 0) for k in keys}
+        out['bad_triggers'] = self.bad_triggers
+        return out
 
-    # -- inference ---------------------------------------------------------------------------
+    @property
+    def latency(self) -> LatencyStats:
+        """Trigger -> verdict published, per bolt."""
+        return self.pipeline.latency if self.pipeline is not None else LatencyStats()
+
+    @property
+    def join_wait(self) -> LatencyStats:
+        """Trigger -> last view joined, per bolt."""
+        return self.pipeline.join_wait if self.pipeline is not None else LatencyStats()
+
+    @property
+    def inspect_time(self) -> LatencyStats:
+        """The Inspector's own work (ROI, model, Grad-CAM), per bolt."""
+        return self.pipeline.inspect_time if self.pipeline is not None else LatencyStats()
+
+    @property
+    def joiner(self) -> ViewJoiner | None:
+        return self.pipeline.joiner if self.pipeline is not None else None
+
+    @property
+    def images_dropped(self) -> int:
+        """Pictures the image thread dropped because it fell behind."""
+        return self.pipeline.images_dropped if self.pipeline is not None else 0
+
+    # -- health ------------------------------------------------------------------------------
     def working(self) -> bool:
-        """The worker runs, is not stuck on one bolt for longer than ``stall_s``, and no camera
-        drifted under ``drift_policy: stop``."""
-        worker, busy = self._worker, self._busy_since
-        if worker is None or not worker.is_alive() or self.drift.stop_line():
-            return False
-        return busy is None or time.monotonic() - busy <= self._params['stall_s']
+        """The pipeline's worker runs, is not stuck on one bolt for longer than ``stall_s``,
+        and no camera drifted under ``drift_policy: stop``."""
+        return self.pipeline is not None and self.pipeline.working()
 
     def unheard_cameras(self) -> list[int]:
         """Cameras whose image topic has no matched publisher yet (DDS discovery between
@@ -502,7 +450,8 @@ class ClassifierNode(LifecycleNode):
         # That includes hearing every camera: the bridge does not start the conveyor until
         # it does, so the first bolts after Start are not rejected for views still in discovery.
         pub = self._pubs.get('alive')
-        if pub is None or not self._active or not self.working():
+        if pub is None or self.pipeline is None or not self.pipeline.active \
+                or not self.working():
             return
         unheard = self.unheard_cameras()
         if unheard:
@@ -513,73 +462,6 @@ class ClassifierNode(LifecycleNode):
             return
         pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
 
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            self._busy_since = time.monotonic()
-            try:
-                self._process(job.bundle)
-            except Exception as exc:  # noqa: BLE001 - a verdict must go out whatever happened
-                self.get_logger().error(f'bolt {job.bundle.bolt_id}: {type(exc).__name__}: '
-                                        f'{exc}')
-                self._publish_failure(job.bundle, f'internal error: {type(exc).__name__}')
-            finally:
-                self._busy_since = None
-
-    def _process(self, bundle: Bundle) -> None:
-        inspector = self.inspector
-        views = {cam: bundle.views.get(cam) for cam in self.cams}
-        inspection = None
-        try:
-            self.join_wait.add((bundle.completed_at - bundle.triggered_at) * 1000.0)
-            start = time.perf_counter()
-            inspection = inspector.inspect(views, dict(bundle.failures))
-            self.inspect_time.add((time.perf_counter() - start) * 1000.0)
-            # A camera out of its training band: never pass this bolt on a blind model.
-            verdict = with_reasons(inspection.verdict, self.drift.bolt_reasons())
-            if verdict is not inspection.verdict:
-                self.counts['drift_rejects'] += 1
-        except BoltInspectionError as exc:
-            verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
-                           extra_reasons=[str(exc)])
-            self.counts['errors'] += 1
-        except Exception as exc:  # noqa: BLE001 - a broken model gives NG, not a dead node
-            self.counts['errors'] += 1
-            self.get_logger().error(f'bolt {bundle.bolt_id}: inference failed: '
-                                    f'{type(exc).__name__}: {exc}', throttle_duration_sec=5.0)
-            verdict = fuse({}, inspector.threshold, bundle.missing, bundle.failures,
-                           extra_reasons=[f'inference error: {type(exc).__name__}'])
-        self._publish_verdict(bundle, verdict)
-        if inspection is not None and (self._params['publish_gradcam']
-                                       or self._params['publish_heatmaps']):
-            self._queue_images(bundle, inspection)
-
-    def _queue_images(self, bundle: Bundle, inspection) -> None:
-        """Hand a bolt's pictures to the image thread; when it is behind, drop the oldest."""
-        with self._images_cv:
-            if len(self._images) == self._images.maxlen:
-                self.images_dropped += 1
-            self._images.append(_ImageJob(bundle, inspection))
-            self._images_cv.notify()
-
-    def _image_work(self) -> None:
-        while True:
-            with self._images_cv:
-                while not self._images and not self._images_stop:
-                    self._images_cv.wait()
-                if not self._images:
-                    return
-                job = self._images.popleft()
-            self._publish_images(job.bundle, job.inspection)
-
-    def _publish_failure(self, bundle: Bundle, reason: str) -> None:
-        threshold = self.inspector.threshold if self.inspector is not None else float('nan')
-        # Only the views that really are missing are reported as such; the others were fine.
-        verdict = fuse({}, threshold, bundle.missing, bundle.failures, extra_reasons=[reason])
-        self._publish_verdict(bundle, verdict)
-
     def latency_ms(self, bundle: Bundle) -> float:
         """Trigger stamp -> now on this node's clock; from the trigger's arrival for replays."""
         now_ns = self.get_clock().now().nanoseconds
@@ -588,7 +470,8 @@ class ClassifierNode(LifecycleNode):
             return age_s * 1000.0
         return (time.monotonic() - bundle.triggered_at) * 1000.0
 
-    def _publish_verdict(self, bundle: Bundle, verdict) -> None:
+    def _publish_verdict(self, bundle: Bundle, verdict) -> float:
+        """Publish one bolt's verdict; return its latency in ms."""
         latency_ms = self.latency_ms(bundle)
         inspector = self.inspector
         msg = build_verdict_msg(
@@ -599,9 +482,7 @@ class ClassifierNode(LifecycleNode):
         pub = self._pubs.get('verdict')
         if pub is not None and self.context.ok():
             pub.publish(msg)
-        self.latency.add(latency_ms)
-        self.counts['verdicts'] += 1
-        self.counts['ok' if verdict.ok else 'ng'] += 1
+        return latency_ms
 
     def _publish_images(self, bundle: Bundle, inspection) -> None:
         stamp = ns_to_stamp(bundle.stamp)
@@ -633,21 +514,17 @@ class ClassifierNode(LifecycleNode):
         if pub is None:
             return
         lat = self.latency.summary()
-        joiner = self.joiner
-        values = dict(self.counts)
+        values = self.pipeline.snapshot() if self.pipeline is not None else {}
+        values['bad_triggers'] = self.bad_triggers
+        counts = dict(values)
         values.update({'latency_p50_ms': lat['p50_ms'], 'latency_p99_ms': lat['p99_ms'],
-                       'latency_mean_ms': lat['mean_ms'], 'queue_depth': self._queue.qsize(),
+                       'latency_mean_ms': lat['mean_ms'],
                        'join_wait_p50_ms': self.join_wait.p50(),
                        'inspect_p50_ms': self.inspect_time.p50(),
-                       'pending_bolts': joiner.pending if joiner else 0,
-                       'mosaics_dropped': self.images_dropped,
                        'model_id': self.inspector.model_id if self.inspector else '',
                        'engine': self._engine_name(),
                        'engine_fallback': '; '.join(getattr(self.inspector, 'engine_warnings',
                                                             ()))})
-        if joiner is not None:
-            values.update({'stale_views': joiner.stats.stale,
-                           'duplicate_views': joiner.stats.duplicate_views})
         drift_level, drift_message = self.drift.summary()
         values['drift'] = drift_message
         values['drift_policy'] = self.drift.policy if self.drift.active else 'off'
@@ -656,10 +533,10 @@ class ClassifierNode(LifecycleNode):
             values.update({f'drift_cam{cam}.{k}': round(v, 3) for k, v in state.scores.items()})
         unheard = self.unheard_cameras()
         values['cameras_unheard'] = ' '.join(f'cam{c}' for c in unheard)
-        degraded = self.counts['overloaded'] or self.counts['errors'] or unheard
+        degraded = counts.get('overloaded') or counts.get('errors') or unheard
         level = DiagnosticStatus.WARN if degraded or drift_level == 'warn' else DiagnosticStatus.OK
-        message = (f"{self.counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
-                   if self.counts['verdicts'] else 'waiting for bolts')
+        message = (f"{counts['verdicts']} bolts, p99 {lat['p99_ms']:.0f} ms"
+                   if counts.get('verdicts') else 'waiting for bolts')
         if unheard:
             message = f"not hearing {values['cameras_unheard']}; {message}"
         if drift_level != 'ok':
@@ -673,6 +550,32 @@ class ClassifierNode(LifecycleNode):
                                   hardware_id='classifier', message=message,
                                   values=key_values(values))
         publish_diagnostics(self, pub, status)
+
+
+class _Output(PipelineOutput):
+    """The pipeline's results as the node's messages."""
+
+    def __init__(self, node: ClassifierNode) -> None:
+        self.node = node
+
+    def verdict(self, bundle: Bundle, verdict) -> float:
+        return self.node._publish_verdict(bundle, verdict)
+
+    def wants_images(self) -> bool:
+        p = self.node._params
+        return bool(p['publish_gradcam'] or p['publish_heatmaps'])
+
+    def images(self, bundle: Bundle, inspection) -> None:
+        self.node._publish_images(bundle, inspection)
+
+    def log(self, level: str, text: str) -> None:
+        if not self.node.context.ok():
+            return
+        # (rclpy forbids one log call site with two severities, hence two calls.)
+        if level == 'error':
+            self.node.get_logger().error(text, throttle_duration_sec=5.0)
+        else:
+            self.node.get_logger().warning(text, throttle_duration_sec=5.0)
 
 
 def main(args=None) -> None:
