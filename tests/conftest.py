@@ -61,3 +61,30 @@ def rclpy_context(ros_domain_id):
     # The test's nodes, executor and context form reference cycles; collecting them now frees the
     # DDS participant's ~11 threads and 8 /dev/shm files before the next test starts its own.
     gc.collect()
+
+
+def wait_matched(publishers, nodes=(), *, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait until both sides of each DDS match are up, instead of a fixed sleep.
+
+    Every publisher must see ``count`` matched subscriptions, and every subscription of
+    ``nodes`` on one of the publishers' topics must see its publisher: a publisher usually
+    matches first, and a message sent before the subscription's side matched is lost.
+
+    Raises:
+        AssertionError: Not matched within ``timeout`` seconds, saying which topic.
+    """
+    import time
+
+    publishers = list(publishers)
+    topics = {p.topic_name for p in publishers}
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [f'{p.topic_name} ({p.get_subscription_count()} of {count} subscriptions)'
+                   for p in publishers if p.get_subscription_count() < count]
+        waiting += [f'{node.get_name()} on {sub.topic_name}' for node in nodes
+                    for sub in list(node.subscriptions)
+                    if sub.topic_name in topics and sub.get_publisher_count() < 1]
+        if not waiting:
+            return
+        assert time.monotonic() < deadline, 'not matched: ' + '; '.join(waiting)
+        time.sleep(0.02)

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip('rclpy')
 pytest.importorskip('rosbags')
 
+from conftest import wait_matched  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -84,9 +85,10 @@ def test_replayed_bag_gives_the_same_verdicts(rclpy_context, tiny_artifact, tmp_
     line.add_node(recorder)
     try:
         line.start()
-        while driver.trigger_pub.get_subscription_count() < len(specs) + 1:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        images = [p for node in line.nodes.values() for p in node.publishers
+                  if p.topic_name.endswith('/image_raw')]
+        wait_matched([driver.trigger_pub], list(line.nodes.values()), count=len(specs) + 1)
+        wait_matched(images, list(line.nodes.values()))
         drive(line, driver, bolts=count, rate_per_min=600, first_bolt=first, timeout_s=10)
         time.sleep(0.5)
     finally:

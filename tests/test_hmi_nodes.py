@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip('rclpy')
 
 from bolt_inspection_msgs.msg import LineStatus, PlcDelivery  # noqa: E402
+from conftest import wait_matched  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -58,13 +59,10 @@ class Line(Node):
         self.cams = [self.create_publisher(Image, f'/cam{k}/image_raw', qos_profile_sensor_data)
                      for k in range(4)]
 
-    def wait_matched(self, count=1, timeout_s=10.0):
-        deadline = time.monotonic() + timeout_s
-        pubs = (self.verdict, self.gradcam, self.delivery, *self.cams)
-        while any(p.get_subscription_count() < count for p in pubs):
-            assert time.monotonic() < deadline, 'subscriptions did not match'
-            time.sleep(0.05)
-        time.sleep(0.3)
+    def wait_matched(self, nodes, count=1, timeout_s=10.0):
+        """Both sides of the matches between these publishers and ``nodes``."""
+        wait_matched((self.verdict, self.gradcam, self.delivery, *self.cams), nodes,
+                     count=count, timeout=timeout_s)
 
     def send_verdict(self, bolt: int, message: str, stamp_ns: int = 0, latency_ms=120.0):
         """A verdict as the classifier sends it; stamp 0 = one without its trigger stamp."""
@@ -135,7 +133,7 @@ def test_log_node_joins_mosaics_by_trigger_stamp_and_records_delivery(graph, rcl
     diagnostics = []
     line.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
     assert bring_up(log)
-    line.wait_matched()
+    line.wait_matched([log])
     t0 = time.time_ns() - 10**9
     stamps = {bolt: t0 + bolt * 1_000_000 for bolt in range(1, 5)}
     line.send_views(stamps[1])

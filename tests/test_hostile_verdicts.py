@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip('rclpy')
 
 from bolt_inspection_msgs.msg import Verdict, ViewResult  # noqa: E402
+from conftest import wait_matched  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -113,8 +114,7 @@ def test_every_consumer_drops_counts_and_goes_on(rclpy_context, tmp_path):
         for node in nodes:
             assert bring_up(node), node.get_name()
         # The driver and the three consumers.
-        assert _wait(lambda: publisher.get_subscription_count() >= 4)
-        time.sleep(0.3)
+        wait_matched([publisher], (*nodes, driver), count=4)
         for msg in HOSTILE:
             publisher.publish(msg)
         publisher.publish(_good(1, True))

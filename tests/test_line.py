@@ -11,6 +11,8 @@ import pytest
 pytest.importorskip('rclpy')
 
 
+from conftest import wait_matched  # noqa: E402
+
 from bolt_inspection.core.config import load_yaml  # noqa: E402
 from bolt_inspection.graph import line_nodes  # noqa: E402
 from bolt_inspection.nodes.lifecycle_util import bring_down, bring_up  # noqa: E402
@@ -65,15 +67,20 @@ def line_factory(rclpy_context, tiny_artifact):
         line.add_node(driver)
         lines.append(line)
         line.start()
-        deadline = time.monotonic() + 10
-        while driver.trigger_pub.get_subscription_count() < len(specs):
-            assert time.monotonic() < deadline, 'nodes did not subscribe to /line/trigger'
-            time.sleep(0.05)
-        time.sleep(0.5)  # the subscriber side of the image topics' matching
+        _wait_line_matched(line, driver, count=len(specs))
         return line, driver
     yield make
     for line in lines:
         line.stop()
+
+
+def _wait_line_matched(line, driver, count=1):
+    """The trigger reaches every node and every camera's images reach the classifier (both
+    sides of each match), so no first frame is lost."""
+    images = [p for node in line.nodes.values() for p in node.publishers
+              if p.topic_name.endswith('/image_raw')]
+    wait_matched([driver.trigger_pub], list(line.nodes.values()), count=count)
+    wait_matched(images, list(line.nodes.values()))
 
 
 def _by_id(records, first, count):
@@ -137,7 +144,7 @@ def test_silent_camera_makes_only_its_bolts_ng(line_factory, core_inspector):
     drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7203, timeout_s=10)
     _wait(driver, 7201, 4)
     assert bring_up(line.nodes['cam2'])
-    time.sleep(0.5)
+    _wait_line_matched(line, driver)
     drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7205, timeout_s=10)
     verdicts = _wait(driver, 7201, 6)
     assert sorted(verdicts) == [str(b) for b in range(7201, 7207)]
@@ -165,7 +172,7 @@ def test_classifier_restart_mid_run_recovers(line_factory, core_inspector):
     classifier = line.nodes['classifier']
     bring_down(classifier)               # deactivate + cleanup: the model is dropped
     assert bring_up(classifier)          # configure (reload) + activate
-    time.sleep(0.5)
+    _wait_line_matched(line, driver)
     drive(line, driver, bolts=2, rate_per_min=600, first_bolt=7403, timeout_s=10)
     verdicts = _wait(driver, 7401, 4)
     assert sorted(verdicts) == ['7401', '7402', '7403', '7404']

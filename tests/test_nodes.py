@@ -11,6 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
+from conftest import wait_matched  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -76,16 +77,9 @@ class Rig:
         self.thread.start()
 
     def wait_matched(self, node_count=1, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(p.get_subscription_count() >= node_count for p in self.cam_pubs.values()) \
-                    and self.driver.trigger_pub.get_subscription_count() >= node_count:
-                # Matching is seen by the publisher first; give the subscriber side a moment,
-                # best-effort frames sent before it matched are lost.
-                time.sleep(0.3)
-                return
-            time.sleep(0.05)
-        raise AssertionError('subscribers did not match')
+        """The probe's trigger and image publishers matched by the nodes, both sides."""
+        wait_matched([*self.cam_pubs.values(), self.driver.trigger_pub], self.nodes,
+                     count=node_count, timeout=timeout)
 
     def bolt(self, bolt_id, level=10, skip=(), bad=None):
         """Trigger a bolt and publish its views (uniform grey ``level``)."""
@@ -327,9 +321,7 @@ def test_camera_node_publishes_trigger_stamped_frames(rclpy_context, rig_factory
     rig.driver.create_subscription(Image, '/cam1/image_raw', got.append,
                                    qos_profile_sensor_data)
     deadline = time.monotonic() + 5
-    while rig.driver.trigger_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_matched([rig.driver.trigger_pub], [cam])
     stamp = rig.driver.trigger(7)
     while not got and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -408,10 +400,8 @@ def test_camera_node_device_source_and_diagnostics(rclpy_context, rig_factory, t
     rig.driver.create_subscription(Image, '/cam3/image_raw', frames.append,
                                    qos_profile_sensor_data)
     rig.driver.create_subscription(DiagnosticArray, '/diagnostics', arrays.append, 10)
+    wait_matched([rig.driver.trigger_pub], rig.nodes)
     deadline = time.monotonic() + 5
-    while rig.driver.trigger_pub.get_subscription_count() < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
     for bolt in range(8401, 8405):
         rig.driver.trigger(bolt)
         time.sleep(0.05)

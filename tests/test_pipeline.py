@@ -195,3 +195,28 @@ def test_a_fault_after_the_verdict_never_sends_a_second_one(make):
     bolt(pipeline, 60)
     assert wait_for(lambda: any('no pictures' in text for _, text in out.logs))
     assert out.verdicts['60'].ok and pipeline.snapshot()['verdicts'] == 1
+
+
+def test_classifier_params_refuse_in_one_line_what_a_descriptor_cannot():
+    from bolt_inspection.core.errors import ConfigError
+    from bolt_inspection.nodes.classifier_params import ClassifierParams
+
+    params = ClassifierParams.from_mapping({'model': 'm', 'cams': [0, 1], 'frame_size': [0, 0],
+                                            'unknown_extra': 1})
+    assert params.cams == (0, 1) and params.frame_size is None
+    assert params.pipeline_settings().cams == (0, 1)
+    assert params.camera_topics() == {0: '/cam0/image_raw', 1: '/cam1/image_raw'}
+    for changes, words in (({'model': ''}, 'no model'),
+                           ({'image_reliability': 'sometimes'}, 'image_reliability'),
+                           ({'drift_policy': 'panic'}, 'drift_policy'),
+                           ({'engine': 'gpu'}, 'engine'),
+                           ({'camera_topic': '/cam/image'}, 'camera_topic'),
+                           ({'queue_size': 0}, 'queue_size')):
+        with pytest.raises(ConfigError, match=words) as info:
+            ClassifierParams.from_mapping({'model': 'm', **changes})
+        assert '\n' not in str(info.value)
+    assert params.with_values(view_timeout_s=0.5).view_timeout_s == 0.5
+    with pytest.raises(ConfigError, match='read-only'):
+        params.with_values(cams=(0,))
+    with pytest.raises(ConfigError, match='view_timeout_s'):
+        params.with_values(view_timeout_s=0.0)

@@ -539,7 +539,8 @@ def test_closed_loop_with_cameras_classifier_and_tiny_model(rclpy_context, make_
         line.start()
         bridge = line.nodes['plc_bridge']
         assert wait_for(lambda: bridge.trigger_subscribers() >= 4, 10.0)
-        time.sleep(0.5)
+        # Start is refused until every stage is alive, which now includes every match.
+        assert wait_for(lambda: bridge.path.alive, 10.0), bridge.path.reason
         assert bridge.set_conveyor(True)[0]
         assert wait_for(lambda: sim.summary()['done'], timeout=bolts * 0.5 + 20.0)
     finally:

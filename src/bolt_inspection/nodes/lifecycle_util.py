@@ -109,7 +109,11 @@ def publish_diagnostics(node, publisher, status) -> None:
 
 
 def state_label(node: LifecycleNode) -> str:
-    """The node's current lifecycle state label ('unconfigured', 'inactive', 'active', ...)."""
+    """The node's current lifecycle state label ('unconfigured', 'inactive', 'active', ...).
+
+    rclpy (9.1, Kilted) has no public accessor: its own trigger_shutdown reads the same
+    ``_state_machine``; this is the one place the project does.
+    """
     return node._state_machine.current_state[1]
 
 

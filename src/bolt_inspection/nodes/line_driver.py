@@ -76,9 +76,10 @@ class LineDriver(Node):
         self.trigger_pub = self.create_publisher(Header, trigger_topic, TRIGGER_QOS)
         # Triggers from someone else (PLC bridge, bag player) are timed from their arrival here:
         # a replayed trigger's stamp is from the recording.
-        self.create_subscription(Header, trigger_topic, self._on_trigger, TRIGGER_QOS)
-        self.create_subscription(topics.VERDICT_TYPE, topics.VERDICT, self._on_verdict,
-                                 VERDICT_QOS)
+        self._trigger_sub = self.create_subscription(Header, trigger_topic, self._on_trigger,
+                                                     TRIGGER_QOS)
+        self._verdict_sub = self.create_subscription(topics.VERDICT_TYPE, topics.VERDICT,
+                                                     self._on_verdict, VERDICT_QOS)
         if keep_gradcam:
             self.create_subscription(Image, topics.GRADCAM, self._on_gradcam,
                                      topics.PREVIEW_QOS)
@@ -119,6 +120,17 @@ class LineDriver(Node):
         now = self.get_clock().now().nanoseconds
         with self._lock:
             self.state.triggers.setdefault(msg.frame_id, now)
+
+    def hears_the_line(self, timeout_s: float = 10.0) -> bool:
+        """Wait until this driver's trigger and verdict subscriptions are matched (someone
+        publishes both), so it counts every bolt from the first; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while (self._trigger_sub.get_publisher_count() < 1
+               or self._verdict_sub.get_publisher_count() < 1):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def triggered_ids(self) -> list[str]:
         """Bolt ids triggered so far (by this driver or observed on the trigger topic)."""

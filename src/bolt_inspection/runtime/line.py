@@ -163,6 +163,9 @@ def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float,
     driver.interrupted = False
     plc = 'plc_bridge' in line.nodes
     if plc:
+        # Count every bolt from the first: the driver hears the bridge's triggers and the
+        # classifier's verdicts before the conveyor starts.
+        _wait_until_heard(driver)
         # The bridge connects in its worker after activation; retry until the PLC answers.
         deadline = time.monotonic() + 15.0
         while True:
@@ -197,6 +200,12 @@ def follow(line: ComposedLine, driver, *, bolts: int, grace_s: float,
     except KeyboardInterrupt:
         pass
     return driver.triggered_ids()
+
+
+def _wait_until_heard(driver) -> None:
+    if not driver.hears_the_line():
+        print('warning: the run summary may miss the first bolts (trigger or verdict topic not '
+              'matched yet)', flush=True)
 
 
 def plc_mode(options: LineOptions, source: str) -> str:
@@ -411,7 +420,9 @@ def run_line(options: LineOptions) -> int:
         listeners = 1 + sum(s.executable in ('camera_node', 'classifier_node') for s in specs)
         if mode == 'sim':
             wait_for_subscribers(driver.trigger_pub, listeners)
-            time.sleep(0.5)  # subscriber side of the match (best-effort images)
+            # The bridge refuses Start until every stage hears its inputs; the driver must hear
+            # the triggers and verdicts too, or the summary misses the first bolts.
+            _wait_until_heard(driver)
             outcome = closed_loop(driver, sim, grace_s=view_timeout + 2.0,
                                   tally_s=options.tally_period,
                                   stall_s=max(30.0, 3 * 60.0 / options.rate + 20.0))
