@@ -35,24 +35,22 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from bolt_inspection.core.errors import BoltInspectionError
+from bolt_inspection.core.errors import BoltInspectionError, ConfigError
 from bolt_inspection.core.line.join import Bundle, ViewJoiner
 from bolt_inspection.core.line.latency import LatencyStats
 from bolt_inspection.core.line.pipeline import (
     InspectionPipeline,
     PipelineOutput,
-    PipelineSettings,
 )
 from bolt_inspection.core.line.verdict import BOLT_ID, encode_verdict
 from bolt_inspection.core.model.engine import ENGINE_CHOICES
 from bolt_inspection.core.vision.drift import (
-    DRIFT_POLICIES,
-    DriftBands,
     DriftGuard,
     DriftMonitor,
 )
 from bolt_inspection.core.vision.drift import load_reference as load_drift_reference
 from bolt_inspection.nodes import topics
+from bolt_inspection.nodes.classifier_params import DYNAMIC, ClassifierParams
 from bolt_inspection.nodes.image_conv import bgr_to_image, image_to_bgr
 from bolt_inspection.nodes.lifecycle_util import (
     declare,
@@ -176,6 +174,7 @@ class ClassifierNode(LifecycleNode):
         self.frame_size = tuple(size) if len(size) == 2 and min(size) > 0 else None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+        self.params: ClassifierParams | None = None   # validated at configure
         self.inspector = None
         self.drift = DriftGuard(None, 'off')
         self.pipeline: InspectionPipeline | None = None   # from configure on
@@ -189,19 +188,23 @@ class ClassifierNode(LifecycleNode):
 
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
-        for param in params:
-            if param.name == 'view_timeout_s' and self.pipeline is not None:
-                self.pipeline.set_view_timeout(float(param.value))
-            if param.name in ('publish_gradcam', 'publish_heatmaps', 'model', 'view_timeout_s'):
-                self._params[param.name] = param.value
-            if param.name == 'publish_heatmaps' and param.value and self._pubs:
+        changes = {p.name: p.value for p in params if p.name in DYNAMIC}
+        if self.params is not None and changes:
+            try:
+                updated = self.params.with_values(**changes)
+            except ConfigError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.params = updated
+            if 'view_timeout_s' in changes and self.pipeline is not None:
+                self.pipeline.set_view_timeout(float(changes['view_timeout_s']))
+            if changes.get('publish_heatmaps') and self._pubs:
                 self._create_heatmap_publishers()
+        self._params.update(changes)
         return SetParametersResult(successful=True)
 
     def _drift_guard(self, model: str) -> DriftGuard:
         """The drift monitor of this model (core.vision.drift), or an inactive one, said why."""
-        p = self._params
-        policy = p['drift_policy']
+        policy = self.params.drift_policy
         if policy == 'off':
             return DriftGuard(None, 'off')
         reference = load_drift_reference(model)
@@ -217,9 +220,7 @@ class ClassifierNode(LifecycleNode):
         if why:
             self.get_logger().warning(f'drift monitoring off: {why}')
             return DriftGuard(None, policy)
-        bands = DriftBands(window=p['drift_window'], warn_z=p['drift_warn_z'],
-                           error_z=p['drift_error_z'], warn_shift=p['drift_warn_shift'],
-                           error_shift=p['drift_error_shift'])
+        bands = self.params.drift_bands()
         self.get_logger().info(f'drift monitoring: policy {policy}, window {bands.window} bolts')
         return DriftGuard(DriftMonitor(reference, boxes, bands), policy)
 
@@ -232,25 +233,14 @@ class ClassifierNode(LifecycleNode):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._params['image_reliability'] not in IMAGE_RELIABILITY:
-            self.get_logger().error(f"image_reliability {self._params['image_reliability']!r}: "
-                                    f"expected {' or '.join(IMAGE_RELIABILITY)}")
-            return TransitionCallbackReturn.FAILURE
-        if self._params['drift_policy'] not in DRIFT_POLICIES:
-            self.get_logger().error(f"drift_policy {self._params['drift_policy']!r}: expected "
-                                    f"{' | '.join(DRIFT_POLICIES)}")
-            return TransitionCallbackReturn.FAILURE
-        if self._params['engine'] not in ENGINE_CHOICES:
-            self.get_logger().error(f"engine {self._params['engine']!r}: expected one of "
-                                    f"{', '.join(ENGINE_CHOICES)}")
-            return TransitionCallbackReturn.FAILURE
-        model = self._params['model']
-        if not model:
-            self.get_logger().error('no model: set the "model" parameter to an artifact '
-                                    'directory (bolt-inspection train --out DIR)')
-            return TransitionCallbackReturn.FAILURE
         try:
-            self.inspector = self._factory(model, self._params['camera_config'])
+            self.params = ClassifierParams.from_mapping(self._params)
+        except ConfigError as exc:
+            self.get_logger().error(str(exc))
+            return TransitionCallbackReturn.FAILURE
+        model = self.params.model
+        try:
+            self.inspector = self._factory(model, self.params.camera_config)
         except BoltInspectionError as exc:
             where = '' if model in str(exc) else f' {model}'
             self.get_logger().error(f'cannot load model{where}: {exc}')
@@ -282,11 +272,8 @@ class ClassifierNode(LifecycleNode):
             self.get_logger().error(f'drift monitoring: {exc}')
             self.inspector = None
             return TransitionCallbackReturn.FAILURE
-        settings = PipelineSettings(cams=self.cams, view_timeout_s=self._params['view_timeout_s'],
-                                    queue_size=self._params['queue_size'],
-                                    max_pending=self._params['max_pending'],
-                                    stall_s=self._params['stall_s'])
-        self.pipeline = InspectionPipeline(self.inspector, settings, _Output(self), self.drift)
+        self.pipeline = InspectionPipeline(self.inspector, self.params.pipeline_settings(),
+                                           _Output(self), self.drift)
         self._pubs = {
             'verdict': self.create_lifecycle_publisher(topics.VERDICT_TYPE, topics.VERDICT,
                                                        VERDICT_QOS),
@@ -296,7 +283,7 @@ class ClassifierNode(LifecycleNode):
                                                            topics.DIAGNOSTICS_QOS),
             'alive': self.create_lifecycle_publisher(Header, topics.ALIVE, topics.ALIVE_QOS),
         }
-        if self._params['publish_heatmaps']:
+        if self.params.publish_heatmaps:
             self._create_heatmap_publishers()
         for warning in getattr(self.inspector, 'engine_warnings', ()):
             self.get_logger().warning(warning)
@@ -307,21 +294,21 @@ class ClassifierNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
         self.pipeline.start()
-        p = self._params
-        self._subs.append(self.create_subscription(Header, p['trigger_topic'], self._on_trigger,
+        p = self.params
+        self._subs.append(self.create_subscription(Header, p.trigger_topic, self._on_trigger,
                                                    TRIGGER_QOS,
                                                    callback_group=self._input_group))
         image_qos = QoSProfile(history=topics.IMAGE_QOS.history, depth=topics.IMAGE_QOS.depth,
-                               reliability=IMAGE_RELIABILITY[p['image_reliability']])
-        for cam in self.cams:
+                               reliability=IMAGE_RELIABILITY[p.image_reliability])
+        for cam, topic in p.camera_topics().items():
             self._view_subs[cam] = self.create_subscription(
-                Image, topics.camera_topic(cam, p['camera_topic']), self._image_callback(cam),
-                image_qos, callback_group=self._input_group)
+                Image, topic, self._image_callback(cam), image_qos,
+                callback_group=self._input_group)
             self._subs.append(self._view_subs[cam])
-        period = min(0.05, p['view_timeout_s'] / 10)
+        period = min(0.05, p.view_timeout_s / 10)
         self._own_timers.append(self.create_timer(period, self._on_expire_timer,
                                               callback_group=self._timer_group))
-        self._own_timers.append(self.create_timer(p['diagnostics_period_s'],
+        self._own_timers.append(self.create_timer(p.diagnostics_period_s,
                                               self._publish_diagnostics,
                                               callback_group=self._timer_group))
         self._own_timers.append(self.create_timer(topics.ALIVE_PERIOD_S, self._publish_alive,
@@ -456,8 +443,8 @@ class ClassifierNode(LifecycleNode):
         unheard = self.unheard_cameras()
         if unheard:
             self.get_logger().warning(
-                'no publisher on ' + ', '.join(topics.camera_topic(c, self._params[
-                    'camera_topic']) for c in unheard) + ' yet: not ready to inspect',
+                'no publisher on ' + ', '.join(self.params.camera_topics()[c] for c in unheard)
+                + ' yet: not ready to inspect',
                 throttle_duration_sec=5.0)
             return
         pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
@@ -487,11 +474,11 @@ class ClassifierNode(LifecycleNode):
     def _publish_images(self, bundle: Bundle, inspection) -> None:
         stamp = ns_to_stamp(bundle.stamp)
         try:
-            if self._params['publish_gradcam'] and 'gradcam' in self._pubs:
+            if self.params.publish_gradcam and 'gradcam' in self._pubs:
                 mosaic = self.inspector.render_mosaic(inspection, bundle.bolt_id)
                 self._pubs['gradcam'].publish(bgr_to_image(mosaic, stamp=stamp,
                                                            frame_id='inspection'))
-            if self._params['publish_heatmaps']:
+            if self.params.publish_heatmaps:
                 from bolt_inspection.core.model.gradcam import overlay
                 for cam, heatmap in (inspection.heatmaps or {}).items():
                     crop = (inspection.crops or {}).get(cam)
@@ -562,8 +549,8 @@ class _Output(PipelineOutput):
         return self.node._publish_verdict(bundle, verdict)
 
     def wants_images(self) -> bool:
-        p = self.node._params
-        return bool(p['publish_gradcam'] or p['publish_heatmaps'])
+        p = self.node.params
+        return bool(p.publish_gradcam or p.publish_heatmaps)
 
     def images(self, bundle: Bundle, inspection) -> None:
         self.node._publish_images(bundle, inspection)
