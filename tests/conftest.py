@@ -63,6 +63,18 @@ def rclpy_context(ros_domain_id):
     gc.collect()
 
 
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes; its last answer."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
 def wait_matched(publishers, nodes=(), *, count: int = 1, timeout: float = 10.0) -> None:
     """Wait until both sides of each DDS match are up, instead of a fixed sleep.
 

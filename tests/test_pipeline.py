@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from bolt_inspection.core.line.fusion import fuse
 from bolt_inspection.core.line.pipeline import (
@@ -63,15 +64,6 @@ class Recorder(PipelineOutput):
 
     def log(self, level, text):
         self.logs.append((level, text))
-
-
-def wait_for(predicate, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 def bolt(pipeline, bolt_id: int, level: int = 10, skip=()):

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from bolt_inspection.core.plc.contract import (
     VERDICT_NG,
@@ -29,15 +30,6 @@ FAST = {'poll_period_s': 0.01, 'heartbeat_period_s': 0.1, 'status_period_s': 0.1
 
 def truth_even_ng(n: int) -> str:
     return 'NG' if n % 2 == 0 else 'OK'
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 class Recorder(LinkEvents):
