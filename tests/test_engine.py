@@ -199,15 +199,58 @@ def test_a_failed_validation_keeps_auto_on_the_reference(exported, copy_of):
     data = dict(np.load(path / 'engines' / 'validation.npz'))
     for key in ('p_openvino_int8', 'p_openvino_bf16'):
         data[key] = 1.0 - data['p_ref']          # every decision flipped
+    _resign(path, data)
+    inspector = Inspector.from_artifact(path)
+    assert inspector.engine.name == 'tf'
+    assert any('failed validation' in w and 'decision_agreement' in w
+               for w in inspector.engine_warnings)
+
+
+def _resign(path, data):
     np.savez_compressed(path / 'engines' / 'validation.npz', **data)
     manifest_path = path / 'engines' / 'manifest.json'
     manifest = json.loads(manifest_path.read_text())
     manifest['files']['validation.npz'] = eng.file_sha256(path / 'engines' / 'validation.npz')
     manifest_path.write_text(json.dumps(manifest))
-    inspector = Inspector.from_artifact(path)
-    assert inspector.engine.name == 'tf'
-    assert any('failed validation' in w and 'decision_agreement' in w
-               for w in inspector.engine_warnings)
+
+
+def test_an_engine_that_shifts_probabilities_runs_at_its_own_threshold(exported, copy_of):
+    """bf16 lowers every NG probability a little: at a low calibrated threshold a few decisions
+    flip and the engine fails validation. At its own, slightly lower threshold (from the stored
+    validation data) it agrees with the reference again, keeps the NG recall, and runs."""
+    path = copy_of(exported)
+    threshold = load_artifact(path).metadata.threshold
+    data = dict(np.load(path / 'engines' / 'validation.npz'))
+    n = len(data['p_ref'])
+    data['p_ref'] = np.linspace(0.0, 1.0, n)
+    data['labels'] = (data['p_ref'] >= threshold).astype(np.int64)
+    data['p_openvino_bf16'] = np.clip(data['p_ref'] - 0.08, 0.0, 1.0)
+    _resign(path, data)
+    inspector = Inspector.from_artifact(path, engine='openvino-bf16')
+    assert inspector.engine.name == 'openvino-bf16', inspector.engine_warnings
+    assert threshold - 0.09 < inspector.threshold < threshold
+    assert 'own NG threshold' in inspector.engine_note
+    # The reference keeps the model's threshold.
+    assert Inspector.from_artifact(path, engine='tf').threshold == threshold
+
+
+def test_engine_threshold_recovers_a_shift_and_never_trades_ng_recall():
+    p_ref = np.linspace(0.0, 1.0, 400)
+    labels = (p_ref >= 0.13).astype(int)
+    same, corr = np.ones(400, bool), np.ones(400)
+    shifted = np.clip(p_ref - 0.02, 0, 1)
+    plain = eng.agreement(p_ref, shifted, same, corr, 0.13, labels)
+    assert not plain['passes'] and plain['ng_recall'] < 1.0
+    check = eng.recalibrated_agreement(p_ref, shifted, same, corr, 0.13, labels)
+    assert check['passes'] and check['recalibrated']
+    assert check['ng_recall'] == check['ng_recall_reference'] == 1.0
+    assert 0.105 <= check['engine_threshold'] <= 0.111
+    assert check['failures_at_threshold'] == plain['failures']
+    # Agreeing engines keep the reference's threshold; noise no threshold can fix stays failed.
+    assert eng.engine_threshold(p_ref, p_ref, 0.13, labels) == 0.13
+    noise = np.random.default_rng(0).uniform(0, 1, 400)
+    failed = eng.recalibrated_agreement(p_ref, noise, same, corr, 0.13, labels)
+    assert not failed['passes'] and not failed['recalibrated']
 
 
 def test_an_unknown_engine_is_one_clear_error(tiny_artifact):  # noqa: F811

@@ -287,6 +287,8 @@ class ClassifierNode(LifecycleNode):
             self._create_heatmap_publishers()
         for warning in getattr(self.inspector, 'engine_warnings', ()):
             self.get_logger().warning(warning)
+        if getattr(self.inspector, 'engine_note', ''):
+            self.get_logger().info(self.inspector.engine_note)
         self.get_logger().info(f'model {self.inspector.model_id} (threshold '
                                f'{self.inspector.threshold:.3f}), cameras {list(self.cams)}')
         return TransitionCallbackReturn.SUCCESS

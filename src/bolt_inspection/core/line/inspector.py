@@ -98,6 +98,10 @@ class Inspector:
         selection = load_engine(artifact, engine, threshold=self.threshold)
         self.engine_requested = engine
         self.engine_warnings = list(selection.warnings)
+        # A recalibrated engine decides at its own threshold (stored with its export).
+        self.engine_note = selection.note
+        if selection.threshold is not None:
+            self.threshold = float(selection.threshold)
         self.use_engine(selection.engine)
         # The model batch, reused bolt after bolt (one float32 (n, h, w, 3) array instead of two
         # fresh ones per bolt). Only the inference pass reads it: results never point into it.

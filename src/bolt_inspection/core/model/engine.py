@@ -370,15 +370,18 @@ def _cell(peak, shape, grid_hw):
 
 def agreement(p_ref: np.ndarray, p: np.ndarray, peak_same: np.ndarray, corr: np.ndarray,
               threshold: float, labels: np.ndarray | None = None,
-              peak_strict: np.ndarray | None = None) -> dict[str, Any]:
+              peak_strict: np.ndarray | None = None,
+              engine_threshold: float | None = None) -> dict[str, Any]:
     """How an engine agrees with the reference over views, and whether it passes CRITERIA.
 
     Args:
         p_ref, p: NG probabilities of the reference and the engine.
         peak_same, corr: From :func:`compare_views`.
-        threshold: The NG threshold the decisions are taken at.
+        threshold: The NG threshold the reference's decisions are taken at.
         labels: 1 = NG, 0 = OK, -1 = unknown per view (optional): adds NG recall of both.
         peak_strict: ``peak_same_strict`` of :func:`compare_views` (optional, reported only).
+        engine_threshold: The engine's own threshold (:func:`engine_threshold`); default
+            ``threshold``.
 
     Returns:
         ``views``, ``decision_agreement``, ``peak_cell_agreement``, ``heatmap_corr_mean``,
@@ -386,13 +389,15 @@ def agreement(p_ref: np.ndarray, p: np.ndarray, peak_same: np.ndarray, corr: np.
         labels ``ng_recall_reference`` / ``ng_recall``, and ``passes`` + ``failures`` (why not).
     """
     p_ref, p = np.asarray(p_ref, np.float64), np.asarray(p, np.float64)
+    t_eng = float(threshold if engine_threshold is None else engine_threshold)
     n = len(p_ref)
-    out: dict[str, Any] = {'views': int(n), 'threshold': float(threshold)}
+    out: dict[str, Any] = {'views': int(n), 'threshold': float(threshold),
+                           'engine_threshold': t_eng}
     if n == 0:
         return {**out, 'passes': False, 'failures': ['no validation views']}
     diff = np.abs(p - p_ref)
     out.update({
-        'decision_agreement': float(np.mean((p_ref >= threshold) == (p >= threshold))),
+        'decision_agreement': float(np.mean((p_ref >= threshold) == (p >= t_eng))),
         'peak_cell_agreement': float(np.mean(peak_same)),
         'heatmap_corr_mean': float(np.mean(corr)),
         'heatmap_corr_p01': float(np.percentile(corr, 1)),
@@ -409,13 +414,41 @@ def agreement(p_ref: np.ndarray, p: np.ndarray, peak_same: np.ndarray, corr: np.
         if ng.any():
             out['ng_views'] = int(ng.sum())
             out['ng_recall_reference'] = float(np.mean(p_ref[ng] >= threshold))
-            out['ng_recall'] = float(np.mean(p[ng] >= threshold))
+            out['ng_recall'] = float(np.mean(p[ng] >= t_eng))
             if out['ng_recall'] < out['ng_recall_reference']:
                 failures.append(f'NG recall {out["ng_recall"]:.4f} < the reference\'s '
                                 f'{out["ng_recall_reference"]:.4f}')
     out['passes'] = not failures
     out['failures'] = failures
     return out
+
+
+def engine_threshold(p_ref: np.ndarray, p: np.ndarray, threshold: float,
+                     labels: np.ndarray | None = None) -> float:
+    """The engine's own NG threshold: where its decisions best reproduce the reference's at
+    ``threshold`` on the validation views.
+
+    A lower-precision engine shifts every NG probability a little; near a low, recall-calibrated
+    threshold that flips a few decisions. Among the thresholds that keep the engine's NG recall
+    at least the reference's (when labels are known), the one with the highest decision
+    agreement wins; ``threshold`` itself when it is among the best, else the lowest of the best
+    (the cautious side: more NG, never fewer).
+    """
+    p_ref, p = np.asarray(p_ref, np.float64), np.asarray(p, np.float64)
+    if len(p) == 0:
+        return float(threshold)
+    candidates = np.unique(np.concatenate([[threshold], p]))
+    reference = p_ref >= threshold
+    decisions = p[None, :] >= candidates[:, None]
+    agree = (decisions == reference[None, :]).mean(axis=1)
+    if labels is not None and (np.asarray(labels) == 1).any():
+        ng = np.asarray(labels) == 1
+        agree[decisions[:, ng].mean(axis=1) < reference[ng].mean()] = -1.0
+    best = agree.max()
+    at_threshold = agree[np.searchsorted(candidates, threshold)]
+    if at_threshold >= best:
+        return float(threshold)
+    return float(candidates[np.argmax(agree >= best)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,20 +500,45 @@ def read_export(artifact) -> tuple[dict | None, str]:
 
 
 def validation_agreement(artifact, manifest: dict, name: str,
-                         threshold: float | None = None) -> dict | None:
+                         threshold: float | None = None, recalibrate: bool = True) -> dict | None:
     """Recompute an engine's agreement at ``threshold`` (default: the artifact's current one);
-    ``None`` when the export has no validation data for it."""
+    ``None`` when the export has no validation data for it.
+
+    An engine that misses the criteria at the reference's threshold is checked once more at its
+    own threshold (:func:`engine_threshold`, from the same stored validation data, so the export
+    and every load agree on it); the result says which (``engine_threshold``,
+    ``recalibrated``).
+    """
     path = export_dir(artifact.path) / VALIDATION_FILE
+    threshold = float(artifact.metadata.threshold if threshold is None else threshold)
     try:
         data = np.load(path)
         key = name.replace('-', '_')
-        return agreement(data['p_ref'], data[f'p_{key}'], data[f'peak_same_{key}'],
-                         data[f'corr_{key}'],
-                         artifact.metadata.threshold if threshold is None else threshold,
-                         data['labels'] if 'labels' in data else None,
-                         data.get(f'peak_strict_{key}'))
+        args = (data['p_ref'], data[f'p_{key}'], data[f'peak_same_{key}'], data[f'corr_{key}'],
+                threshold, data['labels'] if 'labels' in data else None,
+                data.get(f'peak_strict_{key}'))
     except (OSError, KeyError, ValueError):
         return None
+    return recalibrated_agreement(*args) if recalibrate else agreement(*args)
+
+
+def recalibrated_agreement(p_ref, p, peak_same, corr, threshold, labels=None,
+                           peak_strict=None) -> dict[str, Any]:
+    """:func:`agreement` at ``threshold``; when that fails, at the engine's own threshold if
+    that passes (``recalibrated`` True, the failures at ``threshold`` kept in
+    ``failures_at_threshold``)."""
+    labels = labels if labels is not None and (np.asarray(labels) >= 0).any() else None
+    check = agreement(p_ref, p, peak_same, corr, threshold, labels, peak_strict)
+    check['recalibrated'] = False
+    if check['passes']:
+        return check
+    own = engine_threshold(p_ref, p, threshold, labels)
+    if own == threshold:
+        return check
+    again = agreement(p_ref, p, peak_same, corr, threshold, labels, peak_strict, own)
+    if not again['passes']:
+        return check
+    return {**again, 'recalibrated': True, 'failures_at_threshold': check['failures']}
 
 
 @dataclass
@@ -492,12 +550,17 @@ class EngineSelection:
         requested: What was asked for (``'auto'`` or an engine name).
         warnings: One line per reason the requested / preferred engine is not running.
         checks: Engine -> agreement at the current threshold (from the export's validation).
+        threshold: The NG threshold to run the chosen engine at: the reference's, or the
+            engine's own when it was recalibrated (:func:`recalibrated_agreement`).
+        note: One line saying so when the engine runs at its own threshold.
     """
 
     engine: Engine
     requested: str
     warnings: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    threshold: float | None = None
+    note: str = ''
 
 
 def build_split_engine(artifact, manifest: dict, name: str, reference: ReferenceEngine,
@@ -551,7 +614,7 @@ def load_engine(artifact, requested: str = 'auto', *, threshold: float | None = 
     meta = artifact.metadata
     threshold = float(meta.threshold if threshold is None else threshold)
     reference = ReferenceEngine(artifact.model, meta.gradcam_layer, meta.ng_index)
-    selection = EngineSelection(reference, requested)
+    selection = EngineSelection(reference, requested, threshold=threshold)
     if requested == 'tf':
         return selection
     manifest, problem = read_export(artifact)
@@ -592,6 +655,16 @@ def load_engine(artifact, requested: str = 'auto', *, threshold: float | None = 
             reasons.append(f'{name} cannot run: {type(exc).__name__}: {text}')
             continue
         selection.engine = engine
+        if check.get('recalibrated'):
+            selection.threshold = check['engine_threshold']
+            selection.note = (f'{name} runs at its own NG threshold '
+                              f"{selection.threshold:.4f} (the reference's {threshold:.4f}: "
+                              f'{"; ".join(check["failures_at_threshold"])}); there it agrees '
+                              f'with the reference on {check["decision_agreement"]:.4f} of '
+                              f'the validation views'
+                              + (f', NG recall {check["ng_recall"]:.4f} (reference '
+                                 f'{check["ng_recall_reference"]:.4f})'
+                                 if 'ng_recall' in check else ''))
         break
     if selection.engine is reference:
         what = 'no engine of the export' if requested == 'auto' else f'engine {requested}'

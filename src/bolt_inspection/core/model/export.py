@@ -273,18 +273,24 @@ def export_artifact(artifact_dir: str | Path, calibration_views: np.ndarray,
             arrays[f'peak_same_{key}'] = cmp[name]['peak_same']
             arrays[f'corr_{key}'] = cmp[name]['corr']
             arrays[f'peak_strict_{key}'] = cmp[name]['peak_same_strict']
-            check = eng.agreement(cmp[name]['p_ref'], cmp[name]['p'], cmp[name]['peak_same'],
-                                  cmp[name]['corr'], meta.threshold,
-                                  labels if (labels >= 0).any() else None,
-                                  cmp[name]['peak_same_strict'])
+            # At the model's threshold, or (recalibrated) at the engine's own: the same rule
+            # load_engine applies to the stored arrays, so the two agree.
+            check = eng.recalibrated_agreement(
+                cmp[name]['p_ref'], cmp[name]['p'], cmp[name]['peak_same'], cmp[name]['corr'],
+                meta.threshold, labels, cmp[name]['peak_same_strict'])
             manifest['engines'][name] = {'ir': ir, 'precision_hint': precision,
+                                         'threshold': check['engine_threshold'],
                                          'validation': check}
             if name == 'openvino-int8':
                 manifest['engines'][name]['kept_f32'] = kept_f32
+            own = (f' at its own threshold {check["engine_threshold"]:.4f} (the model\'s '
+                   f'{meta.threshold:.4f}: {"; ".join(check["failures_at_threshold"])})'
+                   if check['recalibrated'] else '')
             say(f'export: {name}: decision {check["decision_agreement"]:.4f}, peak cell '
                 f'{check["peak_cell_agreement"]:.4f}, heatmap corr '
                 f'{check["heatmap_corr_mean"]:.4f}, max |dp| {check["p_ng_abs_diff_max"]:.4f}'
-                f' -> {"passes" if check["passes"] else "FAILS: " + "; ".join(check["failures"])}')
+                f'{own} -> '
+                f'{"passes" if check["passes"] else "FAILS: " + "; ".join(check["failures"])}')
         np.savez_compressed(work / eng.VALIDATION_FILE, **arrays)
         probe = _pick_probe(cmp, meta.threshold)
         np.savez_compressed(work / eng.PROBE_FILE, views=validation_views[probe])
