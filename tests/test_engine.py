@@ -303,3 +303,22 @@ def test_the_export_command_on_an_older_artifact(tiny_artifact, copy_of, tmp_pat
     assert manifest['validation']['views'] == 32
     assert main(['export', '--model', str(path), '--status']) == 0
     assert 'auto runs openvino-' in capsys.readouterr().out
+
+
+def test_views_on_the_threshold_are_ties_but_ng_recall_counts_them():
+    """Training calibrates the threshold on the views the export validates on: one view sits on
+    it, others within float noise. Their decisions are ties (not counted in the agreement); an
+    NG view among them still counts for NG recall."""
+    t = 0.1294
+    p_ref = np.concatenate([np.linspace(0.0, 0.1, 100), [t, t - 0.0004, t - 0.0004],
+                            np.linspace(0.2, 1.0, 97)])
+    labels = (p_ref >= t).astype(int)
+    p = p_ref.copy()
+    p[100], p[101], p[102] = t - 0.005, t + 0.001, t + 0.004   # the ties flip both ways
+    same, corr = np.ones(200, bool), np.ones(200)
+    plain = eng.agreement(p_ref, p, same, corr, t, labels)
+    assert plain['decision_ties'] == 3 and plain['decision_agreement'] == 1.0
+    assert not plain['passes'] and any('NG recall' in f for f in plain['failures'])
+    check = eng.recalibrated_agreement(p_ref, p, same, corr, t, labels)
+    assert check['passes'] and check['recalibrated'] and check['engine_threshold'] < t
+    assert check['ng_recall'] == check['ng_recall_reference']

@@ -74,6 +74,10 @@ CRITERIA = {'decision_agreement': 0.995, 'peak_cell_agreement': 0.99,
 #: Two heatmap cells within this fraction of the reference's maximum are both its peak (a tie
 #: the reference itself cannot break; see :func:`compare_views`).
 PEAK_TIE = 0.01
+#: A view whose reference NG probability is within this of the threshold is a tie: its decision
+#: is not counted in the decision agreement (training calibrates the threshold on the very
+#: views the export validates on, so some sit on it). NG recall still counts every NG view.
+DECISION_TIE = 0.005
 #: Load-time check on the probe views (chosen far from the threshold at export).
 PROBE_MAX_P_DIFF = 0.1
 PROBE_MIN_CORR = 0.95
@@ -384,9 +388,11 @@ def agreement(p_ref: np.ndarray, p: np.ndarray, peak_same: np.ndarray, corr: np.
             ``threshold``.
 
     Returns:
-        ``views``, ``decision_agreement``, ``peak_cell_agreement``, ``heatmap_corr_mean``,
-        ``heatmap_corr_p01`` (1st percentile), ``p_ng_abs_diff_max`` and ``_median``, with
-        labels ``ng_recall_reference`` / ``ng_recall``, and ``passes`` + ``failures`` (why not).
+        ``views``, ``decision_agreement`` (over the views that are no tie, see
+        :data:`DECISION_TIE`; ``decision_ties`` how many were), ``peak_cell_agreement``,
+        ``heatmap_corr_mean``, ``heatmap_corr_p01`` (1st percentile), ``p_ng_abs_diff_max``
+        and ``_median``, with labels ``ng_recall_reference`` / ``ng_recall``, and ``passes`` +
+        ``failures`` (why not).
     """
     p_ref, p = np.asarray(p_ref, np.float64), np.asarray(p, np.float64)
     t_eng = float(threshold if engine_threshold is None else engine_threshold)
@@ -396,8 +402,11 @@ def agreement(p_ref: np.ndarray, p: np.ndarray, peak_same: np.ndarray, corr: np.
     if n == 0:
         return {**out, 'passes': False, 'failures': ['no validation views']}
     diff = np.abs(p - p_ref)
+    decided = np.abs(p_ref - threshold) > DECISION_TIE
     out.update({
-        'decision_agreement': float(np.mean((p_ref >= threshold) == (p >= t_eng))),
+        'decision_agreement': float(np.mean(((p_ref >= threshold) == (p >= t_eng))[decided]))
+        if decided.any() else 1.0,
+        'decision_ties': int(n - decided.sum()),
         'peak_cell_agreement': float(np.mean(peak_same)),
         'heatmap_corr_mean': float(np.mean(corr)),
         'heatmap_corr_p01': float(np.percentile(corr, 1)),

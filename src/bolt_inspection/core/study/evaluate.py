@@ -771,7 +771,7 @@ def evaluate_model(model_path, data_path, out_dir, *, split: str = 'auto', batch
         DatasetError: The dataset is missing or empty.
     """
     from bolt_inspection.core.model.artifact import HISTORY_FILE
-    from bolt_inspection.core.study.report import (
+    from bolt_inspection.core.study.figures import (
         HeatmapView,
         plot_confusion,
         plot_gradcam_gallery,

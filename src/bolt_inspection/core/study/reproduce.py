@@ -372,7 +372,7 @@ def run_study(out_dir, *, quick: bool = False, seed: int = 0, epochs: int | None
         A :class:`StudyResult`.
     """
     from bolt_inspection.core.study.evaluate import evaluate_model, markdown_table2
-    from bolt_inspection.core.study.report import plot_side_by_side
+    from bolt_inspection.core.study.figures import plot_side_by_side
     from bolt_inspection.core.vision.dataset import load_dataset
     from bolt_inspection.core.vision.roi import CameraConfig
     from bolt_inspection.core.vision.synth import default_roi_boxes

@@ -259,7 +259,7 @@ def plot_drift(result: dict, out_png: str | Path, *, title: str = '',
         title: Figure title.
         others: ``(label, result)`` of other models to draw beside it (dotted, same colours).
     """
-    from bolt_inspection.core.study.report import _pyplot
+    from bolt_inspection.core.study.figures import _pyplot
 
     plt = _pyplot()
     panels = (('bolt_ng_recall', 'bolt NG recall'), ('bolt_f1_ng', 'bolt F1 NG'),

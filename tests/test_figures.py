@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bolt_inspection.core.study.report import (
+from bolt_inspection.core.study.figures import (
     HeatmapView,
     normalise_history,
     plot_confusion,
