@@ -140,7 +140,7 @@ def fast_eval(model, f4_test, records, boxes, input_size, threshold, x_test=None
                                         rec.bolt_label, float(probs[i, 1]), rec.defect, check))
             if gallery is not None and check is not None:
                 from bolt_inspection.core.study.evaluate import crop_region
-                from bolt_inspection.core.study.report import HeatmapView
+                from bolt_inspection.core.study.figures import HeatmapView
 
                 size = (2 * w, 2 * h)
                 crop = cv2.resize(x_test[start + i][:, :, ::-1], size)
@@ -151,7 +151,7 @@ def fast_eval(model, f4_test, records, boxes, input_size, threshold, x_test=None
                                          f'p={probs[i, 1]:.2f}', hit=check.located))
     if gallery is not None:
         from bolt_inspection.core.study.evaluate import pick_gallery
-        from bolt_inspection.core.study.report import plot_gradcam_gallery
+        from bolt_inspection.core.study.figures import plot_gradcam_gallery
 
         plot_gradcam_gallery(pick_gallery(views, 24), gallery, title=f'{gallery.parent.name}')
     if gallery is not None:

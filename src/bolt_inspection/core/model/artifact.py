@@ -13,7 +13,6 @@ the weights change, and it is what the verdict messages report.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.files import file_sha256
 from bolt_inspection.core.vision.roi import Box
 
 MODEL_FILE = 'model.keras'
@@ -145,14 +145,6 @@ class ModelArtifact:
     metadata: ModelMetadata
     path: Path
     model_id: str
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_artifact(model, metadata: ModelMetadata, out_dir: str | Path,

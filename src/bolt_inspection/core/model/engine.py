@@ -36,7 +36,6 @@ as :mod:`bolt_inspection.core.model.keras_backend` sizes TensorFlow's).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from bolt_inspection.core.errors import ConfigError, ImageError
+from bolt_inspection.core.files import file_sha256
 
 #: Engines an artifact can run on; ``'tf'`` is the reference.
 ENGINES = ('tf', 'openvino-f32', 'openvino-bf16', 'openvino-int8')
@@ -121,14 +121,6 @@ def cpu_capabilities() -> tuple[str, ...]:
         return tuple(openvino_core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
     except Exception:  # noqa: BLE001 - no openvino, or no CPU plugin: no capability
         return ()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
