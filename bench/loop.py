@@ -1,6 +1,6 @@
 """The closed loop: PLC simulator -> bridge -> cameras -> classifier -> bridge -> verdict regs.
 
-This process runs the PLC simulator (``plc_server.PlcSimulator``, a real Modbus TCP server on
+This process runs the PLC simulator (``core.plc.server.PlcSimulator``, a real Modbus TCP server on
 127.0.0.1) and steps the conveyor rate. The line (``graph.line_nodes``: 4 synthetic cameras +
 classifier + PLC bridge) runs in one of two shapes (``--shape``):
 
