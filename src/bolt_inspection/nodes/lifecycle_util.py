@@ -224,6 +224,33 @@ def _spin_until_shutdown(executor) -> None:
         pass
 
 
+#: After the node and rclpy are shut down, how long threads the process did not start itself as
+#: daemons (the executor's workers) may take before the process exits without them.
+EXIT_GRACE_S = 3.0
+
+
 def exit_main(node_cls, args=None) -> None:
-    """Entry-point wrapper: ``sys.exit(node_main(...))``."""
-    sys.exit(node_main(node_cls, args))
+    """Entry-point wrapper: ``sys.exit(node_main(...))``.
+
+    The node and rclpy are shut down by then. A thread still running (once seen: a camera
+    process that outlived launch's 15-s grace after Ctrl-C, with nothing in its log) would keep
+    the interpreter from exiting; it gets :data:`EXIT_GRACE_S`, then the process exits with its
+    status anyway and names the threads on stderr.
+    """
+    import os
+    import threading
+    import time
+
+    code = node_main(node_cls, args)
+    deadline = time.monotonic() + EXIT_GRACE_S
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threading.enumerate()
+             if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    if stuck:
+        print(f'warning: {node_cls.__name__}: exiting with {len(stuck)} thread(s) still '
+              f'running after shutdown: {", ".join(stuck)}', file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code or 0)
+    sys.exit(code)
