@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 from fixtures_ml import tiny_artifact  # noqa: F401 (fixture of the end-to-end test)
 
 from bolt_inspection.core.plc.bridge import (
@@ -111,15 +112,6 @@ def test_backoff_doubles_to_the_cap_and_resets():
 
 def truth_even_ng(n: int) -> str:
     return 'NG' if n % 2 == 0 else 'OK'
-
-
-def wait_for(predicate, timeout: float = 5.0, period: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(period)
-    return predicate()
 
 
 # timeout_s stays generous: other engineers' jobs load this 2-core machine (load average 10),
@@ -584,7 +576,7 @@ def test_a_stalled_classifier_stops_the_heartbeat_and_the_conveyor(make_sim, mak
         assert wait_for(lambda: len(line.triggers) >= 2, timeout=5.0)
         beating.clear()                                     # the classifier's thread died
         died = time.monotonic()
-        assert wait_for(lambda: sim.registers()['conveyor_run'] == 0, timeout=2.0, period=0.01)
+        assert wait_for(lambda: sim.registers()['conveyor_run'] == 0, timeout=2.0)
         assert time.monotonic() - died < 1.0
         with sim.lock:
             in_flight = [b.bolt_id for b in sim.model.in_transit]

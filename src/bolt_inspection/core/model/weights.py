@@ -28,7 +28,6 @@ and are ignored. Its input convention is Caffe's (BGR minus the ImageNet mean), 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from bolt_inspection.core.errors import ModelError
+from bolt_inspection.core.files import file_sha256
 
 #: The named offline source.
 HED = 'hed'
@@ -181,14 +181,6 @@ def read_hed_convs(path: str | Path, convs=VGG16_CONVS) -> dict[str, list[np.nda
     return out
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def set_convs(model, convs: dict[str, list[np.ndarray]]) -> list[str]:
     """Set ``model``'s layers by name from :func:`read_hed_convs`' output.
 
@@ -218,7 +210,7 @@ def load_hed(model) -> WeightInfo:
     path = hed_weights_path()
     convs = read_hed_convs(path)
     set_convs(model, convs)
-    return WeightInfo(HED, HED_DESCRIPTION, file=str(path), sha256=sha256_of(path),
+    return WeightInfo(HED, HED_DESCRIPTION, file=str(path), sha256=file_sha256(path),
                       licence=f'MIT ({HED_DISTRIBUTION} {HED_VERSION})', layers=tuple(convs))
 
 
