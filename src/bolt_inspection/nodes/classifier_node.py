@@ -169,9 +169,6 @@ class ClassifierNode(LifecycleNode):
         # Injected factories (tests) keep their (model, camera_config) signature.
         self._factory = inspector_factory or functools.partial(default_inspector_factory,
                                                                engine=p['engine'])
-        self.cams = tuple(int(c) for c in p['cams'])
-        size = [int(v) for v in p['frame_size']]
-        self.frame_size = tuple(size) if len(size) == 2 and min(size) > 0 else None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.params: ClassifierParams | None = None   # validated at configure
@@ -185,6 +182,16 @@ class ClassifierNode(LifecycleNode):
         self._pubs = {}
         self._input_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+
+    @property
+    def cams(self) -> tuple[int, ...]:
+        """The cameras every bolt needs (the validated ``cams``; empty before configure)."""
+        return self.params.cams if self.params is not None else ()
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """The expected frame size; None accepts any (and before configure)."""
+        return self.params.frame_size if self.params is not None else None
 
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
