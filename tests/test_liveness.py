@@ -59,3 +59,16 @@ def test_an_overdue_bolt_is_reported_once_and_the_rest_in_flight_can_be_handed_o
 def test_timeouts_must_be_positive(kwargs):
     with pytest.raises(ValueError, match='must be > 0'):
         PathWatchdog(STAGES, **kwargs)
+
+
+def test_the_path_is_not_alive_until_the_trigger_reaches_every_stage():
+    """DDS matches the two ends of /line/trigger separately: every stage may hear the bridge
+    before the bridge's publisher has matched them all, and a trigger sent then is lost."""
+    dog = PathWatchdog(STAGES, stage_timeout_s=0.5)
+    _all_beat(dog, 0.0)
+    assert dog.check(0.1).alive                      # not reported: signs of life decide
+    dog.listeners(2)
+    health = dog.check(0.1)
+    assert not health.alive and health.reason == 'the trigger reaches 2 of 3 stages'
+    dog.listeners(4)                                 # a third party listens too: fine
+    assert dog.check(0.1).alive

@@ -11,7 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from conftest import wait_matched  # noqa: E402
+from conftest import wait_for, wait_matched  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -638,6 +638,41 @@ def test_a_drifted_camera_rejects_its_bolts_instead_of_passing_them(rclpy_contex
         time.sleep(0.1)
     status = [s for a in arrays for s in a.status if 'DRIFT' in s.message][-1]
     assert 'its bolts are rejected' in status.message
+
+
+def test_a_camera_gives_no_sign_of_life_until_its_frames_reach_a_reader(rclpy_context):
+    """A camera that hears the trigger but whose image publisher has not matched a reader yet
+    is not alive: a frame it published then would be lost (DDS matches each end of a topic on
+    its own, so the classifier may hear the camera before the camera's publisher matched it;
+    CI saw one bolt 'NG: missing view cam0; missing view cam1; missing view cam3')."""
+    from rclpy.node import Node
+    from std_msgs.msg import Header
+
+    cam = CameraNode('cam2', context=rclpy_context, parameter_overrides=[
+        Parameter('camera_index', value=2), Parameter('size', value=[160, 120])])
+    probe = Node('alive_probe', context=rclpy_context)
+    heard: list[float] = []
+    probe.create_subscription(Header, topics.ALIVE,
+                              lambda m: m.frame_id == 'cam2' and heard.append(time.monotonic()),
+                              topics.ALIVE_QOS)
+    probe.create_publisher(Header, topics.TRIGGER, topics.TRIGGER_QOS)
+    executor = make_executor(num_threads=2, context=rclpy_context)
+    for node in (cam, probe):
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert bring_up(cam)
+        assert wait_for(lambda: cam._trigger_sub.get_publisher_count() > 0), 'no trigger'
+        time.sleep(1.0)   # several alive periods
+        assert heard == [], 'cam2 alive while its frames reach nobody'
+        probe.create_subscription(Image, '/cam2/image_raw', lambda m: None, topics.IMAGE_QOS)
+        assert wait_for(lambda: heard), 'cam2 not alive once a reader is matched'
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5.0)
+        for node in (cam, probe):
+            node.destroy_node()
 
 
 def test_stages_give_no_sign_of_life_until_their_inputs_are_matched(rclpy_context):

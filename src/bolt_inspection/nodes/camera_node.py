@@ -215,13 +215,18 @@ class CameraNode(LifecycleNode):
             return True
 
     def _publish_alive(self) -> None:
-        # A sign of life only while the source is open and (when triggered) a trigger publisher
-        # is matched: a camera that cannot grab or cannot hear the trigger is a dead stage, and
-        # the PLC bridge stops the heartbeat (core.plc.liveness) and does not start the conveyor.
-        source, pub, trigger = self.source, self._alive_pub, self._trigger_sub
+        # A sign of life only while the source is open, (when triggered) a trigger publisher
+        # is matched and the image publisher has matched a reader: a camera that cannot grab,
+        # cannot hear the trigger or whose frames reach nobody is a dead stage, and the PLC
+        # bridge stops the heartbeat (core.plc.liveness) and does not start the conveyor. DDS
+        # matches each end of a topic on its own: the classifier may hear this camera before
+        # this camera's publisher has matched the classifier, and a frame published then is lost.
+        source, pub, trigger, frames = self.source, self._alive_pub, self._trigger_sub, self._pub
         if source is None or pub is None or source.state != 'open':
             return
         if trigger is not None and trigger.get_publisher_count() == 0:
+            return
+        if frames is None or frames.get_subscription_count() == 0:
             return
         pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.get_name()))
 

@@ -250,7 +250,7 @@ class PlcBridgeNode(LifecycleNode):
             link.submit(int(verdict.bolt_id), verdict.code)
 
     def _on_alive(self, msg: Header) -> None:
-        self.link.beat(msg.frame_id)
+        self.link.beat(msg.frame_id, trigger_listeners=self.trigger_subscribers())
 
     def _on_conveyor(self, on: bool, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.set_conveyor(on)

@@ -178,11 +178,14 @@ class PlcLink:
         self._queue.put(_WAKE)
         return True
 
-    def beat(self, stage: str) -> None:
-        """A sign of life from an inspection stage."""
+    def beat(self, stage: str, trigger_listeners: int | None = None) -> None:
+        """A sign of life from an inspection stage, with (when known) how many subscriptions
+        the trigger publisher has matched (the path needs one per stage)."""
         if self.watchdog is not None:
             with self.lock:
                 self.watchdog.beat(stage, time.monotonic())
+                if trigger_listeners is not None:
+                    self.watchdog.listeners(trigger_listeners)
 
     def set_conveyor(self, on: bool) -> tuple[bool, str]:
         """Start (True) or stop (False) the conveyor: the coil is written, then read back.

@@ -14,6 +14,10 @@ classifier was dead let the conveyor carry bolts past a blind line.
 * **progress** — every bolt the bridge triggered must get its verdict within
   ``verdict_timeout_s``. A bolt that does not is overdue: the path is stalled somewhere the
   signs of life do not see (a lost subscription, a wedged callback).
+* **reach** — when the caller reports it (:meth:`PathWatchdog.listeners`), the trigger
+  publisher has matched a subscription for every stage. DDS matches the two ends of a topic
+  separately: a stage that hears the trigger publisher may not be matched by it yet, and a
+  trigger published in that moment never reaches the stage (its bolt goes NG, missing views).
 
 The bridge asks :meth:`PathWatchdog.check` on every heartbeat: while the path is not alive it
 writes no heartbeat and asks the PLC to stop the conveyor, and rejects the bolts in flight (the
@@ -66,6 +70,7 @@ class PathWatchdog:
         self.verdict_timeout_s = float(verdict_timeout_s)
         self._last: dict[str, float] = {}
         self._pending: dict[int, float] = {}   # bolt id -> trigger time, oldest first
+        self._listeners: int | None = None     # trigger subscriptions matched; None = unknown
 
     def beat(self, stage: str, now: float) -> bool:
         """A sign of life from ``stage``; False (ignored) for a stage that is not required."""
@@ -73,6 +78,11 @@ class PathWatchdog:
             return False
         self._last[stage] = now
         return True
+
+    def listeners(self, matched: int) -> None:
+        """The trigger publisher has matched ``matched`` subscriptions; the path needs one per
+        stage (a camera or classifier the trigger cannot reach yet would miss the bolt)."""
+        self._listeners = int(matched)
 
     def triggered(self, bolt_id: int, now: float) -> None:
         """The bridge triggered ``bolt_id``: its verdict is due within ``verdict_timeout_s``."""
@@ -108,6 +118,8 @@ class PathWatchdog:
         for stage, silent in self.silent_stages(now):
             reasons.append(f'no sign of life from {stage}' if silent is None
                            else f'{stage} silent for {silent:.1f} s')
+        if self._listeners is not None and self._listeners < len(self.stages):
+            reasons.append(f'the trigger reaches {self._listeners} of {len(self.stages)} stages')
         overdue = tuple(b for b, t in self._pending.items() if now - t > self.verdict_timeout_s)
         for bolt in overdue:
             del self._pending[bolt]
