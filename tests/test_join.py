@@ -35,6 +35,11 @@ def test_missing_camera_times_out_with_its_index():
     # A late view for an expired stamp is dropped, never joined into a second bundle.
     assert j.add_view(1, 2, now=0.6, image=2) == []
     assert j.stats.stale == 1 and j.orphans == 0
+    # ... and reported as late, not lost: which bolt, which camera, how long after the trigger.
+    [late] = j.late
+    assert (late.bolt_id, late.cam, late.delay_s) == ('1', 2, pytest.approx(0.6))
+    j.add_view(1, 0, now=0.7, image=0)                 # a duplicate of a view it had: not late
+    assert len(j.late) == 1 and j.stats.stale == 2
 
 
 def test_views_before_trigger_are_kept_until_it_arrives():

@@ -212,3 +212,18 @@ def test_classifier_params_refuse_in_one_line_what_a_descriptor_cannot():
         params.with_values(cams=(0,))
     with pytest.raises(ConfigError, match='view_timeout_s'):
         params.with_values(view_timeout_s=0.0)
+
+
+def test_a_view_after_the_timeout_is_reported_as_late_not_lost(make):
+    """The bolt goes NG 'missing view' at the timeout; the frame that comes afterwards is logged
+    with its delay, so an operator can tell a slow camera or transport from a lost frame."""
+    pipeline, out = make()
+    bolt(pipeline, 5, skip=(3,))
+    time.sleep(0.25)                     # past the 0.2-s view timeout
+    pipeline.expire(time.monotonic())
+    assert wait_for(lambda: '5' in out.verdicts)
+    assert out.verdicts['5'].reasons[0] == 'missing view cam3'
+    pipeline.view(5_000_000_000, 3, time.monotonic(), image=np.zeros((8, 8, 3), np.uint8))
+    [(level, text)] = [entry for entry in out.logs if 'cam3 frame arrived' in entry[1]]
+    assert level == 'warning' and text.startswith('bolt 5: cam3 frame arrived ')
+    assert 'past the view timeout 0.20 s' in text

@@ -70,6 +70,17 @@ class JoinStats:
     unknown_cams: int = 0
 
 
+@dataclass(frozen=True)
+class LateView:
+    """A view that arrived after its bolt went on without it (the bolt was NG 'missing view').
+
+    It tells an operator the frame was late, not lost: ``delay_s`` after the trigger."""
+
+    bolt_id: str
+    cam: int
+    delay_s: float
+
+
 @dataclass
 class _Pending:
     bolt_id: str
@@ -107,7 +118,9 @@ class ViewJoiner:
         # (stamp, cam) -> (arrival time, image, failure) for views seen before their trigger.
         self._orphans: OrderedDict[tuple[int, int], tuple[float, Any, str | None]] = OrderedDict()
         self._done: deque[int] = deque(maxlen=max(1, int(history)))
-        self._done_set: set[int] = set()
+        # Handed-out stamp -> (bolt id, trigger time, cameras it went on without).
+        self._done_info: dict[int, tuple[str, float, tuple[int, ...]]] = {}
+        self.late: deque[LateView] = deque(maxlen=64)   # for the caller to report, then clear
 
     @property
     def pending(self) -> int:
@@ -122,7 +135,7 @@ class ViewJoiner:
     def add_trigger(self, stamp: int, bolt_id: str, now: float) -> list[Bundle]:
         """Register a triggered bolt; returns bundles completed or evicted by it."""
         stamp = int(stamp)
-        if stamp in self._done_set:
+        if stamp in self._done_info:
             self.stats.stale += 1
             return []
         if stamp in self._pending:
@@ -161,8 +174,12 @@ class ViewJoiner:
         if cam not in self.cams:
             self.stats.unknown_cams += 1
             return []
-        if stamp in self._done_set:
+        done = self._done_info.get(stamp)
+        if done is not None:
             self.stats.stale += 1
+            bolt_id, triggered_at, missing = done
+            if cam in missing:
+                self.late.append(LateView(bolt_id, cam, now - triggered_at))
             return []
         entry = self._pending.get(stamp)
         if entry is None:
@@ -214,11 +231,11 @@ class ViewJoiner:
 
     def _finish(self, stamp: int, now: float) -> Bundle:
         entry = self._pending.pop(stamp)
-        if len(self._done) == self._done.maxlen:
-            self._done_set.discard(self._done[0])
-        self._done.append(stamp)
-        self._done_set.add(stamp)
         missing = tuple(c for c in self.cams if c not in entry.views and c not in entry.failures)
+        if len(self._done) == self._done.maxlen:
+            self._done_info.pop(self._done[0], None)
+        self._done.append(stamp)
+        self._done_info[stamp] = (entry.bolt_id, entry.triggered_at, missing)
         return Bundle(stamp=stamp, bolt_id=entry.bolt_id, views=dict(entry.views),
                       failures=dict(entry.failures), missing=missing,
                       triggered_at=entry.triggered_at, completed_at=now)

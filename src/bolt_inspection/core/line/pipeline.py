@@ -201,6 +201,13 @@ class InspectionPipeline:
             if not self._active:
                 return
             bundles = self.joiner.add_view(stamp_ns, cam, now, image=image, failure=failure)
+            late = list(self.joiner.late)
+            self.joiner.late.clear()
+        for view in late:   # late, not lost: say so (the bolt already went NG without it)
+            self.output.log('warning', f'bolt {view.bolt_id}: cam{view.cam} frame arrived '
+                                       f'{view.delay_s:.2f} s after the trigger, past the view '
+                                       f'timeout {self.joiner.timeout_s:.2f} s (the bolt went '
+                                       f'NG without it)')
         self._dispatch(bundles)
 
     def expire(self, now: float) -> None:
