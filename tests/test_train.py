@@ -374,14 +374,21 @@ def test_cached_stage2_trains_block5_and_head_on_block4_outputs_only():
     y = np.tile([0, 1], 8)
     config = TrainConfig(arch='vgg16', input_size=(32, 64), epochs1=1, epochs2=2, patience=0,
                          head='gap', dense_units=0, augment_copies=1, batch_size=8,
-                         fine_tune_blocks=1)
+                         fine_tune_blocks=1, stage2_precision='float32')
     cache = cache_features(model, x, x[:4], config, progress=False)
     assert cache.layer == 'block4_pool' == stage2_cut_layer(model).name
     assert cache.train.shape == (2, 16, 4, 2, 512) and cache.train.dtype == np.float16
     # Copy 0 is the crops as they are, copy 1 an augmented version of them.
     front, tail = split_at(model, model.get_layer('block4_pool'))
-    np.testing.assert_allclose(cache.train[0], front.predict(x.astype(np.float32), verbose=0),
-                               rtol=2e-3, atol=1e-2)
+    reference = front.predict(x.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(cache.train[0], reference, rtol=2e-3, atol=1e-2)
+    # Cached in bfloat16 (the default on a CPU that has it): the same features to bfloat16's
+    # ~3 significant digits.
+    fast = cache_features(model, x, None,
+                          dataclasses.replace(config, stage2_precision='bfloat16'),
+                          progress=False)
+    assert np.corrcoef(fast.train[0].ravel(), reference.ravel())[0, 1] > 0.999
+    assert np.abs(fast.train[0] - reference).max() < 0.05 * reference.max()
     assert not np.allclose(cache.train[0], cache.train[1])
     # The tail on block-4 outputs is the model on images.
     np.testing.assert_allclose(tail.predict(cache.train[0].astype(np.float32), verbose=0),
