@@ -1,5 +1,5 @@
-"""Training cost: stage-1 and stage-2 epochs on cached frozen features vs recomputing them, and
-the wall time of ``bolt-inspection reproduce --quick`` end to end.
+"""Training cost: stage-1 and stage-2 epochs on cached frozen features vs recomputing them, the
+cache itself in float32 and bfloat16, and the wall time of ``bolt-inspection reproduce --quick``.
 
 The epoch comparison calls the product's own helper, ``core.study.train.measure_epoch_times`` (a
 clone of the model; the second of two epochs is timed so tracing is excluded), on VGG16 in the
@@ -20,15 +20,10 @@ from pathlib import Path
 import common
 
 
-def stage1_timing(images: int, input_size=common.DEMO_INPUT, arch: str = 'vgg16',
-                  repeats: int = 1, stage: str = 'stage1', blocks: int | None = None) -> dict:
-    """One ``stage`` epoch cached vs recomputed (``repeats`` times; the least favourable run
-    is reported). ``blocks``: VGG16 blocks fine-tuned in stage 2 (default: the recipe's; 1 is
-    the paper's block 5 on cached block-4 outputs)."""
+def _crops(images: int, input_size):
+    """``images`` real synthetic ROI crops at ``input_size`` and their labels."""
     import numpy as np
 
-    from bolt_inspection.core.model.network import build_tiny, build_vgg16
-    from bolt_inspection.core.study.train import RECIPE, measure_epoch_times, stage2_precision
     from bolt_inspection.core.vision import synth
     from bolt_inspection.core.vision.roi import prepare_batch
 
@@ -45,7 +40,18 @@ def stage1_timing(images: int, input_size=common.DEMO_INPUT, arch: str = 'vgg16'
         bolt += 1
     frames, cams, labels = frames[:images], cams[:images], labels[:images]
     x = prepare_batch(frames, [boxes[c] for c in cams], tuple(input_size))
-    y = np.asarray(labels, np.int64)
+    return x, np.asarray(labels, np.int64)
+
+
+def stage1_timing(images: int, input_size=common.DEMO_INPUT, arch: str = 'vgg16',
+                  repeats: int = 1, stage: str = 'stage1', blocks: int | None = None) -> dict:
+    """One ``stage`` epoch cached vs recomputed (``repeats`` times; the least favourable run
+    is reported). ``blocks``: VGG16 blocks fine-tuned in stage 2 (default: the recipe's; 1 is
+    the paper's block 5 on cached block-4 outputs)."""
+    from bolt_inspection.core.model.network import build_tiny, build_vgg16
+    from bolt_inspection.core.study.train import RECIPE, measure_epoch_times, stage2_precision
+
+    x, y = _crops(images, input_size)
     if arch == 'vgg16':
         # Timing does not depend on the weights: random init, the recipe's head.
         model = build_vgg16(tuple(input_size), weights='none', seed=0, head=RECIPE['head'],
@@ -68,6 +74,36 @@ def stage2_timing(images: int, input_size=common.DEMO_INPUT, arch: str = 'vgg16'
                   repeats: int = 1, blocks: int | None = None) -> dict:
     """One stage-2 epoch on cached outputs of the frozen blocks vs recomputing them."""
     return stage1_timing(images, input_size, arch, repeats, stage='stage2', blocks=blocks)
+
+
+def cache_timing(images: int, input_size=common.DEMO_INPUT, repeats: int = 2) -> dict:
+    """Build the stage-2 cache (VGG16 up to the recipe's cut) over the same crops in float32 and
+    in bfloat16, alternately ``repeats`` times after one untimed pass each: ms per view (best)."""
+    from bolt_inspection.core.model.network import build_vgg16
+    from bolt_inspection.core.study.train import (
+        RECIPE,
+        extract_features,
+        split_at,
+        stage2_cut_layer,
+    )
+
+    x, _ = _crops(images, input_size)
+    model = build_vgg16(tuple(input_size), weights='none', seed=0, head=RECIPE['head'],
+                        dense_units=RECIPE['dense_units'])
+    cut = stage2_cut_layer(model, RECIPE['fine_tune_blocks'])
+    front, _ = split_at(model, cut)
+    times: dict[str, list[float]] = {'float32': [], 'bfloat16': []}
+    for precision in times:
+        extract_features(front, x[:32], precision=precision)     # tracing, oneDNN set-up
+    for _ in range(repeats):
+        for precision, runs in times.items():
+            start = time.perf_counter()
+            extract_features(front, x, precision=precision)
+            runs.append((time.perf_counter() - start) * 1000.0 / len(x))
+    best = {p: min(runs) for p, runs in times.items()}
+    return {'layer': cut.name, 'input_size': list(input_size), 'images': images,
+            'ms_per_view': best, 'runs_ms_per_view': times,
+            'speedup': best['float32'] / best['bfloat16']}
 
 
 def reproduce_quick(out_dir: Path) -> dict:
@@ -112,6 +148,11 @@ def main(argv=None) -> int:
         s = result[stage]
         common.log(f'{stage} epoch: cached {s["cached_epoch_s"]:.3f} s, recomputed '
                    f'{s["recompute_epoch_s"]:.3f} s -> {s["speedup"]:.1f}x')
+    if args.arch == 'vgg16':
+        c = result['cache'] = cache_timing(args.images, tuple(args.input_size))
+        common.log(f'cache ({c["layer"]} outputs): float32 {c["ms_per_view"]["float32"]:.1f} '
+                   f'ms a view, bfloat16 {c["ms_per_view"]["bfloat16"]:.1f} ms -> '
+                   f'{c["speedup"]:.1f}x')
     if args.reproduce:
         common.log('training: bolt-inspection reproduce --quick (end to end)')
         result['reproduce_quick'] = reproduce_quick(args.out.parent / 'reproduce_quick')
