@@ -16,7 +16,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.rviz')
-         + glob('config/*.perspective')),
+         + glob('config/*.perspective') + glob('config/*.xml')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

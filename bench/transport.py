@@ -7,10 +7,13 @@ station at that many bolts per second) to one reader process with four subscript
 * ``raw_best_effort`` — sensor_msgs/Image 1280x960 bgr8, sensor-data QoS (best effort, depth 5):
   what the line did before issue 15;
 * ``raw_best_effort_large_data`` — the same with ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``
-  exported (ignored: with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` rmw_fastrtps installs its
-  own shared-memory + UDP transports);
+  exported (ignored: with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` rmw_fastrtps turns the
+  builtin transports off and adds its own shared-memory + UDP transports, after those of the
+  default XML profile);
 * ``raw_reliable`` — the same Image, RELIABLE keep-last 4 (``nodes/topics.py`` IMAGE_QOS, the
-  choice);
+  choice), on rmw_fastrtps's own transports (shared memory with a 512 KB segment);
+* ``raw_reliable_profile`` — the same with ``config/fastdds.xml`` (what every node loads): a
+  16 MB shared-memory segment that holds whole frames;
 * ``png_best_effort`` / ``png_reliable`` — sensor_msgs/CompressedImage, lossless PNG (level 1)
   encoded in the camera and decoded in the reader;
 * ``roi_best_effort`` / ``roi_reliable`` — only the camera's ROI box as a raw Image (the crop
@@ -41,15 +44,19 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
+PROFILE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+NO_PROFILE = {PROFILE: None}       # rmw_fastrtps's own transports (512 KB shared-memory segment)
 OPTIONS = {
-    # name: (payload, reliable, extra environment)
-    'raw_best_effort': ('raw', False, {}),
-    'raw_best_effort_large_data': ('raw', False, {'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}),
-    'raw_reliable': ('raw', True, {}),
-    'png_best_effort': ('png', False, {}),
-    'png_reliable': ('png', True, {}),
-    'roi_best_effort': ('roi', False, {}),
-    'roi_reliable': ('roi', True, {}),
+    # name: (payload, reliable, environment: value None = unset)
+    'raw_best_effort': ('raw', False, NO_PROFILE),
+    'raw_best_effort_large_data': ('raw', False, {**NO_PROFILE,
+                                                  'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}),
+    'raw_reliable': ('raw', True, NO_PROFILE),
+    'raw_reliable_profile': ('raw', True, {PROFILE: str(HERE.parent / 'config' / 'fastdds.xml')}),
+    'png_best_effort': ('png', False, NO_PROFILE),
+    'png_reliable': ('png', True, NO_PROFILE),
+    'roi_best_effort': ('roi', False, NO_PROFILE),
+    'roi_reliable': ('roi', True, NO_PROFILE),
 }
 CAMS = (0, 1, 2, 3)
 
@@ -149,6 +156,7 @@ def run_option(name: str, frames: int, rate: float, size, out_dir: Path) -> dict
     """Start the reader and the four cameras of one option; gather their numbers."""
     payload, reliable, extra_env = OPTIONS[name]
     env = {**os.environ, **extra_env}
+    env = {key: value for key, value in env.items() if value is not None}
     work = out_dir / name
     work.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, __file__, '--role']

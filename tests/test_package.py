@@ -105,6 +105,28 @@ def test_ros_environment_defaults_do_not_override_the_user():
     assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
 
 
+def test_nodes_load_the_shipped_fast_dds_profile_unless_told_otherwise():
+    """config/fastdds.xml (a shared-memory segment that holds whole 1280x960 frames) is the
+    default profile of every entry point on rmw_fastrtps_cpp; a user's own profile or another
+    RMW is left alone."""
+    import xml.etree.ElementTree as ET
+
+    env = {}
+    assert rosenv.apply_defaults(env)['FASTDDS_DEFAULT_PROFILES_FILE'] == \
+        str(paths.config_path('fastdds.xml'))
+    ns = {'dds': 'http://www.eprosima.com'}
+    root = ET.parse(env['FASTDDS_DEFAULT_PROFILES_FILE']).getroot()
+    segment = int(root.find('.//dds:transport_descriptor/dds:segment_size', ns).text)
+    assert segment >= 4 * 1280 * 960 * 3          # four whole bgr8 frames at once
+    participant = root.find('.//dds:participant', ns)
+    assert participant.get('is_default_profile') == 'true'
+    env = {'FASTDDS_DEFAULT_PROFILES_FILE': '/etc/mine.xml'}
+    rosenv.apply_defaults(env)
+    assert env['FASTDDS_DEFAULT_PROFILES_FILE'] == '/etc/mine.xml'
+    env = {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}
+    assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in rosenv.apply_defaults(env)
+
+
 def test_bad_yaml_gives_one_line_error(tmp_path):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('a: [1, 2\nb: 3\n')

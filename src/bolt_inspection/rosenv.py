@@ -13,6 +13,18 @@ DEFAULTS = {
     # TensorFlow's C++ INFO/WARNING banners drown the node logs.
     'TF_CPP_MIN_LOG_LEVEL': '2',
 }
+# The Fast DDS profile with a shared-memory segment that holds whole camera frames
+# (config/fastdds.xml says why); only for rmw_fastrtps_cpp, the default RMW.
+FASTDDS_PROFILE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+FASTDDS_RMW = 'rmw_fastrtps_cpp'
+
+
+def fastdds_profile() -> str:
+    """The shipped Fast DDS profile's path, or '' when it is not installed."""
+    from bolt_inspection import paths
+
+    path = paths.config_path('fastdds.xml')
+    return str(path) if path.is_file() else ''
 
 
 def apply_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -25,9 +37,12 @@ def apply_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
         The variables that were set by this call.
     """
     env = os.environ if environ is None else environ
+    defaults = dict(DEFAULTS)
+    if env.get('RMW_IMPLEMENTATION', FASTDDS_RMW) == FASTDDS_RMW:
+        defaults[FASTDDS_PROFILE] = fastdds_profile()
     changed = {}
-    for key, value in DEFAULTS.items():
-        if not env.get(key):
+    for key, value in defaults.items():
+        if value and not env.get(key):
             env[key] = value
             changed[key] = value
     return changed
