@@ -9,11 +9,12 @@ subscribers cannot drift apart. Why each profile is what it is:
 
 * Inspection images (``/camN/image_raw``) are RELIABLE, keep-last :data:`IMAGE_DEPTH`. A
   1280x960 bgr8 frame is 3.7 MB; Fast DDS splits it into ~57 fragments of 64 KB. Between
-  processes (``ros2 launch``: one process per node) rmw_fastrtps uses its shared-memory transport
-  with 512 KB segments — with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` it installs that
-  transport itself and ignores ``FASTDDS_BUILTIN_TRANSPORTS`` and XML transport settings — and a
-  best-effort sample that loses one fragment is lost whole. Measured here (bench/transport.py):
-  best effort delivered 10-40% of the frames, reliable 100%. Keep-last bounds the writer's
+  processes (``ros2 launch``: one process per node) they go through shared memory — with
+  ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` rmw_fastrtps ignores ``FASTDDS_BUILTIN_TRANSPORTS``
+  and adds its own 512 KB-segment transport, after those of the default XML profile, so every
+  node loads ``config/fastdds.xml`` (16 MB segment, ``rosenv``) — and a best-effort sample that
+  loses one fragment is lost whole. Measured here (bench/transport.py): best effort delivered
+  10-40% of the frames, reliable 100%; the profile halves the reliable latency. Keep-last bounds the writer's
   memory and never blocks a camera: a reader that falls :data:`IMAGE_DEPTH` frames behind loses
   the oldest, and the classifier's view timeout then makes that bolt NG.
 * Triggers, verdicts and PLC deliveries are RELIABLE: each one is a bolt.
