@@ -14,9 +14,10 @@ subscribers cannot drift apart. Why each profile is what it is:
   and adds its own 512 KB-segment transport, after those of the default XML profile, so every
   node loads ``config/fastdds.xml`` (16 MB segment, ``rosenv``) — and a best-effort sample that
   loses one fragment is lost whole. Measured here (bench/transport.py): best effort delivered
-  10-40% of the frames, reliable 100%; the profile halves the reliable latency. Keep-last bounds the writer's
-  memory and never blocks a camera: a reader that falls :data:`IMAGE_DEPTH` frames behind loses
-  the oldest, and the classifier's view timeout then makes that bolt NG.
+  10-40% of the frames, reliable 100%; the profile halves the reliable latency. Keep-last
+  bounds the writer's memory and never blocks a camera: a reader that falls
+  :data:`IMAGE_DEPTH` frames behind loses the oldest, and the classifier's view timeout then
+  makes that bolt NG.
 * Triggers, verdicts and PLC deliveries are RELIABLE: each one is a bolt.
 * Pictures for people (the Grad-CAM mosaic and per-view heatmaps) are sensor data (best
   effort): a dropped picture must never delay a verdict.
