@@ -44,7 +44,9 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-PROFILE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+from bolt_inspection import rosenv  # noqa: E402
+
+PROFILE = rosenv.FASTDDS_PROFILE
 NO_PROFILE = {PROFILE: None}       # rmw_fastrtps's own transports (512 KB shared-memory segment)
 OPTIONS = {
     # name: (payload, reliable, environment: value None = unset)
@@ -52,7 +54,7 @@ OPTIONS = {
     'raw_best_effort_large_data': ('raw', False, {**NO_PROFILE,
                                                   'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA'}),
     'raw_reliable': ('raw', True, NO_PROFILE),
-    'raw_reliable_profile': ('raw', True, {PROFILE: str(HERE.parent / 'config' / 'fastdds.xml')}),
+    'raw_reliable_profile': ('raw', True, {PROFILE: rosenv.fastdds_profile()}),
     'png_best_effort': ('png', False, NO_PROFILE),
     'png_reliable': ('png', True, NO_PROFILE),
     'roi_best_effort': ('roi', False, NO_PROFILE),

@@ -502,8 +502,9 @@ def extract_features(front, x: np.ndarray, *, copies: int = 0, seed: int = 0,
                      desc: str = 'caching features', precision: str = 'float32') -> np.ndarray:
     """Run the frozen front over ``x`` once (and over ``copies`` augmented versions of it).
 
-    ``precision='bfloat16'`` runs it as a :func:`mixed_twin`: measured here on blocks 1-3 of
-    VGG16 at 128x256, 9.4 against 52.6 ms a view in float32 (the cache is float16 anyway).
+    ``precision='bfloat16'`` runs it as a :func:`mixed_twin`: blocks 1-3 of VGG16 at 128x256
+    took 7.3 against 38.3 ms a view in float32 (``python bench/training.py``, bench/RESULTS.md;
+    the cache is float16 anyway).
 
     Returns:
         ``(1 + copies, N, ...)`` float16 (half the memory; the features are ReLU outputs of a
