@@ -356,6 +356,31 @@ def test_synthetic_camera_prefetches_the_next_bolt_and_cleans_up(rclpy_context):
     assert not [t for t in threading.enumerate() if t.name.startswith('synthetic-prefetch')]
 
 
+def test_late_frames_and_triggers_are_logged_with_where_the_time_went(rclpy_context, capfd):
+    """A frame that leaves its camera late, or a trigger the classifier hears late, is logged:
+    the classifier's view timeout would turn it into a bare 'missing view' otherwise. Replayed
+    triggers (old stamps) are not 'late'."""
+    from std_msgs.msg import Header
+    cam = CameraNode('cam2', context=rclpy_context, parameter_overrides=[
+        Parameter('camera_index', value=2), Parameter('size', value=[160, 120])])
+    classifier = ClassifierNode('classifier', context=rclpy_context)
+    assert bring_up(cam)
+    now = cam.get_clock().now().nanoseconds
+    for bolt, age_s in (('1', 0.0), ('2', 0.5), ('3', 3600.0)):
+        trigger = Header(stamp=ns_to_stamp(now - int(age_s * 1e9)), frame_id=bolt)
+        cam._on_trigger(trigger)
+        classifier._on_trigger(trigger)
+    err = capfd.readouterr().err
+    assert cam.published == 3
+    assert 'bolt 1:' not in err and 'bolt 3:' not in err, err
+    assert '[cam2]: bolt 2: frame out 5' in err and 'trigger heard after 5' in err, err
+    assert 'prefetch hits' in err
+    assert '[classifier]: bolt 2: trigger heard 5' in err, err
+    bring_down(cam)
+    cam.destroy_node()
+    classifier.destroy_node()
+
+
 def test_camera_node_with_bad_source_fails_configure(rclpy_context):
     cam = CameraNode('cam0', context=rclpy_context, parameter_overrides=[
         Parameter('source', value='folder'), Parameter('folder', value='/nonexistent/dir')])

@@ -26,7 +26,13 @@ from bolt_inspection.nodes.lifecycle_util import (
     exit_main,
     key_values,
     publish_diagnostics,
+    stamp_to_ns,
 )
+
+# A frame published later than this after its trigger is logged with where the time went (the
+# classifier's view timeout, 0.8 s by default, turns a much later one into a 'missing view').
+SLOW_CAPTURE_S = 0.3
+_MAX_STAMP_AGE_S = 60.0   # older trigger stamps are replayed ones: their age says nothing
 
 
 class CameraNode(LifecycleNode):
@@ -187,7 +193,28 @@ class CameraNode(LifecycleNode):
 
     # -- frames ------------------------------------------------------------------------------
     def _on_trigger(self, msg: Header) -> None:
+        heard_ns = self.get_clock().now().nanoseconds
         self.capture(msg.stamp, msg.frame_id)
+        self._check_capture_time(msg, heard_ns)
+
+    def _check_capture_time(self, msg: Header, heard_ns: int) -> None:
+        # Stamps are the bridge's system clock; every process of the line runs on one machine.
+        stamp_ns = stamp_to_ns(msg.stamp)
+        done_ns = self.get_clock().now().nanoseconds
+        if SLOW_CAPTURE_S < (done_ns - stamp_ns) * 1e-9 < _MAX_STAMP_AGE_S:
+            self.get_logger().warning(
+                f'bolt {msg.frame_id}: frame out {(done_ns - stamp_ns) * 1e-6:.0f} ms after '
+                f'the trigger (trigger heard after {(heard_ns - stamp_ns) * 1e-6:.0f} ms, grab '
+                f'and publish {(done_ns - heard_ns) * 1e-6:.0f} ms; {self._source_stats()})')
+
+    def _source_stats(self) -> str:
+        source = self.source
+        if source is None:
+            return 'source closed'
+        hits = getattr(source, 'prefetch_hits', None)
+        if hits is None:
+            return source.describe()
+        return f'prefetch hits {hits}, misses {source.prefetch_misses}'
 
     def _on_free_run(self) -> None:
         self._free_run_count += 1

@@ -69,6 +69,8 @@ IMAGE_RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE,
 # A trigger stamp further in the past than this is a replayed one: latency is then measured from
 # the trigger's arrival here instead.
 _MAX_STAMP_AGE_S = 60.0
+# A live trigger heard later than this is logged: the view timeout counts from its arrival here.
+SLOW_TRIGGER_S = 0.2
 
 
 def default_inspector_factory(model: str, camera_config: str, engine: str = 'auto'):
@@ -376,6 +378,10 @@ class ClassifierNode(LifecycleNode):
         pipeline = self.pipeline
         if pipeline is not None:
             pipeline.trigger(stamp_to_ns(msg.stamp), msg.frame_id, time.monotonic())
+        heard_s = (self.get_clock().now().nanoseconds - stamp_to_ns(msg.stamp)) * 1e-9
+        if SLOW_TRIGGER_S < heard_s < _MAX_STAMP_AGE_S:
+            self.get_logger().warning(f'bolt {msg.frame_id}: trigger heard {heard_s * 1e3:.0f} '
+                                      f'ms after its stamp')
 
     def _image_callback(self, cam: int):
         def callback(msg: Image) -> None:
