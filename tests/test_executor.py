@@ -10,8 +10,10 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 
 from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
+from rclpy.exceptions import InvalidHandle  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.waitable import NumberOfEntities, Waitable  # noqa: E402
 from std_msgs.msg import Int32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -160,3 +162,61 @@ def test_a_callback_exception_is_logged_once_counted_and_spinning_goes_on(rclpy_
     err = capfd.readouterr().err
     assert err.count('Traceback (most recent call last)') == 1, err   # same fault: once
     assert 'hostile payload -1' in err
+
+
+class _VanishingWaitable(Waitable):
+    """A waitable whose entity is destroyed between the executor's collection of it and the
+    wait set it builds, ``times`` times: what a subscription's QoS-event handler does when a
+    lifecycle transition destroys the subscription in another thread (ros2/rclpy#1284)."""
+
+    def __init__(self, callback_group, times: int) -> None:
+        super().__init__(callback_group)
+        self.left = times
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def get_num_entities(self):
+        return NumberOfEntities()
+
+    def add_to_wait_set(self, wait_set) -> None:
+        if self.left > 0:
+            self.left -= 1
+            raise InvalidHandle('cannot use Destroyable because destruction was requested')
+
+    def is_ready(self, wait_set) -> bool:
+        return False
+
+    def take_data(self):
+        return None
+
+    async def execute(self, taken_data) -> None:
+        return None
+
+
+def test_an_entity_destroyed_while_the_wait_set_is_built_does_not_stop_spinning(rclpy_context):
+    """The composed line's executor thread once died of rclpy's InvalidHandle when the
+    classifier was cleaned up mid-run, and no bolt got a verdict after that."""
+    node = rclpy.create_node('executor_vanishing', context=rclpy_context)
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    received = []
+    node.create_subscription(Int32, 'numbers', lambda msg: received.append(msg.data), qos)
+    publisher = node.create_publisher(Int32, 'numbers', qos)
+    vanishing = _VanishingWaitable(node.default_callback_group, times=3)
+    node.add_waitable(vanishing)
+    executor, spin, deadline = _spin_matched(rclpy_context, node, publisher, num_threads=2)
+    try:
+        for value in (1, 2, 3):
+            publisher.publish(Int32(data=value))
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert received == [1, 2, 3]
+        assert spin.is_alive(), 'InvalidHandle killed the spin thread'
+        assert vanishing.left == 0 and executor.vanished_entities == 3
+    finally:
+        assert executor.shutdown(timeout_sec=5.0)
+        spin.join(timeout=5.0)
+        node.destroy_node()

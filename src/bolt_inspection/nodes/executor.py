@@ -9,6 +9,14 @@ worker, the in-process PLC simulator) for up to ~1 s. Whole-file runs of tests/t
 8 each, no reruns: 4 failed with the stock executor (72 stalls > 100 ms, longest 0.92 s), none
 with :class:`RequeueFreeExecutor` (longest stall 50 ms).
 
+It also survives an entity destroyed while it builds its wait set. rclpy 9.1.2 checks that a
+subscription, timer or service is still alive before adding it, but not a waitable: the QoS-event
+handlers of a subscription that a lifecycle transition destroys in another thread raise
+``InvalidHandle`` ("destruction was requested") from ``add_to_wait_set`` in the spin thread
+(ros2/rclpy#1284), which ended ``spin()``. A fresh-clone test run saw it once: the composed line's
+classifier was cleaned up and configured again, and no bolt got a verdict after that. Here the
+pass is dropped and the next one builds the wait set from the entities that are left.
+
 It also keeps spinning when a callback raises. rclpy's executors re-raise a callback's exception
 in the spin thread, which ends ``spin()``: in ``bolt-inspection line`` that thread was the whole
 line's, so one malformed message stopped every node's callbacks while the conveyor ran on. Here a
@@ -26,6 +34,7 @@ from __future__ import annotations
 import threading
 import traceback
 
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (
     ConditionReachedException,
     ExternalShutdownException,
@@ -49,6 +58,7 @@ class RequeueFreeExecutor(MultiThreadedExecutor):
         self._queued: set = set()  # tasks submitted to the pool that no thread has started
         self._started = threading.Condition()
         self.callback_errors = 0
+        self.vanished_entities = 0   # wait-set passes dropped for an entity destroyed meanwhile
         self.last_callback_error = ''
         self._faults_seen: set[tuple] = set()
 
@@ -64,6 +74,11 @@ class RequeueFreeExecutor(MultiThreadedExecutor):
             handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException,
                 ConditionReachedException):
+            return
+        except InvalidHandle:
+            # An entity was destroyed while the wait set was built (see the module doc); the
+            # next pass starts a new wait set without it.
+            self.vanished_entities += 1
             return
         with self._started:
             if handler in self._queued:
