@@ -25,6 +25,7 @@ from bolt_inspection.nodes.lifecycle_util import (
     declare,
     exit_main,
     key_values,
+    live_stamp_age_s,
     publish_diagnostics,
     stamp_to_ns,
 )
@@ -32,7 +33,6 @@ from bolt_inspection.nodes.lifecycle_util import (
 # A frame published later than this after its trigger is logged with where the time went (the
 # classifier's view timeout, 0.8 s by default, turns a much later one into a 'missing view').
 SLOW_CAPTURE_S = 0.3
-_MAX_STAMP_AGE_S = 60.0   # older trigger stamps are replayed ones: their age says nothing
 
 
 class CameraNode(LifecycleNode):
@@ -198,14 +198,14 @@ class CameraNode(LifecycleNode):
         self._check_capture_time(msg, heard_ns)
 
     def _check_capture_time(self, msg: Header, heard_ns: int) -> None:
-        # Stamps are the bridge's system clock; every process of the line runs on one machine.
         stamp_ns = stamp_to_ns(msg.stamp)
-        done_ns = self.get_clock().now().nanoseconds
-        if SLOW_CAPTURE_S < (done_ns - stamp_ns) * 1e-9 < _MAX_STAMP_AGE_S:
+        out_s = live_stamp_age_s(self, stamp_ns)
+        if out_s is not None and out_s > SLOW_CAPTURE_S:
+            heard_ms = (heard_ns - stamp_ns) * 1e-6
             self.get_logger().warning(
-                f'bolt {msg.frame_id}: frame out {(done_ns - stamp_ns) * 1e-6:.0f} ms after '
-                f'the trigger (trigger heard after {(heard_ns - stamp_ns) * 1e-6:.0f} ms, grab '
-                f'and publish {(done_ns - heard_ns) * 1e-6:.0f} ms; {self._source_stats()})')
+                f'bolt {msg.frame_id}: frame out {out_s * 1e3:.0f} ms after the trigger '
+                f'(trigger heard after {heard_ms:.0f} ms, grab and publish '
+                f'{out_s * 1e3 - heard_ms:.0f} ms; {self._source_stats()})')
 
     def _source_stats(self) -> str:
         source = self.source

@@ -56,6 +56,7 @@ from bolt_inspection.nodes.lifecycle_util import (
     declare,
     exit_main,
     key_values,
+    live_stamp_age_s,
     ns_to_stamp,
     publish_diagnostics,
     stamp_to_ns,
@@ -66,9 +67,6 @@ TRIGGER_QOS = topics.TRIGGER_QOS
 VERDICT_QOS = topics.VERDICT_QOS
 IMAGE_RELIABILITY = {'reliable': ReliabilityPolicy.RELIABLE,
                      'best_effort': ReliabilityPolicy.BEST_EFFORT}
-# A trigger stamp further in the past than this is a replayed one: latency is then measured from
-# the trigger's arrival here instead.
-_MAX_STAMP_AGE_S = 60.0
 # A live trigger heard later than this is logged: the view timeout counts from its arrival here.
 SLOW_TRIGGER_S = 0.2
 
@@ -378,8 +376,8 @@ class ClassifierNode(LifecycleNode):
         pipeline = self.pipeline
         if pipeline is not None:
             pipeline.trigger(stamp_to_ns(msg.stamp), msg.frame_id, time.monotonic())
-        heard_s = (self.get_clock().now().nanoseconds - stamp_to_ns(msg.stamp)) * 1e-9
-        if SLOW_TRIGGER_S < heard_s < _MAX_STAMP_AGE_S:
+        heard_s = live_stamp_age_s(self, stamp_to_ns(msg.stamp))
+        if heard_s is not None and heard_s > SLOW_TRIGGER_S:
             self.get_logger().warning(f'bolt {msg.frame_id}: trigger heard {heard_s * 1e3:.0f} '
                                       f'ms after its stamp')
 
@@ -466,9 +464,8 @@ class ClassifierNode(LifecycleNode):
 
     def latency_ms(self, bundle: Bundle) -> float:
         """Trigger stamp -> now on this node's clock; from the trigger's arrival for replays."""
-        now_ns = self.get_clock().now().nanoseconds
-        age_s = (now_ns - bundle.stamp) / 1e9
-        if 0.0 <= age_s <= _MAX_STAMP_AGE_S:
+        age_s = live_stamp_age_s(self, bundle.stamp)
+        if age_s is not None:
             return age_s * 1000.0
         return (time.monotonic() - bundle.triggered_at) * 1000.0
 

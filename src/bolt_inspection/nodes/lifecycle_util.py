@@ -45,6 +45,20 @@ def stamp_to_ns(stamp: Time) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+#: A stamp further in the past than this is a replayed one (a bag): its age says nothing about
+#: the line's latency.
+MAX_LIVE_STAMP_AGE_S = 60.0
+
+
+def live_stamp_age_s(node, stamp_ns: int) -> float | None:
+    """Seconds from ``stamp_ns`` to now on ``node``'s clock; None for a replayed or future stamp.
+
+    Stamps are the PLC bridge's system clock and every process of the line runs on one machine.
+    """
+    age_s = (node.get_clock().now().nanoseconds - int(stamp_ns)) * 1e-9
+    return age_s if 0.0 <= age_s <= MAX_LIVE_STAMP_AGE_S else None
+
+
 def ns_to_stamp(ns: int) -> Time:
     """Integer nanoseconds -> builtin_interfaces/Time."""
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
